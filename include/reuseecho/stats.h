@@ -1,0 +1,44 @@
+/* reuseecho statistics: the one list of counters.
+ * Shared by the server, the ctl client and the tests. Every per-worker counter, the
+ * sum, the JSON keys and the Prometheus series are generated from RE_STATS_COUNTERS.
+ */
+#ifndef REUSEECHO_INCLUDE_REUSEECHO_STATS_H
+#define REUSEECHO_INCLUDE_REUSEECHO_STATS_H
+
+#include <stdint.h>
+
+/* X(field, kind, metric, labels, help)
+ *   field   struct member and JSON key
+ *   kind    counter (monotonic) or gauge
+ *   metric  Prometheus name without the "reuseecho_" prefix
+ *   labels  extra Prometheus labels (besides worker=) or ""
+ *   help    one-line description (# HELP, once per metric name)
+ */
+#define RE_STATS_COUNTERS(X) \
+	X(accepted, counter, "connections_accepted_total", "", "Connections accepted") \
+	X(closed_eof, counter, "connections_closed_total", "reason=\"eof\"", "Connections closed, by reason") \
+	X(closed_error, counter, "connections_closed_total", "reason=\"error\"", "Connections closed, by reason") \
+	X(closed_idle, counter, "connections_closed_total", "reason=\"idle\"", "Connections closed, by reason") \
+	X(closed_limit, counter, "connections_closed_total", "reason=\"limit\"", "Connections closed, by reason") \
+	X(closed_drain, counter, "connections_closed_total", "reason=\"drain\"", "Connections closed, by reason") \
+	X(active, gauge, "connections_active", "", "Connections open now") \
+	X(bytes_received, counter, "bytes_received_total", "", "Bytes received from clients") \
+	X(bytes_sent, counter, "bytes_sent_total", "", "Bytes echoed back to clients") \
+	X(recv_calls, counter, "recv_calls_total", "", "recv(2) calls on client sockets") \
+	X(send_calls, counter, "send_calls_total", "", "send(2) calls on client sockets") \
+	X(send_eagain, counter, "send_eagain_total", "", "Sends that found the socket buffer full") \
+	X(backpressure_pauses, counter, "backpressure_pauses_total", "", "Times reading stopped because unsent output reached --conn-buffer") \
+	X(ready_requeues, counter, "ready_requeues_total", "", "Connections put back on the ready list after using their per-wakeup budget") \
+	X(epoll_waits, counter, "epoll_waits_total", "", "epoll_wait(2) calls") \
+	X(events, counter, "events_total", "", "epoll events handled") \
+	X(accept_errors_fd, counter, "accept_errors_total", "class=\"emfile\"", "accept4(2) failures, by errno class") \
+	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class")
+
+/* Plain values: a snapshot, a sum, or the retired total. */
+struct re_stats_counters {
+#define RE_STATS_FIELD(field, kind, metric, labels, help) uint64_t field;
+	RE_STATS_COUNTERS(RE_STATS_FIELD)
+#undef RE_STATS_FIELD
+};
+
+#endif

@@ -1,0 +1,409 @@
+/* config: command-line parsing into struct re_config, and the value parsers that the
+ * control socket reuses. No I/O: messages are returned in caller buffers.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "re_version.h"
+
+void re_config_defaults(struct re_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->threads = 0;
+	snprintf(cfg->bind, sizeof(cfg->bind), "0.0.0.0");
+	cfg->port = RE_DEFAULT_PORT;
+	cfg->backlog = RE_DEFAULT_BACKLOG;
+	cfg->rt.max_conns = 0;
+	cfg->rt.idle_timeout_ms = 0;
+	cfg->rt.conn_buffer = RE_DEFAULT_CONN_BUFFER;
+	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
+	cfg->log_level = RE_LOG_INFO;
+}
+
+/* Digits only: no sign, no leading blanks, no hex. strtoull alone accepts "-1". */
+static int parse_digits(const char **p, uint64_t *ret)
+{
+	uint64_t v = 0;
+	const char *s = *p;
+
+	if (!isdigit((unsigned char)*s)) {
+		return -EINVAL;
+	}
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+
+		if (v > (UINT64_MAX - d) / 10) {
+			return -ERANGE;
+		}
+		v = v * 10 + d;
+	}
+	*p = s;
+	*ret = v;
+	return 0;
+}
+
+int re_config_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t v;
+	int r = parse_digits(&s, &v);
+
+	if (r < 0) {
+		return r;
+	}
+	if (*s != '\0') {
+		return -EINVAL;
+	}
+	if (v < min || v > max) {
+		return -ERANGE;
+	}
+	*ret = v;
+	return 0;
+}
+
+int re_config_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t v, mult = 1;
+	int r = parse_digits(&s, &v);
+
+	if (r < 0) {
+		return r;
+	}
+	switch (tolower((unsigned char)*s)) {
+	case '\0':
+		break;
+	case 'k':
+		mult = 1024;
+		s++;
+		break;
+	case 'm':
+		mult = 1024 * 1024;
+		s++;
+		break;
+	case 'g':
+		mult = 1024 * 1024 * 1024;
+		s++;
+		break;
+	case 'b':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (mult > 1 && tolower((unsigned char)*s) == 'i') {
+		s++;
+		if (tolower((unsigned char)*s) != 'b') {
+			return -EINVAL;
+		}
+	}
+	if (tolower((unsigned char)*s) == 'b') {
+		s++;
+	}
+	if (*s != '\0') {
+		return -EINVAL;
+	}
+	if (v > UINT64_MAX / mult) {
+		return -ERANGE;
+	}
+	v *= mult;
+	if (v < min || v > max) {
+		return -ERANGE;
+	}
+	*ret = v;
+	return 0;
+}
+
+int re_config_parse_seconds(const char *s, uint64_t max_ms, uint64_t *ret_ms)
+{
+	uint64_t whole, frac = 0, scale = 1000;
+	int r = parse_digits(&s, &whole);
+
+	if (r < 0) {
+		return r;
+	}
+	if (strcmp(s, "ms") == 0) {
+		scale = 1;
+		s += 2;
+	} else if (*s == '.') {
+		int digits = 0;
+
+		s++;
+		if (!isdigit((unsigned char)*s)) {
+			return -EINVAL;
+		}
+		for (; isdigit((unsigned char)*s); s++, digits++) {
+			if (digits < 3) {
+				frac = frac * 10 + (uint64_t)(*s - '0');
+			} else if (*s != '0') {
+				return -EINVAL;	/* finer than a millisecond */
+			}
+		}
+		for (; digits < 3; digits++) {
+			frac *= 10;
+		}
+	}
+	if (*s == 's' && scale == 1000) {
+		s++;
+	}
+	if (*s != '\0') {
+		return -EINVAL;
+	}
+	if (whole > max_ms / scale) {
+		return -ERANGE;
+	}
+	whole = whole * scale + frac;
+	if (whole > max_ms) {
+		return -ERANGE;
+	}
+	*ret_ms = whole;
+	return 0;
+}
+
+static const char usage_text[] =
+	"Usage: reuseecho [OPTIONS]\n"
+	"A multithreaded TCP echo server (RFC 862): every byte a client sends comes back,\n"
+	"unchanged and in order. Each worker thread is pinned to a CPU and owns its own\n"
+	"SO_REUSEPORT listener and edge-triggered epoll instance.\n"
+	"\n"
+	"Options:\n"
+	"  -t, --threads N          worker threads, 1-1024 (default: the number of CPUs in\n"
+	"                           the process's affinity mask, or in --cpus)\n"
+	"  -b, --bind ADDR          IPv4 or IPv6 literal to listen on (default 0.0.0.0;\n"
+	"                           '::' listens on IPv6 and IPv4, dual-stack)\n"
+	"  -p, --port P             TCP port, 0-65535 (default 7007; 0 picks one free port\n"
+	"                           that every worker shares; the ready line shows it)\n"
+	"      --cpus LIST          pin workers round-robin over these CPUs, e.g. 0-3,6\n"
+	"                           (default: every CPU the process may use)\n"
+	"      --no-pin             do not pin workers to CPUs\n"
+	"      --backlog N          listen(2) backlog per worker, 1-65535 (default 4096;\n"
+	"                           the kernel caps it at net.core.somaxconn)\n"
+	"      --max-conns N        limit on open client connections over all workers;\n"
+	"                           0 = no limit but RLIMIT_NOFILE (default 0). A client\n"
+	"                           over the limit is accepted and reset at once\n"
+	"      --idle-timeout S     close a connection that moved no byte for S seconds\n"
+	"                           (decimal, or with an 'ms' suffix); 0 = off (default 0)\n"
+	"      --conn-buffer BYTES  most unsent echo bytes held per connection before the\n"
+	"                           server stops reading from it, 4K-1G, K/M/G suffixes\n"
+	"                           (default 64K)\n"
+	"      --drain-timeout S    on SIGTERM/SIGINT, how long to finish echoing what\n"
+	"                           clients already sent before resetting what is left\n"
+	"                           (default 10)\n"
+	"      --log-level LEVEL    error, warn, info or debug (default info)\n"
+	"  -V, --version            print the version and exit\n"
+	"  -h, --help               print this help and exit\n"
+	"\n"
+	"When every worker listens, one line goes to stdout:\n"
+	"  reuseecho: listening on ADDR:PORT with N workers\n"
+	"Logs go to stderr. Signals: SIGTERM/SIGINT drain and exit 0; a second one exits\n"
+	"at once with status 1. Exit status: 0 ok, 1 start-up or runtime failure, 2 usage.\n";
+
+enum {
+	OPT_CPUS = 256,
+	OPT_NO_PIN,
+	OPT_BACKLOG,
+	OPT_MAX_CONNS,
+	OPT_IDLE_TIMEOUT,
+	OPT_CONN_BUFFER,
+	OPT_DRAIN_TIMEOUT,
+	OPT_LOG_LEVEL,
+};
+
+static const struct option long_options[] = {
+	{ "threads", required_argument, NULL, 't' },
+	{ "bind", required_argument, NULL, 'b' },
+	{ "port", required_argument, NULL, 'p' },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "no-pin", no_argument, NULL, OPT_NO_PIN },
+	{ "backlog", required_argument, NULL, OPT_BACKLOG },
+	{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "conn-buffer", required_argument, NULL, OPT_CONN_BUFFER },
+	{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "version", no_argument, NULL, 'V' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The flag's long name for messages, found from its getopt value. */
+static const char *flag_name(int opt)
+{
+	for (const struct option *o = long_options; o->name != NULL; o++) {
+		if (o->val == opt) {
+			return o->name;
+		}
+	}
+	return "?";
+}
+
+static int bad_value(char *err, size_t errlen, int opt, const char *arg, int r,
+		     const char *range)
+{
+	if (r == -ERANGE) {
+		snprintf(err, errlen, "--%s: '%s' is out of range (%s)", flag_name(opt), arg, range);
+	} else {
+		snprintf(err, errlen, "--%s: '%s' is not valid (%s)", flag_name(opt), arg, range);
+	}
+	return -EINVAL;
+}
+
+/* Accept "1.2.3.4", "::1", "[::1]" and "fe80::1%eth0"; store without brackets. */
+static int parse_bind(const char *arg, char *out, size_t outlen)
+{
+	char tmp[128];
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t len = strlen(arg);
+	char *pct;
+
+	if (len == 0 || len >= sizeof(tmp)) {
+		return -EINVAL;
+	}
+	if (arg[0] == '[') {
+		if (len < 3 || arg[len - 1] != ']') {
+			return -EINVAL;
+		}
+		memcpy(tmp, arg + 1, len - 2);
+		tmp[len - 2] = '\0';
+	} else {
+		memcpy(tmp, arg, len + 1);
+	}
+	if (inet_pton(AF_INET, tmp, &a4) == 1) {
+		snprintf(out, outlen, "%s", tmp);
+		return 0;
+	}
+	pct = strchr(tmp, '%');
+	if (pct != NULL) {
+		char head[128];
+
+		memcpy(head, tmp, (size_t)(pct - tmp));
+		head[pct - tmp] = '\0';
+		if (pct[1] == '\0' || inet_pton(AF_INET6, head, &a6) != 1) {
+			return -EINVAL;
+		}
+	} else if (inet_pton(AF_INET6, tmp, &a6) != 1) {
+		return -EINVAL;
+	}
+	snprintf(out, outlen, "%s", tmp);
+	return 0;
+}
+
+int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, size_t outlen,
+		    char *err, size_t errlen)
+{
+	uint64_t v;
+	int opt, r;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, ":t:b:p:Vh", long_options, NULL)) != -1) {
+		const char *arg = optarg;
+
+		switch (opt) {
+		case 't':
+			r = re_config_parse_uint(arg, 1, RE_MAX_THREADS, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r, "an integer 1-1024");
+			}
+			cfg->threads = (unsigned)v;
+			break;
+		case 'b':
+			if (parse_bind(arg, cfg->bind, sizeof(cfg->bind)) < 0) {
+				return bad_value(err, errlen, opt, arg, -EINVAL,
+						 "an IPv4 or IPv6 address literal");
+			}
+			break;
+		case 'p':
+			r = re_config_parse_uint(arg, 0, 65535, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r, "a port 0-65535");
+			}
+			cfg->port = (unsigned)v;
+			break;
+		case OPT_CPUS:
+			r = re_cpu_parse_list(arg, &cfg->cpus);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "a CPU list such as 0-3,6");
+			}
+			cfg->cpus_set = true;
+			break;
+		case OPT_NO_PIN:
+			cfg->no_pin = true;
+			break;
+		case OPT_BACKLOG:
+			r = re_config_parse_uint(arg, 1, 65535, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r, "an integer 1-65535");
+			}
+			cfg->backlog = (int)v;
+			break;
+		case OPT_MAX_CONNS:
+			r = re_config_parse_uint(arg, 0, 100000000, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "an integer 0-100000000, 0 = no limit");
+			}
+			cfg->rt.max_conns = v;
+			break;
+		case OPT_IDLE_TIMEOUT:
+			r = re_config_parse_seconds(arg, RE_MAX_TIMEOUT_MS, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "seconds 0-604800, e.g. 30 or 0.5 or 250ms");
+			}
+			cfg->rt.idle_timeout_ms = (uint32_t)v;
+			break;
+		case OPT_CONN_BUFFER:
+			r = re_config_parse_size(arg, RE_MIN_CONN_BUFFER, RE_MAX_CONN_BUFFER, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "bytes 4K-1G, e.g. 65536 or 64K or 1M");
+			}
+			cfg->rt.conn_buffer = (uint32_t)v;
+			break;
+		case OPT_DRAIN_TIMEOUT:
+			r = re_config_parse_seconds(arg, RE_MAX_TIMEOUT_MS, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "seconds 0-604800, e.g. 10 or 0.5");
+			}
+			cfg->rt.drain_timeout_ms = (uint32_t)v;
+			break;
+		case OPT_LOG_LEVEL:
+			if (re_log_parse_level(arg, &cfg->log_level) < 0) {
+				return bad_value(err, errlen, opt, arg, -EINVAL,
+						 "error, warn, info or debug");
+			}
+			break;
+		case 'V':
+			snprintf(out, outlen, "reuseecho %s\n", RE_VERSION);
+			return RE_CONFIG_EXIT_OK;
+		case 'h':
+			snprintf(out, outlen, "%s", usage_text);
+			return RE_CONFIG_EXIT_OK;
+		case ':':
+			snprintf(err, errlen, "%s: missing value", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			if (optopt != 0) {
+				snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
+			} else {
+				snprintf(err, errlen, "unknown option '%s' (see --help)",
+					 argv[optind - 1]);
+			}
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+		return -EINVAL;
+	}
+	return RE_CONFIG_RUN;
+}

@@ -1,0 +1,71 @@
+/* config: the command line, parsed into an immutable start-up configuration, and the
+ * small runtime-tunable part that the supervisor publishes with RCU.
+ * Parsing is pure (no I/O but the error text it returns): the fuzz targets call it.
+ */
+#ifndef REUSEECHO_SRC_CONFIG_H
+#define REUSEECHO_SRC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu.h"
+#include "log.h"
+
+#define RE_DEFAULT_PORT 7007
+#define RE_DEFAULT_BACKLOG 4096
+#define RE_DEFAULT_CONN_BUFFER (64u * 1024u)
+#define RE_DEFAULT_DRAIN_TIMEOUT_MS 10000u
+#define RE_MAX_THREADS 1024
+#define RE_MIN_CONN_BUFFER 4096u
+#define RE_MAX_CONN_BUFFER (1024u * 1024u * 1024u)
+#define RE_MAX_TIMEOUT_MS (7u * 24u * 3600u * 1000u)	/* one week */
+
+/* Settings a worker re-reads every loop turn. Published by the supervisor with
+ * rcu_assign_pointer, never modified after publication. */
+struct re_runtime {
+	uint64_t max_conns;		/* 0 = no limit but RLIMIT_NOFILE */
+	uint32_t idle_timeout_ms;	/* 0 = off */
+	uint32_t conn_buffer;		/* cap on unsent echo bytes per connection */
+	uint32_t drain_timeout_ms;
+};
+
+struct re_config {
+	unsigned threads;		/* 0 = one per allowed CPU */
+	char bind[128];
+	unsigned port;
+	struct re_cpuset cpus;		/* empty = every allowed CPU */
+	bool cpus_set;
+	bool no_pin;
+	int backlog;
+	struct re_runtime rt;
+	enum re_log_level log_level;
+};
+
+enum {
+	RE_CONFIG_RUN = 0,	/* parsed: start the server */
+	RE_CONFIG_EXIT_OK = 1,	/* --help or --version printed: exit 0 */
+};
+
+/* Fill *cfg with defaults. */
+void re_config_defaults(struct re_config *cfg);
+
+/* Parse argv. Returns RE_CONFIG_RUN, RE_CONFIG_EXIT_OK (help/version text written to
+ * out), or -EINVAL with a one-line message naming the flag in err (exit status 2).
+ * Context: main thread, once (getopt_long keeps global state). */
+int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, size_t outlen,
+		    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Value parsers shared with the control socket. Each returns 0 and writes *ret, or
+ * -EINVAL (not a number, junk, bad suffix) / -ERANGE (outside [min, max]). */
+int re_config_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+	__attribute__((warn_unused_result));
+/* "65536", "64K", "16M", "1G" (binary multiples, case-insensitive, optional "iB"/"B"). */
+int re_config_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+	__attribute__((warn_unused_result));
+/* Seconds as a decimal ("1", "0.25", up to millisecond precision) or with a unit
+ * suffix "ms" / "s"; result in milliseconds. */
+int re_config_parse_seconds(const char *s, uint64_t max_ms, uint64_t *ret_ms)
+	__attribute__((warn_unused_result));
+
+#endif

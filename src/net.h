@@ -1,0 +1,50 @@
+/* net: socket helpers kept apart from the event loop: address parsing and
+ * formatting, SO_REUSEPORT listeners, the port reservation, accept-queue probes.
+ * Pure wrappers: they log nothing and return -errno. Any thread may call them.
+ */
+#ifndef REUSEECHO_SRC_NET_H
+#define REUSEECHO_SRC_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct re_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/* Numeric IPv4/IPv6 literal (IPv6 may carry a %scope) plus port. Returns 0 or -EINVAL. */
+int re_net_parse_addr(const char *host, unsigned port, struct re_addr *ret)
+	__attribute__((warn_unused_result));
+
+unsigned re_net_port(const struct re_addr *a);
+void re_net_set_port(struct re_addr *a, unsigned port);
+
+/* "1.2.3.4:7007" or "[::1]:7007". Always NUL-terminates when len > 0. */
+void re_net_format_addr(const struct re_addr *a, char *buf, size_t len);
+
+/* True for the IPv6 wildcard "::" (listened on dual-stack). */
+bool re_net_is_v6_any(const struct re_addr *a);
+
+/* Bind (without listening) a socket that claims addr:port for this process: it fails
+ * with -EADDRINUSE when any live listener holds the port, including a SO_REUSEPORT
+ * group of another instance, and picks the port when a->port is 0. Workers can still
+ * bind the same port with SO_REUSEADDR while this socket is open, because a bound
+ * socket that does not listen only conflicts with sockets lacking SO_REUSEADDR.
+ * On success returns the fd and writes the concrete port into *a. */
+int re_net_reserve(struct re_addr *a) __attribute__((warn_unused_result));
+
+/* socket + SO_REUSEADDR + SO_REUSEPORT + TCP_NODELAY (inherited by accepted sockets)
+ * + bind + listen, non-blocking and close-on-exec. On failure *ret_call names the
+ * call that failed ("socket", "bind", "listen", ...). Returns the fd or -errno. */
+int re_net_listen_reuseport(const struct re_addr *a, int backlog, const char **ret_call)
+	__attribute__((warn_unused_result));
+
+/* Accept-queue length and limit of a listening TCP socket (TCP_INFO: tcpi_unacked,
+ * tcpi_sacked). Returns 0 or -errno. */
+int re_net_accept_queue(int fd, uint32_t *ret_len, uint32_t *ret_max)
+	__attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,157 @@
+/* stats: per-worker counter blocks and their RCU-published registry.
+ * Blocks are written by their worker only; the registry is replaced (never edited in
+ * place) by the supervisor, and old copies are freed after a grace period.
+ */
+#include "stats.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct re_stats_block *re_stats_block_create(int worker_id, int cpu)
+{
+	struct re_stats_block *b = aligned_alloc(RE_CACHELINE, sizeof(*b));
+
+	if (b == NULL) {
+		return NULL;
+	}
+	memset(b, 0, sizeof(*b));
+	b->worker_id = worker_id;
+	b->cpu = cpu;
+	return b;
+}
+
+void re_stats_block_destroy(struct re_stats_block *b)
+{
+	free(b);
+}
+
+static struct re_stats_registry *registry_alloc(size_t n)
+{
+	struct re_stats_registry *r = calloc(1, sizeof(*r) + n * sizeof(r->blocks[0]));
+
+	if (r != NULL) {
+		r->n = n;
+	}
+	return r;
+}
+
+int re_stats_init(struct re_stats *s)
+{
+	struct re_stats_registry *r = registry_alloc(0);
+
+	if (r == NULL) {
+		return -ENOMEM;
+	}
+	rcu_assign_pointer(s->reg, r);
+	return 0;
+}
+
+void re_stats_finish(struct re_stats *s)
+{
+	struct re_stats_registry *r = s->reg;
+
+	if (r == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		re_stats_block_destroy(r->blocks[i]);
+	}
+	free(r);
+	s->reg = NULL;
+}
+
+/* Replace the published registry with next, then free the old one after every reader
+ * that might hold it has passed a quiescent state. */
+static void publish(struct re_stats *s, struct re_stats_registry *next)
+{
+	struct re_stats_registry *old = s->reg;
+
+	rcu_assign_pointer(s->reg, next);
+	urcu_qsbr_synchronize_rcu();
+	free(old);
+}
+
+int re_stats_add(struct re_stats *s, struct re_stats_block *b)
+{
+	const struct re_stats_registry *cur = s->reg;
+	struct re_stats_registry *next = registry_alloc(cur->n + 1);
+
+	if (next == NULL) {
+		return -ENOMEM;
+	}
+	next->retired = cur->retired;
+	memcpy(next->blocks, cur->blocks, cur->n * sizeof(cur->blocks[0]));
+	next->blocks[cur->n] = b;
+	publish(s, next);
+	return 0;
+}
+
+int re_stats_remove(struct re_stats *s, struct re_stats_block *b)
+{
+	const struct re_stats_registry *cur = s->reg;
+	struct re_stats_registry *next;
+	struct re_stats_counters final;
+	size_t j = 0;
+	int found = 0;
+
+	for (size_t i = 0; i < cur->n; i++) {
+		found |= cur->blocks[i] == b;
+	}
+	if (!found) {
+		return -ENOENT;
+	}
+	next = registry_alloc(cur->n - 1);
+	if (next == NULL) {
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cur->n; i++) {
+		if (cur->blocks[i] != b) {
+			next->blocks[j++] = cur->blocks[i];
+		}
+	}
+	/* The worker has exited, so these are its final counts: fold them into the same
+	 * registry that stops listing it, so a reader sees them exactly once. */
+	next->retired = cur->retired;
+	re_stats_snapshot(b, &final);
+	final.active = 0;
+	re_stats_accumulate(&next->retired, &final);
+	publish(s, next);
+	re_stats_block_destroy(b);
+	return 0;
+}
+
+void re_stats_snapshot(const struct re_stats_block *b, struct re_stats_counters *out)
+{
+#define RE_STATS_LOAD(field, kind, metric, labels, help) out->field = CMM_LOAD_SHARED(b->c.field);
+	RE_STATS_COUNTERS(RE_STATS_LOAD)
+#undef RE_STATS_LOAD
+}
+
+void re_stats_accumulate(struct re_stats_counters *out, const struct re_stats_counters *in)
+{
+#define RE_STATS_ACC(field, kind, metric, labels, help) out->field += in->field;
+	RE_STATS_COUNTERS(RE_STATS_ACC)
+#undef RE_STATS_ACC
+}
+
+void re_stats_total(const struct re_stats_registry *reg, struct re_stats_counters *out)
+{
+	struct re_stats_counters one;
+
+	*out = reg->retired;
+	for (size_t i = 0; i < reg->n; i++) {
+		re_stats_snapshot(reg->blocks[i], &one);
+		re_stats_accumulate(out, &one);
+	}
+}
+
+uint64_t re_stats_active_total(const struct re_stats_registry *reg)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < reg->n; i++) {
+		sum += CMM_LOAD_SHARED(reg->blocks[i]->c.active);
+	}
+	return sum;
+}

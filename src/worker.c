@@ -1,0 +1,859 @@
+/* worker: the per-thread event loop. Owns its listener, epoll instance, connections,
+ * buffers and stats block; talks to the supervisor only through its command eventfd,
+ * its state word and the RCU-published runtime settings.
+ *
+ * Edge-triggered rules (DESIGN §2), where each one bites:
+ * - every connection is registered once with EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET and
+ *   never modified: readiness is tracked in conn flags instead of the interest set;
+ * - write-through: data is sent straight from the scratch buffer it was received into;
+ *   only the remainder the socket did not take is copied into a per-connection buffer;
+ * - events carry the connection, not the fd; a closed connection is freed only at the
+ *   end of the loop turn, so a stale event in the same batch sees CLOSED and is dropped
+ *   even when accept4 reused the fd number;
+ * - per-turn read budget and a ready list keep one streaming client from starving the
+ *   others; connections stopped early are resumed from the ready list because no new
+ *   edge will come for bytes already queued.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cpu.h"
+#include "log.h"
+
+#define RE_MAX_EVENTS 256
+#define RE_SCRATCH_SIZE (64u * 1024u)
+#define RE_READ_BUDGET (256u * 1024u)	/* bytes per connection per loop turn */
+#define RE_ACCEPT_BUDGET 64		/* accepts per loop turn */
+#define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
+#define RE_SAMPLE_MS 1000		/* accept-queue sampling period */
+#define RE_BUF_POOL_KEEP 64
+#define RE_CONN_SLAB 256
+#define RE_LOG_EVERY_MS 10000		/* rate limit for data-path warnings */
+
+enum close_reason {
+	CLOSE_EOF,
+	CLOSE_ERROR,
+	CLOSE_IDLE,
+	CLOSE_LIMIT,
+	CLOSE_DRAIN,
+};
+
+struct re_worker {
+	struct re_worker_params p;
+	pthread_t thread;
+	bool started;
+	_Atomic int state;
+	atomic_uint cmd;
+	int cmd_fd;			/* created by the supervisor; the worker polls it */
+	const char *err_call;
+	int err;
+
+	/* Everything below belongs to the worker thread. */
+	int lfd;
+	int epfd;
+	char listen_tag;		/* epoll data.ptr markers for the two non-conn fds */
+	char cmd_tag;
+	char *scratch;			/* one recv buffer for every connection */
+	struct re_conn_pool conns;
+	struct re_buf_pool bufs;
+	struct re_conn_list lru;	/* every open connection, least recently active first */
+	struct re_conn_list ready;	/* connections with work left over */
+	size_t nready;
+	struct re_conn *graveyard;	/* closed this turn, freed at its end */
+	const struct re_runtime *rt;	/* valid until the next quiescent state */
+	struct re_stats_block *st;
+	struct timespec t0;
+	uint32_t now;			/* ms since t0, sampled once per turn */
+	bool accept_pending;		/* the listener may hold more: accept next turn */
+	bool accept_paused;		/* accept failed (EMFILE...): retry at accept_retry_at */
+	uint32_t accept_retry_at;
+	uint32_t next_sample;
+	uint32_t last_accept_log;
+	bool accept_logged;
+	bool draining;
+	bool stopping;
+	uint32_t drain_deadline;
+};
+
+/* Wrap-safe "at is now or in the past" on the 32-bit millisecond clock. */
+static bool due(uint32_t now, uint32_t at)
+{
+	return (int32_t)(now - at) >= 0;
+}
+
+static uint32_t clock_ms(const struct re_worker *w)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint32_t)((ts.tv_sec - w->t0.tv_sec) * 1000 + (ts.tv_nsec - w->t0.tv_nsec) / 1000000);
+}
+
+static void notify_supervisor(struct re_worker *w)
+{
+	uint64_t one = 1;
+
+	/* An eventfd write only fails when the counter would overflow, which a
+	 * supervisor that reads it cannot let happen. */
+	(void)!write(w->p.notify_fd, &one, sizeof(one));
+}
+
+static void set_state(struct re_worker *w, enum re_worker_state s)
+{
+	atomic_store_explicit(&w->state, (int)s, memory_order_release);
+	notify_supervisor(w);
+}
+
+static void fail(struct re_worker *w, const char *call, int err)
+{
+	w->err_call = call;
+	w->err = err;
+}
+
+/* --- connection lifecycle ------------------------------------------------------ */
+
+static void ready_push(struct re_worker *w, struct re_conn *c)
+{
+	if (!(c->flags & RE_CONN_IN_READY)) {
+		c->flags |= RE_CONN_IN_READY;
+		re_conn_list_append(&w->ready, c, RE_READY);
+		w->nready++;
+	}
+}
+
+static void touch(struct re_worker *w, struct re_conn *c)
+{
+	if (c->last_active != w->now) {
+		c->last_active = w->now;
+		re_conn_list_remove(&w->lru, c, RE_LRU);
+		re_conn_list_append(&w->lru, c, RE_LRU);
+	}
+}
+
+static void count_close(struct re_stats_block *st, enum close_reason why)
+{
+	switch (why) {
+	case CLOSE_EOF:
+		RE_STAT_ADD(st, closed_eof, 1);
+		break;
+	case CLOSE_ERROR:
+		RE_STAT_ADD(st, closed_error, 1);
+		break;
+	case CLOSE_IDLE:
+		RE_STAT_ADD(st, closed_idle, 1);
+		break;
+	case CLOSE_LIMIT:
+		RE_STAT_ADD(st, closed_limit, 1);
+		break;
+	case CLOSE_DRAIN:
+		RE_STAT_ADD(st, closed_drain, 1);
+		break;
+	}
+}
+
+/* SO_LINGER {1, 0}: close() sends RST at once. Used only for intended aborts (limit,
+ * drain timeout); a finished connection is closed gracefully after its input. */
+static void close_fd(int fd, bool abort)
+{
+	if (abort) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	/* On Linux the fd is released even when close() reports an error. */
+	(void)close(fd);
+}
+
+static void conn_close(struct re_worker *w, struct re_conn *c, enum close_reason why, bool abort)
+{
+	close_fd(c->fd, abort);	/* the only reference: epoll forgets it */
+	c->fd = -1;
+	if (c->flags & RE_CONN_IN_READY) {
+		re_conn_list_remove(&w->ready, c, RE_READY);
+		w->nready--;
+	}
+	c->flags = RE_CONN_CLOSED;
+	re_conn_list_remove(&w->lru, c, RE_LRU);
+	re_buf_put(&w->bufs, c->out);
+	c->out = NULL;
+	/* Freed at the end of the turn: a later event of this batch still points here. */
+	c->ready.next = w->graveyard;
+	w->graveyard = c;
+	RE_STAT_SUB(w->st, active, 1);
+	count_close(w->st, why);
+	if (w->accept_paused) {
+		w->accept_pending = true;	/* an fd was freed: retry accept now */
+	}
+}
+
+static void reap(struct re_worker *w)
+{
+	while (w->graveyard != NULL) {
+		struct re_conn *c = w->graveyard;
+
+		w->graveyard = c->ready.next;
+		re_conn_put(&w->conns, c);
+	}
+}
+
+/* Send the pending buffer. A partial send means the socket buffer filled: the kernel
+ * has set SOCK_NOSPACE, so an EPOLLOUT edge follows when space frees up. */
+static int conn_flush(struct re_worker *w, struct re_conn *c)
+{
+	struct re_buf *b = c->out;
+	ssize_t s;
+
+	do {
+		s = send(c->fd, b->data + b->off, b->len, MSG_NOSIGNAL);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	if (s < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+			RE_STAT_ADD(w->st, send_eagain, 1);
+			return 0;
+		}
+		return -errno;
+	}
+	RE_STAT_ADD(w->st, bytes_sent, s);
+	touch(w, c);
+	b->off += (uint32_t)s;
+	b->len -= (uint32_t)s;
+	if (b->len == 0) {
+		re_buf_put(&w->bufs, b);
+		c->out = NULL;
+	} else {
+		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+	}
+	return 0;
+}
+
+/* Write-through: echo n bytes straight from the scratch buffer; keep only what the
+ * socket did not take. Context: out == NULL, which implies WRITABLE. */
+static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
+{
+	struct re_buf *b;
+	ssize_t s;
+
+	do {
+		s = send(c->fd, w->scratch, n, MSG_NOSIGNAL);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	if (s < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			return -errno;
+		}
+		RE_STAT_ADD(w->st, send_eagain, 1);
+		s = 0;
+	}
+	RE_STAT_ADD(w->st, bytes_sent, s);
+	if ((size_t)s == n) {
+		return 0;
+	}
+	b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+	if (b == NULL) {
+		return -ENOMEM;
+	}
+	memcpy(b->data, w->scratch + s, n - (size_t)s);
+	b->len = (uint32_t)(n - (size_t)s);
+	c->out = b;
+	c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+	return 0;
+}
+
+/* Serve one connection: flush, then read and echo within the turn's budget, then
+ * finish an EOF or a drain. Every exit leaves the flags saying what is left to do. */
+static void conn_service(struct re_worker *w, struct re_conn *c)
+{
+	uint32_t budget = RE_READ_BUDGET;
+
+	if (c->out != NULL && (c->flags & RE_CONN_WRITABLE) && conn_flush(w, c) < 0) {
+		conn_close(w, c, CLOSE_ERROR, false);
+		return;
+	}
+	while (c->flags & RE_CONN_READABLE) {
+		bool lingering = c->flags & RE_CONN_LINGER;
+		char *dst = w->scratch;
+		size_t want = RE_SCRATCH_SIZE;
+		ssize_t n;
+
+		if (!lingering && c->out != NULL) {
+			/* Output is pending: receive straight into the buffer's tail, up to
+			 * the cap. At the cap, stop reading: the bytes stay in the kernel and
+			 * TCP flow control slows the sender. No edge will announce them
+			 * again, so conn_flush's caller resumes us when space frees. */
+			want = re_buf_tail(c->out);
+			if (want == 0) {
+				if (!(c->flags & RE_CONN_PAUSED)) {
+					c->flags |= RE_CONN_PAUSED;
+					RE_STAT_ADD(w->st, backpressure_pauses, 1);
+				}
+				break;
+			}
+			dst = c->out->data + c->out->off + c->out->len;
+		} else if (!lingering && want > w->rt->conn_buffer) {
+			want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
+		}
+		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
+		n = recv(c->fd, dst, want, 0);
+		RE_STAT_ADD(w->st, recv_calls, 1);
+		if (n > 0) {
+			int r = 0;
+
+			RE_STAT_ADD(w->st, bytes_received, n);
+			touch(w, c);
+			if (lingering) {
+				/* FIN already sent while draining: input is discarded. */
+			} else if (c->out == NULL) {
+				r = echo_scratch(w, c, (size_t)n);
+			} else {
+				c->out->len += (uint32_t)n;
+				if (c->flags & RE_CONN_WRITABLE) {
+					r = conn_flush(w, c);
+				}
+			}
+			if (r < 0) {
+				conn_close(w, c, CLOSE_ERROR, false);
+				return;
+			}
+			/* A short read means the receive queue was empty at that instant. Under
+			 * EPOLLET every later arrival raises a new edge, so stopping here loses
+			 * nothing and saves the recv that would only return EAGAIN. Not so
+			 * after EPOLLRDHUP: the FIN's edge is spent, so read on to EOF. */
+			if ((size_t)n < want && !(c->flags & RE_CONN_RDHUP)) {
+				c->flags &= ~(uint32_t)RE_CONN_READABLE;
+				break;
+			}
+			if ((uint32_t)n >= budget) {
+				ready_push(w, c);
+				RE_STAT_ADD(w->st, ready_requeues, 1);
+				break;
+			}
+			budget -= (uint32_t)n;
+			continue;
+		}
+		if (n == 0) {
+			c->flags |= RE_CONN_EOF;
+			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+			break;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+			break;
+		}
+		conn_close(w, c, CLOSE_ERROR, false);
+		return;
+	}
+	if (c->flags & RE_CONN_EOF) {
+		/* Half-close: everything the client sent is echoed first; the FIN that
+		 * close() sends then follows the data. Input is at EOF, so close() cannot
+		 * turn into a reset. */
+		if (c->out == NULL) {
+			conn_close(w, c, (c->flags & RE_CONN_DRAIN) ? CLOSE_DRAIN : CLOSE_EOF, false);
+		}
+		return;
+	}
+	if ((c->flags & (RE_CONN_DRAIN | RE_CONN_LINGER | RE_CONN_READABLE)) == RE_CONN_DRAIN &&
+	    c->out == NULL) {
+		/* Draining and everything queued so far is echoed: send FIN, then read and
+		 * discard until the client closes, so close() never resets unread input. */
+		if (shutdown(c->fd, SHUT_WR) < 0) {
+			conn_close(w, c, CLOSE_ERROR, false);
+			return;
+		}
+		c->flags |= RE_CONN_LINGER;
+	}
+}
+
+/* --- accepting ----------------------------------------------------------------- */
+
+static void accept_one(struct re_worker *w, int fd)
+{
+	struct epoll_event ev;
+	struct re_conn *c;
+	const struct re_stats_registry *reg;
+
+	RE_STAT_ADD(w->st, accepted, 1);
+	if (w->rt->max_conns != 0) {
+		reg = rcu_dereference(w->p.stats->reg);
+		if (re_stats_active_total(reg) >= w->rt->max_conns) {
+			/* Over --max-conns: the client sees its connection reset at once. */
+			close_fd(fd, true);
+			RE_STAT_ADD(w->st, closed_limit, 1);
+			return;
+		}
+	}
+	c = re_conn_get(&w->conns);
+	if (c == NULL) {
+		close_fd(fd, true);
+		RE_STAT_ADD(w->st, closed_error, 1);
+		return;
+	}
+	c->fd = fd;
+	c->flags = RE_CONN_WRITABLE;
+	c->last_active = w->now;
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+	ev.data.ptr = c;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		close_fd(fd, true);
+		re_conn_put(&w->conns, c);
+		RE_STAT_ADD(w->st, closed_error, 1);
+		return;
+	}
+	RE_STAT_ADD(w->st, active, 1);
+	re_conn_list_append(&w->lru, c, RE_LRU);
+	if (w->draining) {
+		c->flags |= RE_CONN_DRAIN;
+		ready_push(w, c);
+	}
+}
+
+static void accept_failed(struct re_worker *w, int err)
+{
+	bool fdlimit = err == EMFILE || err == ENFILE;
+
+	if (fdlimit) {
+		RE_STAT_ADD(w->st, accept_errors_fd, 1);
+	} else {
+		RE_STAT_ADD(w->st, accept_errors_other, 1);
+	}
+	/* Under EPOLLET a listener at the fd limit wakes once and never again, even
+	 * after fds free up: retry on a timer (and whenever a connection closes). */
+	w->accept_paused = true;
+	w->accept_retry_at = w->now + RE_ACCEPT_RETRY_MS;
+	if (!w->accept_logged || due(w->now, w->last_accept_log + RE_LOG_EVERY_MS)) {
+		w->accept_logged = true;
+		w->last_accept_log = w->now;
+		re_log_warn("worker %d: accept4: %s%s", w->p.id, strerror(err),
+			    fdlimit ? " (raise the fd limit or lower --max-conns)" : "");
+	}
+}
+
+static void do_accept(struct re_worker *w)
+{
+	w->accept_pending = false;
+	if (w->lfd < 0) {
+		return;
+	}
+	for (int i = 0; i < RE_ACCEPT_BUDGET; i++) {
+		int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			accept_one(w, fd);
+			continue;
+		}
+		switch (errno) {
+		case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+		case EWOULDBLOCK:
+#endif
+			w->accept_paused = false;
+			return;
+		case EINTR:
+		case ECONNABORTED:	/* the client gave up while queued */
+		case EPROTO:
+		case ENETDOWN:
+		case ENOPROTOOPT:
+		case EHOSTDOWN:
+		case ENONET:
+		case EHOSTUNREACH:
+		case ENETUNREACH:
+			continue;
+		default:
+			accept_failed(w, errno);
+			return;
+		}
+	}
+	/* Budget spent: more may be queued and no new edge will say so. */
+	w->accept_pending = true;
+}
+
+/* --- commands, timers, the loop -------------------------------------------------- */
+
+static void close_all(struct re_worker *w, enum close_reason why, bool abort)
+{
+	while (w->lru.head != NULL) {
+		conn_close(w, w->lru.head, why, abort);
+	}
+}
+
+static void close_listener(struct re_worker *w)
+{
+	if (w->lfd >= 0) {
+		(void)close(w->lfd);
+		w->lfd = -1;
+	}
+}
+
+static void start_drain(struct re_worker *w)
+{
+	w->draining = true;
+	w->drain_deadline = w->now + w->rt->drain_timeout_ms;
+	/* Closing a listener resets every connection still in its accept queue: take
+	 * them first, then close. */
+	do {
+		do_accept(w);
+	} while (w->accept_pending);
+	close_listener(w);
+	w->accept_paused = false;
+	for (struct re_conn *c = w->lru.head; c != NULL; c = c->lru.next) {
+		/* An arrival whose edge is still in epoll's queue must be echoed too:
+		 * force one read on every connection. */
+		c->flags |= RE_CONN_DRAIN | RE_CONN_READABLE;
+		ready_push(w, c);
+	}
+}
+
+static void handle_command(struct re_worker *w)
+{
+	uint64_t v;
+	unsigned cmd;
+
+	(void)!read(w->cmd_fd, &v, sizeof(v));	/* EAGAIN: already reset */
+	cmd = atomic_exchange_explicit(&w->cmd, 0u, memory_order_acq_rel);
+	if (cmd & RE_WORKER_CMD_STOP) {
+		close_listener(w);
+		close_all(w, CLOSE_DRAIN, true);
+		w->stopping = true;
+	} else if ((cmd & RE_WORKER_CMD_DRAIN) && !w->draining) {
+		start_drain(w);
+	}
+}
+
+static void dispatch(struct re_worker *w, const struct epoll_event *ev)
+{
+	struct re_conn *c;
+	uint32_t e = ev->events;
+
+	if (ev->data.ptr == &w->listen_tag) {
+		do_accept(w);
+		return;
+	}
+	if (ev->data.ptr == &w->cmd_tag) {
+		handle_command(w);
+		return;
+	}
+	c = ev->data.ptr;
+	if (c->flags & RE_CONN_CLOSED) {
+		return;		/* stale: closed earlier in this batch */
+	}
+	if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		c->flags |= RE_CONN_READABLE;
+	}
+	if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		c->flags |= RE_CONN_RDHUP;
+	}
+	if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+		c->flags |= RE_CONN_WRITABLE;
+	}
+	if (!(c->flags & RE_CONN_IN_READY)) {
+		conn_service(w, c);	/* else the ready pass serves it this turn */
+	}
+}
+
+/* Serve the connections that were on the ready list when the pass began; any that
+ * use up their budget again go to the back for the next turn. */
+static void run_ready(struct re_worker *w)
+{
+	size_t n = w->nready;
+
+	while (n-- > 0 && w->ready.head != NULL) {
+		struct re_conn *c = w->ready.head;
+
+		re_conn_list_remove(&w->ready, c, RE_READY);
+		c->flags &= ~(uint32_t)RE_CONN_IN_READY;
+		w->nready--;
+		conn_service(w, c);
+	}
+}
+
+static void sample_accept_queue(struct re_worker *w)
+{
+	uint32_t len, max;
+
+	if (w->lfd >= 0 && re_net_accept_queue(w->lfd, &len, &max) == 0) {
+		CMM_STORE_SHARED(w->st->acceptq_len, len);
+		CMM_STORE_SHARED(w->st->acceptq_max, max);
+	} else if (w->lfd < 0) {
+		CMM_STORE_SHARED(w->st->acceptq_len, 0);
+	}
+}
+
+static void run_timers(struct re_worker *w)
+{
+	uint32_t idle = w->rt->idle_timeout_ms;
+
+	if (w->accept_paused && due(w->now, w->accept_retry_at)) {
+		do_accept(w);
+	}
+	if (idle != 0) {
+		while (w->lru.head != NULL && due(w->now, w->lru.head->last_active + idle)) {
+			conn_close(w, w->lru.head, CLOSE_IDLE, false);
+		}
+	}
+	if (w->draining && due(w->now, w->drain_deadline)) {
+		close_all(w, CLOSE_DRAIN, true);
+	}
+	if (due(w->now, w->next_sample)) {
+		sample_accept_queue(w);
+		w->next_sample = w->now + RE_SAMPLE_MS;
+	}
+}
+
+static int32_t until(uint32_t now, uint32_t at)
+{
+	int32_t d = (int32_t)(at - now);
+
+	return d > 0 ? d : 0;
+}
+
+/* Milliseconds epoll_wait may block: 0 while work is left over, else the nearest
+ * timer. */
+static int next_timeout(const struct re_worker *w)
+{
+	int32_t t;
+
+	if (w->nready > 0 || w->accept_pending) {
+		return 0;
+	}
+	t = until(w->now, w->next_sample);
+	if (w->accept_paused) {
+		int32_t a = until(w->now, w->accept_retry_at);
+
+		t = a < t ? a : t;
+	}
+	if (w->rt->idle_timeout_ms != 0 && w->lru.head != NULL) {
+		int32_t a = until(w->now, w->lru.head->last_active + w->rt->idle_timeout_ms);
+
+		t = a < t ? a : t;
+	}
+	if (w->draining) {
+		int32_t a = until(w->now, w->drain_deadline);
+
+		t = a < t ? a : t;
+	}
+	return t;
+}
+
+static void worker_loop(struct re_worker *w)
+{
+	struct epoll_event evs[RE_MAX_EVENTS];
+
+	for (;;) {
+		int timeout = next_timeout(w);
+		int n;
+
+		/* QSBR: a turn that will not block announces a quiescent state; one that
+		 * may block goes offline for the wait, so it never delays a grace period. */
+		if (timeout == 0) {
+			urcu_qsbr_quiescent_state();
+		} else {
+			urcu_qsbr_thread_offline();
+		}
+		n = epoll_wait(w->epfd, evs, RE_MAX_EVENTS, timeout);
+		if (timeout != 0) {
+			urcu_qsbr_thread_online();
+		}
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			fail(w, "epoll_wait", -errno);
+			return;
+		}
+		w->now = clock_ms(w);
+		w->rt = rcu_dereference(*w->p.runtime);
+		RE_STAT_ADD(w->st, epoll_waits, 1);
+		RE_STAT_ADD(w->st, events, n);
+		for (int i = 0; i < n; i++) {
+			dispatch(w, &evs[i]);
+		}
+		run_ready(w);
+		if (w->accept_pending) {
+			do_accept(w);
+		}
+		run_timers(w);
+		reap(w);
+		if (w->stopping || (w->draining && w->lru.head == NULL)) {
+			return;
+		}
+	}
+}
+
+static int worker_setup(struct re_worker *w)
+{
+	struct epoll_event ev;
+	const char *call = "listen";
+	char name[16];
+
+	snprintf(name, sizeof(name), "reuseecho-w%d", w->p.id);
+	(void)pthread_setname_np(pthread_self(), name);
+	CMM_STORE_SHARED(w->st->tid, gettid());
+	if (w->p.cpu >= 0) {
+		int r = re_cpu_pin_self(w->p.cpu);
+
+		if (r < 0) {
+			fail(w, "sched_setaffinity", r);
+			return r;
+		}
+	}
+	w->lfd = re_net_listen_reuseport(&w->p.addr, w->p.backlog, &call);
+	if (w->lfd < 0) {
+		fail(w, call, w->lfd);
+		return w->lfd;
+	}
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0) {
+		fail(w, "epoll_create1", -errno);
+		return -errno;
+	}
+	ev.events = EPOLLIN | EPOLLET;
+	ev.data.ptr = &w->listen_tag;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) < 0) {
+		fail(w, "epoll_ctl", -errno);
+		return -errno;
+	}
+	ev.events = EPOLLIN | EPOLLET;
+	ev.data.ptr = &w->cmd_tag;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmd_fd, &ev) < 0) {
+		fail(w, "epoll_ctl", -errno);
+		return -errno;
+	}
+	w->scratch = malloc(RE_SCRATCH_SIZE);
+	if (w->scratch == NULL) {
+		fail(w, "malloc", -ENOMEM);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void worker_teardown(struct re_worker *w)
+{
+	close_all(w, CLOSE_DRAIN, true);
+	reap(w);
+	close_listener(w);
+	if (w->epfd >= 0) {
+		(void)close(w->epfd);
+		w->epfd = -1;
+	}
+	free(w->scratch);
+	w->scratch = NULL;
+	re_buf_pool_finish(&w->bufs);
+	re_conn_pool_finish(&w->conns);
+}
+
+static void *worker_main(void *arg)
+{
+	struct re_worker *w = arg;
+
+	clock_gettime(CLOCK_MONOTONIC, &w->t0);
+	if (worker_setup(w) < 0) {
+		worker_teardown(w);
+		set_state(w, RE_WORKER_FAILED);
+		return NULL;
+	}
+	urcu_qsbr_register_thread();
+	w->rt = rcu_dereference(*w->p.runtime);
+	sample_accept_queue(w);
+	w->next_sample = w->now + RE_SAMPLE_MS;
+	set_state(w, RE_WORKER_RUNNING);
+	worker_loop(w);
+	urcu_qsbr_unregister_thread();
+	worker_teardown(w);
+	set_state(w, w->err != 0 ? RE_WORKER_FAILED : RE_WORKER_EXITED);
+	return NULL;
+}
+
+/* --- supervisor side ------------------------------------------------------------- */
+
+struct re_worker *re_worker_create(const struct re_worker_params *params)
+{
+	struct re_worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL) {
+		return NULL;
+	}
+	w->p = *params;
+	w->st = params->block;
+	w->lfd = -1;
+	w->epfd = -1;
+	atomic_init(&w->state, RE_WORKER_STARTING);
+	atomic_init(&w->cmd, 0u);
+	re_conn_pool_init(&w->conns, RE_CONN_SLAB);
+	re_buf_pool_init(&w->bufs, RE_BUF_POOL_KEEP);
+	w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->cmd_fd < 0) {
+		int e = errno;
+
+		free(w);
+		errno = e;
+		return NULL;
+	}
+	return w;
+}
+
+int re_worker_start(struct re_worker *w)
+{
+	int r = pthread_create(&w->thread, NULL, worker_main, w);
+
+	if (r != 0) {
+		return -r;
+	}
+	w->started = true;
+	return 0;
+}
+
+enum re_worker_state re_worker_state(const struct re_worker *w)
+{
+	return (enum re_worker_state)atomic_load_explicit(&w->state, memory_order_acquire);
+}
+
+const char *re_worker_err_call(const struct re_worker *w)
+{
+	return w->err_call ? w->err_call : "?";
+}
+
+int re_worker_err(const struct re_worker *w)
+{
+	return w->err;
+}
+
+int re_worker_command(struct re_worker *w, unsigned cmd)
+{
+	uint64_t one = 1;
+
+	atomic_fetch_or_explicit(&w->cmd, cmd, memory_order_acq_rel);
+	if (write(w->cmd_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+		return -errno;
+	}
+	return 0;
+}
+
+void re_worker_destroy(struct re_worker *w)
+{
+	if (w == NULL) {
+		return;
+	}
+	if (w->started) {
+		(void)pthread_join(w->thread, NULL);
+	}
+	if (w->cmd_fd >= 0) {
+		(void)close(w->cmd_fd);
+	}
+	free(w);
+}

@@ -1,0 +1,69 @@
+/* worker: one pinned thread with its own SO_REUSEPORT listener, its own edge-triggered
+ * epoll instance, its connections, buffers and stats block.
+ * The supervisor creates and starts a worker, then talks to it only through
+ * re_worker_command() (an eventfd doorbell) and reads its state; everything else in
+ * struct re_worker belongs to the worker thread.
+ */
+#ifndef REUSEECHO_SRC_WORKER_H
+#define REUSEECHO_SRC_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "conn.h"
+#include "net.h"
+#include "stats.h"
+
+enum re_worker_state {
+	RE_WORKER_STARTING = 0,
+	RE_WORKER_RUNNING,	/* listening and serving */
+	RE_WORKER_FAILED,	/* start-up or loop failure: see err_call/err */
+	RE_WORKER_EXITED,	/* loop ended cleanly; the thread is about to return */
+};
+
+enum re_worker_cmd {
+	RE_WORKER_CMD_DRAIN = 1u << 0,	/* stop accepting, finish echoing, exit */
+	RE_WORKER_CMD_STOP = 1u << 1,	/* reset every connection and exit now */
+};
+
+/* What the supervisor hands a worker. Read-only for the worker. */
+struct re_worker_params {
+	int id;
+	int cpu;			/* -1: do not pin */
+	struct re_addr addr;		/* concrete port */
+	int backlog;
+	struct re_runtime **runtime;	/* RCU-published settings slot */
+	struct re_stats *stats;		/* registry (for the global connection count) */
+	struct re_stats_block *block;	/* this worker's counters */
+	int notify_fd;			/* supervisor's eventfd: "a worker changed state" */
+};
+
+struct re_worker;
+
+/* Allocate a worker and its command eventfd. Returns NULL with errno set on failure.
+ * Context: supervisor. */
+struct re_worker *re_worker_create(const struct re_worker_params *params);
+
+/* Start the thread. Returns 0 or -errno. Context: supervisor. */
+int re_worker_start(struct re_worker *w) __attribute__((warn_unused_result));
+
+/* Current state (acquire load). Context: supervisor. */
+enum re_worker_state re_worker_state(const struct re_worker *w);
+
+/* After RE_WORKER_FAILED: the failing call ("bind", "epoll_wait", ...) and -errno. */
+const char *re_worker_err_call(const struct re_worker *w);
+int re_worker_err(const struct re_worker *w);
+
+/* Ask the worker to do cmd (a bit of enum re_worker_cmd). Returns 0 or -errno.
+ * Context: supervisor. */
+int re_worker_command(struct re_worker *w, unsigned cmd) __attribute__((warn_unused_result));
+
+/* Join the thread (if started), close the command eventfd, free. Accepts NULL.
+ * Context: supervisor, after the worker reached FAILED or EXITED (or was never
+ * started). */
+void re_worker_destroy(struct re_worker *w);
+
+#endif

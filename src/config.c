@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "re_version.h"
+#include "reuseecho/control.h"
 
 void re_config_defaults(struct re_config *cfg)
 {
@@ -26,6 +27,9 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->rt.conn_buffer = RE_DEFAULT_CONN_BUFFER;
 	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
 	cfg->log_level = RE_LOG_INFO;
+	cfg->control_mode = 0600;
+	cfg->control_timeout_ms = RE_CONTROL_DEFAULT_TIMEOUT_MS;
+	snprintf(cfg->metrics_host, sizeof(cfg->metrics_host), "127.0.0.1");
 }
 
 /* Digits only: no sign, no leading blanks, no hex. strtoull alone accepts "-1". */
@@ -194,6 +198,19 @@ static const char usage_text[] =
 	"      --drain-timeout S    on SIGTERM/SIGINT, how long to finish echoing what\n"
 	"                           clients already sent before resetting what is left\n"
 	"                           (default 10)\n"
+	"      --control PATH       control socket (Unix stream, line protocol and HTTP GET),\n"
+	"                           or 'none' (default: $RUNTIME_DIRECTORY, else\n"
+	"                           $XDG_RUNTIME_DIR, else /run (root) or /tmp, file\n"
+	"                           reuseecho-PORT.sock: the port is in the name so instances\n"
+	"                           on different ports never collide and reuseecho-ctl\n"
+	"                           --port P finds it)\n"
+	"      --control-mode MODE  octal permission bits of the control socket, set at\n"
+	"                           creation (default 0600; peers must still be the same\n"
+	"                           user or root)\n"
+	"      --control-timeout S  close control clients idle this long (default 30)\n"
+	"      --metrics-listen [ADDR:]PORT\n"
+	"                           also serve /metrics, /stats and /healthz over HTTP on\n"
+	"                           TCP; ADDR defaults to 127.0.0.1 (default: off)\n"
 	"      --log-level LEVEL    error, warn, info or debug (default info)\n"
 	"  -V, --version            print the version and exit\n"
 	"  -h, --help               print this help and exit\n"
@@ -212,6 +229,10 @@ enum {
 	OPT_CONN_BUFFER,
 	OPT_DRAIN_TIMEOUT,
 	OPT_LOG_LEVEL,
+	OPT_CONTROL,
+	OPT_CONTROL_MODE,
+	OPT_CONTROL_TIMEOUT,
+	OPT_METRICS_LISTEN,
 };
 
 static const struct option long_options[] = {
@@ -226,6 +247,10 @@ static const struct option long_options[] = {
 	{ "conn-buffer", required_argument, NULL, OPT_CONN_BUFFER },
 	{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "control-mode", required_argument, NULL, OPT_CONTROL_MODE },
+	{ "control-timeout", required_argument, NULL, OPT_CONTROL_TIMEOUT },
+	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -291,6 +316,39 @@ static int parse_bind(const char *arg, char *out, size_t outlen)
 		return -EINVAL;
 	}
 	snprintf(out, outlen, "%s", tmp);
+	return 0;
+}
+
+/* "9100", ":9100", "0.0.0.0:9100", "[::1]:9100". */
+static int parse_listen(const char *arg, char *host, size_t hostlen, unsigned *ret_port)
+{
+	const char *colon = strrchr(arg, ':');
+	const char *portstr = arg;
+	char tmp[64];
+	uint64_t port;
+
+	if (colon != NULL) {
+		size_t hl = (size_t)(colon - arg);
+
+		portstr = colon + 1;
+		if (hl > 0) {
+			if (hl >= sizeof(tmp)) {
+				return -EINVAL;
+			}
+			memcpy(tmp, arg, hl);
+			tmp[hl] = '\0';
+			if (tmp[0] != '[' && strchr(tmp, ':') != NULL) {
+				return -EINVAL;	/* a bare IPv6 literal needs brackets */
+			}
+			if (parse_bind(tmp, host, hostlen) < 0) {
+				return -EINVAL;
+			}
+		}
+	}
+	if (re_config_parse_uint(portstr, 1, 65535, &port) < 0) {
+		return -EINVAL;
+	}
+	*ret_port = (unsigned)port;
 	return 0;
 }
 
@@ -381,6 +439,49 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 				return bad_value(err, errlen, opt, arg, -EINVAL,
 						 "error, warn, info or debug");
 			}
+			break;
+		case OPT_CONTROL:
+			if (strcmp(arg, "none") == 0) {
+				cfg->control_none = true;
+				cfg->control[0] = '\0';
+				break;
+			}
+			if (arg[0] == '\0' || strlen(arg) >= sizeof(cfg->control)) {
+				return bad_value(err, errlen, opt, arg, -EINVAL,
+						 "a socket path shorter than 108 bytes, or none");
+			}
+			cfg->control_none = false;
+			snprintf(cfg->control, sizeof(cfg->control), "%s", arg);
+			break;
+		case OPT_CONTROL_MODE: {
+			char *end;
+			unsigned long m;
+
+			errno = 0;
+			m = strtoul(arg, &end, 8);
+			if (arg[0] < '0' || arg[0] > '7' || *end != '\0' || errno != 0 || m > 0777 ||
+			    (m & 0600) != 0600) {
+				return bad_value(err, errlen, opt, arg, -EINVAL,
+						 "octal bits 0600-0777 that keep owner read and write");
+			}
+			cfg->control_mode = (unsigned)m;
+			break;
+		}
+		case OPT_CONTROL_TIMEOUT:
+			r = re_config_parse_seconds(arg, RE_MAX_TIMEOUT_MS, &v);
+			if (r < 0 || v == 0) {
+				return bad_value(err, errlen, opt, arg, r < 0 ? r : -ERANGE,
+						 "seconds, more than 0");
+			}
+			cfg->control_timeout_ms = (uint32_t)v;
+			break;
+		case OPT_METRICS_LISTEN:
+			if (parse_listen(arg, cfg->metrics_host, sizeof(cfg->metrics_host),
+					 &cfg->metrics_port) < 0) {
+				return bad_value(err, errlen, opt, arg, -EINVAL,
+						 "[ADDR:]PORT, e.g. 9100 or 127.0.0.1:9100 or [::1]:9100");
+			}
+			cfg->metrics = true;
 			break;
 		case 'V':
 			snprintf(out, outlen, "reuseecho %s\n", RE_VERSION);

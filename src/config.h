@@ -40,6 +40,13 @@ struct re_config {
 	int backlog;
 	struct re_runtime rt;
 	enum re_log_level log_level;
+	bool control_none;		/* --control none */
+	char control[108];		/* --control PATH; empty = the default path */
+	unsigned control_mode;		/* permission bits of the control socket */
+	uint32_t control_timeout_ms;	/* idle control clients are closed */
+	bool metrics;			/* --metrics-listen given */
+	char metrics_host[64];		/* loopback unless told otherwise */
+	unsigned metrics_port;
 };
 
 enum {

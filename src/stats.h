@@ -24,7 +24,20 @@ struct re_stats_block {
 	pid_t tid;		/* 0 until the worker thread runs */
 	uint32_t acceptq_len;	/* listener accept queue, sampled by the worker */
 	uint32_t acceptq_max;
+	uint32_t state;		/* enum re_block_state, written by the worker */
+	uint64_t heartbeat_ms;	/* CLOCK_MONOTONIC ms of the worker's last loop turn */
 } __attribute__((aligned(RE_CACHELINE)));
+
+enum re_block_state {
+	RE_BLOCK_STARTING = 0,
+	RE_BLOCK_RUNNING,
+	RE_BLOCK_RETIRING,	/* shrinking: serving its connections, not accepting */
+	RE_BLOCK_DRAINING,	/* process shutdown */
+};
+
+/* A running worker's loop turns at least every RE_SAMPLE_MS; one that has not turned
+ * for RE_STALL_MS is reported as stalled. */
+#define RE_STALL_MS 1000
 
 /* Single-writer update: a relaxed load and store, which compiles to a plain add. */
 #define RE_STAT_ADD(blk, field, n) \

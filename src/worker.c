@@ -37,7 +37,7 @@
 #define RE_READ_BUDGET (256u * 1024u)	/* bytes per connection per loop turn */
 #define RE_ACCEPT_BUDGET 64		/* accepts per loop turn */
 #define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
-#define RE_SAMPLE_MS 1000		/* accept-queue sampling period */
+#define RE_SAMPLE_MS 250		/* accept-queue sampling and heartbeat period */
 #define RE_BUF_POOL_KEEP 64
 #define RE_CONN_SLAB 256
 #define RE_LOG_EVERY_MS 10000		/* rate limit for data-path warnings */
@@ -56,6 +56,7 @@ struct re_worker {
 	bool started;
 	_Atomic int state;
 	atomic_uint cmd;
+	atomic_uint stall_ms;
 	int cmd_fd;			/* created by the supervisor; the worker polls it */
 	const char *err_call;
 	int err;
@@ -75,6 +76,7 @@ struct re_worker {
 	const struct re_runtime *rt;	/* valid until the next quiescent state */
 	struct re_stats_block *st;
 	struct timespec t0;
+	uint64_t t0_ms;			/* t0 in ms, for the heartbeat */
 	uint32_t now;			/* ms since t0, sampled once per turn */
 	bool accept_pending;		/* the listener may hold more: accept next turn */
 	bool accept_paused;		/* accept failed (EMFILE...): retry at accept_retry_at */
@@ -500,8 +502,12 @@ static void close_listener(struct re_worker *w)
 	}
 }
 
-static void start_drain(struct re_worker *w)
+static void start_drain(struct re_worker *w, enum re_block_state why)
 {
+	CMM_STORE_SHARED(w->st->state, why);
+	if (w->draining) {
+		return;
+	}
 	w->draining = true;
 	w->drain_deadline = w->now + w->rt->drain_timeout_ms;
 	/* Closing a listener resets every connection still in its accept queue: take
@@ -530,9 +536,23 @@ static void handle_command(struct re_worker *w)
 		close_listener(w);
 		close_all(w, CLOSE_DRAIN, true);
 		w->stopping = true;
-	} else if ((cmd & RE_WORKER_CMD_DRAIN) && !w->draining) {
-		start_drain(w);
+		return;
 	}
+	if (cmd & RE_WORKER_CMD_DRAIN) {
+		start_drain(w, RE_BLOCK_DRAINING);
+	} else if (cmd & RE_WORKER_CMD_RETIRE) {
+		start_drain(w, RE_BLOCK_RETIRING);
+	}
+#ifdef RE_DEBUG_HOOKS
+	if (cmd & RE_WORKER_CMD_STALL) {
+		unsigned ms = atomic_load_explicit(&w->stall_ms, memory_order_relaxed);
+		struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+		/* Deliberately stuck while QSBR-online: exactly what a hung worker does. */
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+		}
+	}
+#endif
 }
 
 static void dispatch(struct re_worker *w, const struct epoll_event *ev)
@@ -677,6 +697,7 @@ static void worker_loop(struct re_worker *w)
 			return;
 		}
 		w->now = clock_ms(w);
+		CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms + w->now);
 		w->rt = rcu_dereference(*w->p.runtime);
 		RE_STAT_ADD(w->st, epoll_waits, 1);
 		RE_STAT_ADD(w->st, events, n);
@@ -762,6 +783,7 @@ static void *worker_main(void *arg)
 	struct re_worker *w = arg;
 
 	clock_gettime(CLOCK_MONOTONIC, &w->t0);
+	w->t0_ms = (uint64_t)w->t0.tv_sec * 1000 + (uint64_t)w->t0.tv_nsec / 1000000;
 	if (worker_setup(w) < 0) {
 		worker_teardown(w);
 		set_state(w, RE_WORKER_FAILED);
@@ -771,6 +793,8 @@ static void *worker_main(void *arg)
 	w->rt = rcu_dereference(*w->p.runtime);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
+	CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms);
+	CMM_STORE_SHARED(w->st->state, RE_BLOCK_RUNNING);
 	set_state(w, RE_WORKER_RUNNING);
 	worker_loop(w);
 	urcu_qsbr_unregister_thread();
@@ -794,6 +818,7 @@ struct re_worker *re_worker_create(const struct re_worker_params *params)
 	w->epfd = -1;
 	atomic_init(&w->state, RE_WORKER_STARTING);
 	atomic_init(&w->cmd, 0u);
+	atomic_init(&w->stall_ms, 0u);
 	re_conn_pool_init(&w->conns, RE_CONN_SLAB);
 	re_buf_pool_init(&w->bufs, RE_BUF_POOL_KEEP);
 	w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -842,6 +867,12 @@ int re_worker_command(struct re_worker *w, unsigned cmd)
 		return -errno;
 	}
 	return 0;
+}
+
+int re_worker_stall(struct re_worker *w, unsigned ms)
+{
+	atomic_store_explicit(&w->stall_ms, ms, memory_order_relaxed);
+	return re_worker_command(w, RE_WORKER_CMD_STALL);
 }
 
 void re_worker_destroy(struct re_worker *w)

@@ -25,8 +25,10 @@ enum re_worker_state {
 };
 
 enum re_worker_cmd {
-	RE_WORKER_CMD_DRAIN = 1u << 0,	/* stop accepting, finish echoing, exit */
+	RE_WORKER_CMD_DRAIN = 1u << 0,	/* shutdown: stop accepting, finish echoing, exit */
 	RE_WORKER_CMD_STOP = 1u << 1,	/* reset every connection and exit now */
+	RE_WORKER_CMD_RETIRE = 1u << 2,	/* shrink: like DRAIN, reported as retiring */
+	RE_WORKER_CMD_STALL = 1u << 3,	/* test builds: block the loop (see re_worker_stall) */
 };
 
 /* What the supervisor hands a worker. Read-only for the worker. */
@@ -60,6 +62,10 @@ int re_worker_err(const struct re_worker *w);
 /* Ask the worker to do cmd (a bit of enum re_worker_cmd). Returns 0 or -errno.
  * Context: supervisor. */
 int re_worker_command(struct re_worker *w, unsigned cmd) __attribute__((warn_unused_result));
+
+/* Test builds: make the worker's loop stop turning for ms milliseconds (it sleeps
+ * while online), so stall detection can be tested. Context: supervisor. */
+int re_worker_stall(struct re_worker *w, unsigned ms) __attribute__((warn_unused_result));
 
 /* Join the thread (if started), close the command eventfd, free. Accepts NULL.
  * Context: supervisor, after the worker reached FAILED or EXITED (or was never

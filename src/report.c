@@ -1,0 +1,721 @@
+/* report: renders a struct re_snapshot as human text, one-line JSON, Prometheus text
+ * exposition 0.0.4, a workers table and a features list. Pure functions of their
+ * input; any thread may call them. Every counter comes from RE_STATS_COUNTERS, so a
+ * new counter shows up in every format without a change here.
+ */
+#include "report.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* s->version has no fixed size; longer strings are cut here. */
+#define VERSION_MAX 64
+
+/* One index per counter, in X-macro order. */
+enum counter_index {
+#define RE_REPORT_INDEX(field, kind, metric, labels, help) IDX_##field,
+	RE_STATS_COUNTERS(RE_REPORT_INDEX)
+#undef RE_REPORT_INDEX
+	NCOUNTERS
+};
+
+/* The X-macro's kind is a bare token; pasting it here makes a typo a compile error. */
+enum counter_kind {
+	KIND_counter,
+	KIND_gauge,
+};
+
+struct counter_desc {
+	const char *field;
+	const char *metric;
+	const char *labels;
+	const char *help;
+	enum counter_kind kind;
+};
+
+static const struct counter_desc counters[NCOUNTERS] = {
+#define RE_REPORT_DESC(field, kind, metric, labels, help) \
+	[IDX_##field] = { #field, metric, labels, help, KIND_##kind },
+	RE_STATS_COUNTERS(RE_REPORT_DESC)
+#undef RE_REPORT_DESC
+};
+
+static uint64_t counter_value(const struct re_stats_counters *c, enum counter_index i)
+{
+	switch (i) {
+#define RE_REPORT_CASE(field, kind, metric, labels, help) \
+	case IDX_##field: \
+		return c->field;
+	RE_STATS_COUNTERS(RE_REPORT_CASE)
+#undef RE_REPORT_CASE
+	case NCOUNTERS:
+		break;
+	}
+	return 0;
+}
+
+/* True when an earlier counter already has counters[i].metric: its samples were
+ * emitted with that family. */
+static bool family_seen(size_t i)
+{
+	size_t j;
+
+	for (j = 0; j < i; j++) {
+		if (strcmp(counters[j].metric, counters[i].metric) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char *state_name(enum re_worker_run_state st)
+{
+	switch (st) {
+	case RE_VIEW_RUNNING:
+		return "running";
+	case RE_VIEW_DRAINING:
+		return "draining";
+	case RE_VIEW_STALLED:
+		return "stalled";
+	}
+	return "unknown";
+}
+
+/* Workers to report: none when the array is missing, whatever nworkers says. */
+static size_t live_workers(const struct re_snapshot *s)
+{
+	return s->workers != NULL ? s->nworkers : 0;
+}
+
+const char *re_report_state_name(enum re_worker_run_state st)
+{
+	return state_name(st);
+}
+
+/* Newton's method from above: decreases monotonically to sqrt(x), so stop when it
+ * stops decreasing. Kept here so the library needs no libm. x must be finite. */
+static double square_root(double x)
+{
+	double r, next;
+	int i;
+
+	if (!(x > 0.0)) {
+		return 0.0;
+	}
+	r = x > 1.0 ? x : 1.0;
+	/* Each step at least halves the excess, so 1100 steps cover any double. */
+	for (i = 0; i < 1100; i++) {
+		next = 0.5 * (r + x / r);
+		if (!(next < r)) {
+			break;
+		}
+		r = next;
+	}
+	return r;
+}
+
+void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret)
+{
+	size_t i, n = live_workers(s);
+	uint64_t max = 0, min = UINT64_MAX;
+	double mean, d, var = 0.0, sum = 0.0;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->max_min = -1.0;
+	if (n == 0) {
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		uint64_t a = s->workers[i].c.accepted;
+
+		max = a > max ? a : max;
+		min = a < min ? a : min;
+		sum += (double)a;
+	}
+	mean = sum / (double)n;
+	for (i = 0; i < n; i++) {
+		d = (double)s->workers[i].c.accepted - mean;
+		var += d * d;
+	}
+	var /= (double)n;
+	ret->max_accepted = max;
+	ret->min_accepted = min;
+	ret->max_min = min > 0 ? (double)max / (double)min : -1.0;
+	ret->cv = mean > 0.0 ? square_root(var) / mean : 0.0;
+}
+
+/* ---- text helpers ---- */
+
+/* Copy s (at most cap bytes, stops at NUL) for a line-oriented format: control bytes
+ * become '?', and with no_space spaces become '_' so the value stays one field. */
+static void put_clean(struct re_strbuf *out, const char *s, size_t cap, bool no_space)
+{
+	size_t i, n = s != NULL ? strnlen(s, cap) : 0;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch < 0x20 || ch == 0x7f) {
+			ch = '?';
+		} else if (no_space && ch == ' ') {
+			ch = '_';
+		}
+		re_strbuf_append(out, &ch, 1);
+	}
+}
+
+static void put_duration(struct re_strbuf *out, double secs)
+{
+	uint64_t t, d, h, m;
+
+	/* Negative, NaN or absurd uptimes print as 0s rather than garbage. */
+	t = (secs > 0.0 && secs < 1e15) ? (uint64_t)secs : 0;
+	d = t / 86400;
+	h = t / 3600 % 24;
+	m = t / 60 % 60;
+	t %= 60;
+	if (d > 0) {
+		re_strbuf_printf(out, "%" PRIu64 "d%02" PRIu64 "h%02" PRIu64 "m%02" PRIu64 "s",
+				 d, h, m, t);
+	} else if (h > 0) {
+		re_strbuf_printf(out, "%" PRIu64 "h%02" PRIu64 "m%02" PRIu64 "s", h, m, t);
+	} else if (m > 0) {
+		re_strbuf_printf(out, "%" PRIu64 "m%02" PRIu64 "s", m, t);
+	} else {
+		re_strbuf_printf(out, "%" PRIu64 "s", t);
+	}
+}
+
+/* "1.2 GB (1234567890 B)", or "999 B" below a kilobyte. Decimal units. */
+static void put_bytes(struct re_strbuf *out, uint64_t v)
+{
+	static const char *const units[] = { "kB", "MB", "GB", "TB", "PB", "EB" };
+	double x = (double)v;
+	size_t u = 0;
+
+	if (v < 1000) {
+		re_strbuf_printf(out, "%" PRIu64 " B", v);
+		return;
+	}
+	x /= 1000.0;
+	while (x >= 999.95 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		x /= 1000.0;
+		u++;
+	}
+	re_strbuf_printf(out, "%.1f %s (%" PRIu64 " B)", x, units[u], v);
+}
+
+/* The human layout: items with the same line title share a line, in this order.
+ * A counter missing here still prints, on an "other:" line, by its field name. */
+struct text_item {
+	const char *line;
+	const char *name;
+	enum counter_index idx;
+	bool bytes;
+};
+
+static const struct text_item text_layout[] = {
+	{ "connections", "active", IDX_active, false },
+	{ "connections", "accepted", IDX_accepted, false },
+	{ "closed", "eof", IDX_closed_eof, false },
+	{ "closed", "error", IDX_closed_error, false },
+	{ "closed", "idle", IDX_closed_idle, false },
+	{ "closed", "limit", IDX_closed_limit, false },
+	{ "closed", "drain", IDX_closed_drain, false },
+	{ "traffic", "received", IDX_bytes_received, true },
+	{ "traffic", "sent", IDX_bytes_sent, true },
+	{ "io", "recv calls", IDX_recv_calls, false },
+	{ "io", "send calls", IDX_send_calls, false },
+	{ "io", "send EAGAIN", IDX_send_eagain, false },
+	{ "loop", "epoll_wait", IDX_epoll_waits, false },
+	{ "loop", "events", IDX_events, false },
+	{ "loop", "ready requeues", IDX_ready_requeues, false },
+	{ "loop", "backpressure pauses", IDX_backpressure_pauses, false },
+	{ "accept errors", "emfile", IDX_accept_errors_fd, false },
+	{ "accept errors", "other", IDX_accept_errors_other, false },
+};
+
+#define TEXT_LAYOUT_N (sizeof(text_layout) / sizeof(text_layout[0]))
+
+static bool in_text_layout(enum counter_index idx)
+{
+	size_t k;
+
+	for (k = 0; k < TEXT_LAYOUT_N; k++) {
+		if (text_layout[k].idx == idx) {
+			return true;
+		}
+	}
+	return false;
+}
+
+void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
+{
+	size_t k, nw = live_workers(s);
+	const char *line = NULL;
+	struct re_imbalance im;
+	bool other = false;
+
+	re_strbuf_puts(out, "reuseecho ");
+	put_clean(out, s->version, VERSION_MAX, true);
+	re_strbuf_puts(out, " up ");
+	put_duration(out, s->uptime_s);
+	re_strbuf_puts(out, " on ");
+	put_clean(out, s->address, sizeof(s->address), false);
+	re_strbuf_printf(out, ", %zu worker%s\n", nw, nw == 1 ? "" : "s");
+
+	for (k = 0; k < TEXT_LAYOUT_N; k++) {
+		const struct text_item *it = &text_layout[k];
+		uint64_t v = counter_value(&s->total, it->idx);
+
+		if (line == NULL || strcmp(line, it->line) != 0) {
+			re_strbuf_printf(out, "%s%s: ", line != NULL ? "\n" : "", it->line);
+			line = it->line;
+		} else {
+			re_strbuf_puts(out, ", ");
+		}
+		re_strbuf_printf(out, "%s ", it->name);
+		if (it->bytes) {
+			put_bytes(out, v);
+		} else {
+			re_strbuf_printf(out, "%" PRIu64, v);
+		}
+	}
+	if (line != NULL) {
+		re_strbuf_puts(out, "\n");
+	}
+	for (k = 0; k < NCOUNTERS; k++) {
+		if (in_text_layout((enum counter_index)k)) {
+			continue;
+		}
+		re_strbuf_printf(out, "%s%s %" PRIu64, other ? ", " : "other: ", counters[k].field,
+				 counter_value(&s->total, (enum counter_index)k));
+		other = true;
+	}
+	if (other) {
+		re_strbuf_puts(out, "\n");
+	}
+
+	re_report_imbalance(s, &im);
+	if (nw == 0) {
+		re_strbuf_puts(out, "balance: no live workers\n");
+		return;
+	}
+	re_strbuf_printf(out, "balance: accepted max %" PRIu64 " min %" PRIu64 " max/min ",
+			 im.max_accepted, im.min_accepted);
+	if (im.max_min >= 0.0) {
+		re_strbuf_printf(out, "%.2f", im.max_min);
+	} else {
+		re_strbuf_puts(out, "n/a");
+	}
+	re_strbuf_printf(out, " cv %.3f\n", im.cv);
+}
+
+/* ---- JSON ---- */
+
+static void json_string(struct re_strbuf *out, const char *s, size_t cap)
+{
+	size_t i, n = s != NULL ? strnlen(s, cap) : 0;
+
+	re_strbuf_puts(out, "\"");
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\') {
+			re_strbuf_printf(out, "\\%c", ch);
+		} else if (ch == '\n') {
+			re_strbuf_puts(out, "\\n");
+		} else if (ch == '\t') {
+			re_strbuf_puts(out, "\\t");
+		} else if (ch == '\r') {
+			re_strbuf_puts(out, "\\r");
+		} else if (ch < 0x20) {
+			re_strbuf_printf(out, "\\u%04x", ch);
+		} else {
+			re_strbuf_append(out, &ch, 1);
+		}
+	}
+	re_strbuf_puts(out, "\"");
+}
+
+/* JSON has no NaN or Infinity: those become null. */
+static void json_double(struct re_strbuf *out, double v)
+{
+	if (isfinite(v)) {
+		re_strbuf_printf(out, "%.6g", v);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
+}
+
+/* "field":value,... for every counter, without the braces. */
+static void json_counters(struct re_strbuf *out, const struct re_stats_counters *c)
+{
+	size_t k;
+
+	for (k = 0; k < NCOUNTERS; k++) {
+		re_strbuf_printf(out, "%s\"%s\":%" PRIu64, k > 0 ? "," : "", counters[k].field,
+				 counter_value(c, (enum counter_index)k));
+	}
+}
+
+void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
+{
+	const struct re_features *f = &s->features;
+	size_t i, nw = live_workers(s);
+	struct re_imbalance im;
+
+	re_report_imbalance(s, &im);
+	re_strbuf_puts(out, "{\"version\":");
+	json_string(out, s->version, VERSION_MAX);
+	re_strbuf_puts(out, ",\"uptime_s\":");
+	if (isfinite(s->uptime_s)) {
+		re_strbuf_printf(out, "%.3f", s->uptime_s);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
+	re_strbuf_puts(out, ",\"address\":");
+	json_string(out, s->address, sizeof(s->address));
+	re_strbuf_printf(out, ",\"port\":%u,\"workers\":%zu,\"total\":{", s->port, nw);
+	json_counters(out, &s->total);
+	re_strbuf_puts(out, "},\"per_worker\":[");
+	for (i = 0; i < nw; i++) {
+		const struct re_worker_view *w = &s->workers[i];
+
+		re_strbuf_printf(out, "%s{\"id\":%d,\"cpu\":", i > 0 ? "," : "", w->id);
+		if (w->cpu >= 0) {
+			re_strbuf_printf(out, "%d", w->cpu);
+		} else {
+			re_strbuf_puts(out, "null");
+		}
+		re_strbuf_printf(out, ",\"tid\":%ld,\"state\":\"%s\",\"acceptq_len\":%" PRIu32
+				 ",\"acceptq_max\":%" PRIu32 ",",
+				 (long)w->tid, state_name(w->state), w->acceptq_len,
+				 w->acceptq_max);
+		json_counters(out, &w->c);
+		re_strbuf_puts(out, "}");
+	}
+	re_strbuf_puts(out, "],\"retired\":{");
+	json_counters(out, &s->retired);
+	re_strbuf_printf(out, "},\"imbalance\":{\"max_accepted\":%" PRIu64 ",\"min_accepted\":%"
+			 PRIu64 ",\"max_min\":", im.max_accepted, im.min_accepted);
+	if (im.max_min >= 0.0) {
+		json_double(out, im.max_min);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
+	re_strbuf_puts(out, ",\"cv\":");
+	json_double(out, im.cv);
+	re_strbuf_printf(out, "},\"features\":{\"so_reuseport\":%s,\"epollrdhup\":%s,"
+			 "\"reuseport_cbpf\":%s,\"tcp_migrate_req\":",
+			 f->reuseport ? "true" : "false", f->rdhup ? "true" : "false",
+			 f->cbpf ? "true" : "false");
+	if (f->migrate_req >= 0) {
+		re_strbuf_printf(out, "%d", f->migrate_req);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
+	re_strbuf_puts(out, ",\"kernel\":");
+	json_string(out, f->kernel, sizeof(f->kernel));
+	re_strbuf_puts(out, "}}\n");
+}
+
+/* ---- Prometheus text exposition 0.0.4 ---- */
+
+#define PROM_PREFIX "reuseecho_"
+
+/* Label value escaping: backslash, double quote and line feed. */
+static void prom_label_value(struct re_strbuf *out, const char *s, size_t cap)
+{
+	size_t i, n = s != NULL ? strnlen(s, cap) : 0;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] == '\\') {
+			re_strbuf_puts(out, "\\\\");
+		} else if (s[i] == '"') {
+			re_strbuf_puts(out, "\\\"");
+		} else if (s[i] == '\n') {
+			re_strbuf_puts(out, "\\n");
+		} else {
+			re_strbuf_append(out, &s[i], 1);
+		}
+	}
+}
+
+/* HELP escaping: backslash and line feed only. */
+static void prom_family(struct re_strbuf *out, const char *name, const char *help,
+			const char *type)
+{
+	const char *p;
+
+	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s ", name);
+	for (p = help; *p != '\0'; p++) {
+		if (*p == '\\') {
+			re_strbuf_puts(out, "\\\\");
+		} else if (*p == '\n') {
+			re_strbuf_puts(out, "\\n");
+		} else {
+			re_strbuf_append(out, p, 1);
+		}
+	}
+	re_strbuf_printf(out, "\n# TYPE " PROM_PREFIX "%s %s\n", name, type);
+}
+
+static void prom_double(struct re_strbuf *out, double v)
+{
+	if (isnan(v)) {
+		re_strbuf_puts(out, "NaN");
+	} else if (isinf(v)) {
+		re_strbuf_puts(out, v > 0 ? "+Inf" : "-Inf");
+	} else {
+		re_strbuf_printf(out, "%.6g", v);
+	}
+}
+
+/* reuseecho_<metric>{worker="<worker>"[,<labels>]} <v> */
+static void prom_counter_sample(struct re_strbuf *out, size_t k, const char *worker,
+				uint64_t v)
+{
+	const char *labels = counters[k].labels;
+
+	re_strbuf_printf(out, PROM_PREFIX "%s{worker=\"%s\"%s%s} %" PRIu64 "\n",
+			 counters[k].metric, worker, labels[0] != '\0' ? "," : "", labels, v);
+}
+
+void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
+{
+	const struct re_features *f = &s->features;
+	size_t nw = live_workers(s);
+	struct re_imbalance im;
+	char worker[24];
+	double ratio;
+	size_t i, k, j;
+
+	/* One family per metric name, in first-appearance order; all of its label sets
+	 * and workers go under one HELP/TYPE. Counters also get worker="retired" so a
+	 * sum over workers never drops when a worker leaves. */
+	for (k = 0; k < NCOUNTERS; k++) {
+		bool counter = counters[k].kind == KIND_counter;
+
+		if (family_seen(k)) {
+			continue;
+		}
+		prom_family(out, counters[k].metric, counters[k].help,
+			    counter ? "counter" : "gauge");
+		for (i = 0; i < nw; i++) {
+			(void)snprintf(worker, sizeof(worker), "%d", s->workers[i].id);
+			for (j = k; j < NCOUNTERS; j++) {
+				if (strcmp(counters[j].metric, counters[k].metric) == 0) {
+					prom_counter_sample(out, j, worker,
+							    counter_value(&s->workers[i].c,
+									  (enum counter_index)j));
+				}
+			}
+		}
+		if (!counter) {
+			continue;
+		}
+		for (j = k; j < NCOUNTERS; j++) {
+			if (strcmp(counters[j].metric, counters[k].metric) == 0) {
+				prom_counter_sample(out, j, "retired",
+						    counter_value(&s->retired,
+								  (enum counter_index)j));
+			}
+		}
+	}
+
+	prom_family(out, "accept_queue_length",
+		    "Connections waiting in the worker's listener accept queue", "gauge");
+	for (i = 0; i < nw; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "accept_queue_length{worker=\"%d\"} %" PRIu32
+				 "\n", s->workers[i].id, s->workers[i].acceptq_len);
+	}
+	prom_family(out, "accept_queue_limit",
+		    "Accept queue limit (listen backlog) of the worker's listener", "gauge");
+	for (i = 0; i < nw; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "accept_queue_limit{worker=\"%d\"} %" PRIu32 "\n",
+				 s->workers[i].id, s->workers[i].acceptq_max);
+	}
+	prom_family(out, "worker_info", "Worker thread identity (value is always 1)", "gauge");
+	for (i = 0; i < nw; i++) {
+		const struct re_worker_view *w = &s->workers[i];
+
+		re_strbuf_printf(out, PROM_PREFIX "worker_info{worker=\"%d\",cpu=\"", w->id);
+		if (w->cpu >= 0) {
+			re_strbuf_printf(out, "%d", w->cpu);
+		} else {
+			re_strbuf_puts(out, "-");
+		}
+		re_strbuf_printf(out, "\",tid=\"%ld\",state=\"%s\"} 1\n", (long)w->tid,
+				 state_name(w->state));
+	}
+	prom_family(out, "workers", "Live worker threads", "gauge");
+	re_strbuf_printf(out, PROM_PREFIX "workers %zu\n", nw);
+	prom_family(out, "uptime_seconds", "Seconds since the server started", "gauge");
+	re_strbuf_puts(out, PROM_PREFIX "uptime_seconds ");
+	prom_double(out, s->uptime_s);
+	re_strbuf_puts(out, "\n");
+	prom_family(out, "build_info", "Build information (value is always 1)", "gauge");
+	re_strbuf_puts(out, PROM_PREFIX "build_info{version=\"");
+	prom_label_value(out, s->version, VERSION_MAX);
+	re_strbuf_puts(out, "\"} 1\n");
+
+	re_report_imbalance(s, &im);
+	if (im.max_min >= 0.0) {
+		ratio = im.max_min;
+	} else {
+		ratio = im.max_accepted > 0 ? INFINITY : 1.0;
+	}
+	prom_family(out, "accept_imbalance_ratio",
+		    "Most over fewest connections accepted by a live worker"
+		    " (+Inf when one accepted none)",
+		    "gauge");
+	re_strbuf_puts(out, PROM_PREFIX "accept_imbalance_ratio ");
+	prom_double(out, ratio);
+	re_strbuf_puts(out, "\n");
+	prom_family(out, "accept_imbalance_cv",
+		    "Coefficient of variation of connections accepted per live worker", "gauge");
+	re_strbuf_puts(out, PROM_PREFIX "accept_imbalance_cv ");
+	prom_double(out, im.cv);
+	re_strbuf_puts(out, "\n");
+
+	prom_family(out, "feature_info", "Kernel features detected at start-up (value is always 1)",
+		    "gauge");
+	re_strbuf_printf(out, PROM_PREFIX "feature_info{so_reuseport=\"%d\",epollrdhup=\"%d\","
+			 "reuseport_cbpf=\"%d\",tcp_migrate_req=\"", f->reuseport ? 1 : 0,
+			 f->rdhup ? 1 : 0, f->cbpf ? 1 : 0);
+	if (f->migrate_req >= 0) {
+		re_strbuf_printf(out, "%d", f->migrate_req);
+	} else {
+		re_strbuf_puts(out, "absent");
+	}
+	re_strbuf_puts(out, "\",kernel=\"");
+	prom_label_value(out, f->kernel, sizeof(f->kernel));
+	re_strbuf_puts(out, "\"} 1\n");
+}
+
+/* ---- workers table ---- */
+
+enum {
+	COL_ID,
+	COL_CPU,
+	COL_TID,
+	COL_STATE,
+	COL_ACTIVE,
+	COL_ACCEPTED,
+	COL_CLOSED,
+	COL_BYTES_IN,
+	COL_BYTES_OUT,
+	COL_RECV_CALLS,
+	COL_SEND_CALLS,
+	COL_ACCEPTQ,
+	COL_ACCEPTQ_MAX,
+	NCOLS,
+};
+
+#define CELL 24
+
+static const char *const col_names[NCOLS] = {
+	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+};
+
+/* Sum of every counter in the connections_closed_total family, so a new close
+ * reason is counted without a change here. */
+static uint64_t closed_sum(const struct re_stats_counters *c)
+{
+	uint64_t sum = 0;
+	size_t k;
+
+	for (k = 0; k < NCOUNTERS; k++) {
+		if (strcmp(counters[k].metric, counters[IDX_closed_eof].metric) == 0) {
+			sum += counter_value(c, (enum counter_index)k);
+		}
+	}
+	return sum;
+}
+
+/* Fill one row's cells: the header when w is NULL. */
+static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
+{
+	size_t k;
+
+	if (w == NULL) {
+		for (k = 0; k < NCOLS; k++) {
+			(void)snprintf(cells[k], CELL, "%s", col_names[k]);
+		}
+		return;
+	}
+	(void)snprintf(cells[COL_ID], CELL, "%d", w->id);
+	if (w->cpu >= 0) {
+		(void)snprintf(cells[COL_CPU], CELL, "%d", w->cpu);
+	} else {
+		(void)snprintf(cells[COL_CPU], CELL, "-");
+	}
+	(void)snprintf(cells[COL_TID], CELL, "%ld", (long)w->tid);
+	(void)snprintf(cells[COL_STATE], CELL, "%s", state_name(w->state));
+	(void)snprintf(cells[COL_ACTIVE], CELL, "%" PRIu64, w->c.active);
+	(void)snprintf(cells[COL_ACCEPTED], CELL, "%" PRIu64, w->c.accepted);
+	(void)snprintf(cells[COL_CLOSED], CELL, "%" PRIu64, closed_sum(&w->c));
+	(void)snprintf(cells[COL_BYTES_IN], CELL, "%" PRIu64, w->c.bytes_received);
+	(void)snprintf(cells[COL_BYTES_OUT], CELL, "%" PRIu64, w->c.bytes_sent);
+	(void)snprintf(cells[COL_RECV_CALLS], CELL, "%" PRIu64, w->c.recv_calls);
+	(void)snprintf(cells[COL_SEND_CALLS], CELL, "%" PRIu64, w->c.send_calls);
+	(void)snprintf(cells[COL_ACCEPTQ], CELL, "%" PRIu32, w->acceptq_len);
+	(void)snprintf(cells[COL_ACCEPTQ_MAX], CELL, "%" PRIu32, w->acceptq_max);
+}
+
+void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)
+{
+	size_t nw = live_workers(s);
+	char cells[NCOLS][CELL];
+	int width[NCOLS] = { 0 };
+	size_t i, k;
+
+	/* Two passes: column widths first, so people see aligned columns; scripts split
+	 * on whitespace and never depend on the padding. */
+	for (i = 0; i <= nw; i++) {
+		table_row(i == 0 ? NULL : &s->workers[i - 1], cells);
+		for (k = 0; k < NCOLS; k++) {
+			int n = (int)strlen(cells[k]);
+
+			width[k] = n > width[k] ? n : width[k];
+		}
+	}
+	for (i = 0; i <= nw; i++) {
+		table_row(i == 0 ? NULL : &s->workers[i - 1], cells);
+		for (k = 0; k < NCOLS; k++) {
+			const char *sep = k > 0 ? " " : "";
+
+			if (k == COL_STATE) {
+				re_strbuf_printf(out, "%s%-*s", sep, width[k], cells[k]);
+			} else {
+				re_strbuf_printf(out, "%s%*s", sep, width[k], cells[k]);
+			}
+		}
+		re_strbuf_puts(out, "\n");
+	}
+}
+
+/* ---- features ---- */
+
+void re_report_features(const struct re_features *f, struct re_strbuf *out)
+{
+	re_strbuf_printf(out, "so_reuseport %s\nepollrdhup %s\nreuseport_cbpf %s\n",
+			 f->reuseport ? "yes" : "no", f->rdhup ? "yes" : "no",
+			 f->cbpf ? "yes" : "no");
+	if (f->migrate_req >= 0) {
+		re_strbuf_printf(out, "tcp_migrate_req %d\n", f->migrate_req);
+	} else {
+		re_strbuf_puts(out, "tcp_migrate_req absent\n");
+	}
+	re_strbuf_puts(out, "kernel ");
+	if (f->kernel[0] != '\0') {
+		put_clean(out, f->kernel, sizeof(f->kernel), true);
+	} else {
+		re_strbuf_puts(out, "unknown");
+	}
+	re_strbuf_puts(out, "\n");
+}

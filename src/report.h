@@ -1,0 +1,113 @@
+/* report: formats a statistics snapshot for people and tools: human text, one-line
+ * JSON, Prometheus text exposition 0.0.4, and a whitespace-separated workers table.
+ * Pure functions of their input (no I/O, no clock, no globals): any thread may call
+ * them, and the fuzz and unit tests do.
+ *
+ * Output never contains an empty line (the control protocol ends a reply with one).
+ */
+#ifndef REUSEECHO_SRC_REPORT_H
+#define REUSEECHO_SRC_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "reuseecho/stats.h"
+#include "strbuf.h"
+
+enum re_worker_run_state {
+	RE_VIEW_RUNNING = 0,
+	RE_VIEW_DRAINING = 1,	/* retiring or shutting down: no longer accepting */
+	RE_VIEW_STALLED = 2,	/* loop has not turned for a second */
+};
+
+struct re_worker_view {
+	int id;
+	int cpu;			/* -1 = not pinned */
+	pid_t tid;
+	uint32_t acceptq_len;
+	uint32_t acceptq_max;
+	enum re_worker_run_state state;
+	struct re_stats_counters c;
+};
+
+struct re_features {
+	bool reuseport;			/* SO_REUSEPORT accepted by the kernel */
+	bool rdhup;			/* EPOLLRDHUP supported */
+	bool cbpf;			/* SO_ATTACH_REUSEPORT_CBPF accepted */
+	int migrate_req;		/* net.ipv4.tcp_migrate_req, -1 = not present */
+	char kernel[64];		/* uname -r */
+};
+
+struct re_snapshot {
+	const char *version;
+	double uptime_s;
+	char address[80];		/* "0.0.0.0:7007" or "[::]:7007" */
+	unsigned port;
+	size_t nworkers;
+	struct re_worker_view *workers;	/* nworkers entries, ordered by id */
+	struct re_stats_counters total;	/* live workers + retired */
+	struct re_stats_counters retired;
+	struct re_features features;
+};
+
+struct re_imbalance {
+	uint64_t max_accepted;
+	uint64_t min_accepted;
+	double max_min;		/* max/min accepted over live workers; <0 when min == 0 */
+	double cv;		/* coefficient of variation of accepted (stddev / mean); 0 when mean == 0 */
+};
+
+/* Accepted-connection balance over the live workers in s (retired ones are not
+ * compared). With no workers: max = min = 0, max_min = -1, cv = 0. Writes *ret.
+ * Context: any thread. */
+void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret);
+
+/* "running", "draining", "stalled" ("unknown" for any other value). Static string. */
+const char *re_report_state_name(enum re_worker_run_state st);
+
+/* Each appends to out (check out->oom once at the end); each line ends with "\n" and
+ * none is empty. address and kernel need not be NUL-terminated in their arrays.
+ * Every counter of RE_STATS_COUNTERS appears in the text, JSON and Prometheus output.
+ * Context: any thread. */
+
+/* Human summary of s->total (live + retired): a title line, a few "title: name value,
+ * ..." lines, "other: field value, ..." for a counter the layout does not name yet,
+ * and a balance line. Layout may change; scripts should use JSON or Prometheus. */
+void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
+
+/* One line, one object: version, uptime_s, address, port, workers, total{},
+ * per_worker[{id, cpu (null when unpinned), tid, state, acceptq_len, acceptq_max,
+ * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min (null when
+ * min is 0), cv}, features{so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req
+ * (null when absent), kernel}. Counter keys are the X-macro field names. Integers
+ * print exactly, doubles with %.6g, non-finite doubles as null. */
+void re_report_json(const struct re_snapshot *s, struct re_strbuf *out);
+
+/* Text exposition format 0.0.4. Each metric name is one block: one # HELP, one
+ * # TYPE, then every sample of that name (all label sets, all workers). Counters
+ * get reuseecho_<metric>{worker="<id>"[,<labels>]} per live worker plus
+ * worker="retired"; gauges only the live workers. Then accept_queue_length and
+ * accept_queue_limit {worker}, worker_info{worker,cpu ("-" unpinned),tid,state} 1,
+ * workers, uptime_seconds, build_info{version} 1, accept_imbalance_ratio (+Inf
+ * when a worker accepted none and another did, 1 when all accepted none),
+ * accept_imbalance_cv, feature_info{so_reuseport,epollrdhup,reuseport_cbpf,
+ * tcp_migrate_req ("absent" when -1),kernel} 1. */
+void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
+
+/* A header line and one line per live worker, fields separated by one or more
+ * spaces (columns padded for people), raw cumulative integers, no units:
+ *   id cpu tid state active accepted closed bytes_in bytes_out recv_calls send_calls
+ *   acceptq acceptq_max
+ * cpu is "-" when unpinned; state as re_report_state_name(); closed is the sum of
+ * every connections_closed_total counter; bytes_in/bytes_out are bytes_received/
+ * bytes_sent; acceptq/acceptq_max the listener queue length and limit. The header
+ * is stable: new columns, if ever, are appended. */
+void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out);
+
+/* "key value" lines, values without spaces: so_reuseport yes|no, epollrdhup yes|no,
+ * reuseport_cbpf yes|no, tcp_migrate_req <n>|absent, kernel <uname -r>|unknown. */
+void re_report_features(const struct re_features *f, struct re_strbuf *out);
+
+#endif

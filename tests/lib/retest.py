@@ -1,0 +1,244 @@
+"""Test helpers for reuseecho black-box tests (Python 3 stdlib only).
+
+Every test talks to the real binary over real loopback sockets. Waits are bounded
+polls of a condition (wait_until), never fixed sleeps alone.
+"""
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+READY_RE = re.compile(r"^reuseecho: listening on (\[[0-9a-fA-F:.%\w]+\]|[0-9.]+):(\d+) with (\d+) workers$")
+SKIP = 77
+
+
+def binary(name="reuseecho"):
+    """Path of a built program, from the environment meson sets (or ./build)."""
+    env = {"reuseecho": "REUSEECHO_BIN", "echoload": "ECHOLOAD_BIN"}.get(name)
+    if env and os.environ.get(env):
+        return os.environ[env]
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    sub = {"reuseecho": "src", "echoload": "bench"}.get(name, "src")
+    return os.path.join(root, "build", sub, name)
+
+
+def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    """Poll pred() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+class Server:
+    """A reuseecho process on an ephemeral loopback port."""
+
+    def __init__(self, *args, bind="127.0.0.1", port=0, ready_timeout=10.0, preexec_fn=None,
+                 extra_env=None, expect_ready=True):
+        self.errfile = tempfile.TemporaryFile()
+        cmd = [binary(), "--bind", bind, "--port", str(port)] + [str(a) for a in args]
+        # The valgrind test setup runs the server (not the test) under valgrind.
+        wrapper = os.environ.get("REUSEECHO_WRAPPER", "").split()
+        cmd = wrapper + cmd
+        env = dict(os.environ)
+        if extra_env:
+            env.update(extra_env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errfile,
+                                     stdin=subprocess.DEVNULL, preexec_fn=preexec_fn, env=env)
+        self.pid = self.proc.pid
+        self.host = bind
+        self.port = None
+        self.workers = None
+        self.ready_line = None
+        if expect_ready:
+            self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise AssertionError("no ready line within %.1fs; stderr: %s" % (timeout, self.stderr()))
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    rc = self.proc.wait(5)
+                    raise AssertionError("server exited %s before ready; stderr: %s" % (rc, self.stderr()))
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode()
+        m = READY_RE.match(line)
+        if not m:
+            self.kill()
+            raise AssertionError("bad ready line %r" % line)
+        self.ready_line = line
+        self.port = int(m.group(2))
+        self.workers = int(m.group(3))
+
+    def stderr(self):
+        self.errfile.seek(0)
+        return self.errfile.read().decode(errors="replace")
+
+    def connect(self, timeout=10.0):
+        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect((self.host, self.port))
+        return s
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20.0, sig=signal.SIGTERM):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("server did not exit within %.1fs" % timeout)
+        self._close_streams()
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_streams()
+
+    def _close_streams(self):
+        if self.proc.stdout and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+    def __del__(self):
+        try:
+            self.kill()
+            self.errfile.close()
+        except Exception:
+            pass
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    # --- /proc views -------------------------------------------------------------
+
+    def tasks(self):
+        """[(tid, comm, cpus_allowed_list)] for every thread."""
+        out = []
+        base = "/proc/%d/task" % self.pid
+        for tid in sorted(os.listdir(base), key=int):
+            try:
+                with open("%s/%s/comm" % (base, tid)) as f:
+                    comm = f.read().strip()
+                with open("%s/%s/status" % (base, tid)) as f:
+                    st = f.read()
+            except FileNotFoundError:
+                continue
+            m = re.search(r"^Cpus_allowed_list:\s*(\S+)", st, re.M)
+            out.append((int(tid), comm, m.group(1) if m else ""))
+        return out
+
+    def fd_targets(self):
+        """{fd: readlink target}"""
+        res = {}
+        base = "/proc/%d/fd" % self.pid
+        for fd in os.listdir(base):
+            try:
+                res[int(fd)] = os.readlink("%s/%s" % (base, fd))
+            except OSError:
+                pass
+        return res
+
+    def fdinfo(self, fd):
+        with open("/proc/%d/fdinfo/%d" % (self.pid, fd)) as f:
+            return f.read()
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            return int(re.search(r"^VmRSS:\s*(\d+)", f.read(), re.M).group(1))
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def num_fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+    def listening_inodes(self):
+        """Socket inodes of this process's sockets that listen on our port (from /proc/net/tcp*)."""
+        inodes = set()
+        for path in ("/proc/%d/net/tcp" % self.pid, "/proc/%d/net/tcp6" % self.pid):
+            try:
+                with open(path) as f:
+                    next(f)
+                    for line in f:
+                        p = line.split()
+                        port = int(p[1].rsplit(":", 1)[1], 16)
+                        if p[3] == "0A" and port == self.port:
+                            inodes.add(int(p[9]))
+            except FileNotFoundError:
+                pass
+        return inodes
+
+
+def recv_exact(s, n):
+    chunks = []
+    got = 0
+    while got < n:
+        d = s.recv(min(1 << 20, n - got))
+        if not d:
+            raise AssertionError("EOF after %d of %d bytes" % (got, n))
+        chunks.append(d)
+        got += len(d)
+    return b"".join(chunks)
+
+
+def recv_until_eof(s, limit=1 << 31):
+    chunks = []
+    got = 0
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            return b"".join(chunks)
+        chunks.append(d)
+        got += len(d)
+        if got > limit:
+            raise AssertionError("more than %d bytes" % limit)
+
+
+def pattern(n, seed=0):
+    """Deterministic, non-repeating-looking bytes."""
+    import hashlib
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%d:%d" % (seed, i)).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+def main():
+    """unittest entry point: exit 0 pass, 1 fail, 77 when every test was skipped."""
+    prog = unittest.main(exit=False, verbosity=2)
+    res = prog.result
+    if not res.wasSuccessful():
+        sys.exit(1)
+    if res.testsRun > 0 and len(res.skipped) == res.testsRun:
+        sys.exit(SKIP)
+    sys.exit(0)

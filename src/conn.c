@@ -6,7 +6,8 @@
 
 static struct re_link *link_of(struct re_conn *c, size_t off)
 {
-	return (struct re_link *)((char *)c + off);
+	/* Through void *: the offset is that of a member, so the alignment holds. */
+	return (struct re_link *)(void *)((char *)c + off);
 }
 
 void re_conn_pool_init(struct re_conn_pool *p, size_t per_slab)

@@ -20,12 +20,13 @@ SKIP = 77
 
 def binary(name="reuseecho"):
     """Path of a built program, from the environment meson sets (or ./build)."""
-    env = {"reuseecho": "REUSEECHO_BIN", "echoload": "ECHOLOAD_BIN"}.get(name)
+    env = {"reuseecho": "REUSEECHO_BIN", "echoload": "ECHOLOAD_BIN",
+           "reuseecho-ctl": "REUSEECHO_CTL_BIN"}.get(name)
     if env and os.environ.get(env):
         return os.environ[env]
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
-    sub = {"reuseecho": "src", "echoload": "bench"}.get(name, "src")
+    sub = {"reuseecho": "src", "reuseecho-ctl": "src", "echoload": "bench"}.get(name, "src")
     return os.path.join(root, "build", sub, name)
 
 

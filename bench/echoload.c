@@ -1,0 +1,1625 @@
+/*
+ * echoload: load generator and verifier for TCP echo servers.
+ * main() parses the command line, sequences the phases and reports; each
+ * loader thread owns its epoll, its share of the connections and its
+ * statistics, and touches nothing else until main() reads them after join.
+ *
+ * Command line (a contract: scripts are written against it; keep usage() in
+ * step with this block):
+ *
+ *   echoload [OPTIONS]
+ *     --mode pingpong|stream|churn|rate   default pingpong
+ *     --host ADDR         IPv4 or IPv6 literal, default 127.0.0.1
+ *     --port P            default 7007
+ *     --threads N         loader threads, each with its own epoll and its
+ *                         own share of the connections, default 1
+ *     --conns N           connections (concurrent cycles in churn), default 50
+ *     --size BYTES        message size, K/M suffixes (binary), default 64;
+ *                         stream: the chunk size, default min(window, 16K)
+ *     --depth D           pingpong: messages in flight per connection, default 1
+ *     --window BYTES      stream: bytes in flight per connection, default 64K
+ *     --rate MSGS_PER_S   rate: total scheduled message rate (required there)
+ *     --close fin|rst     churn: how the client closes, default fin
+ *     --duration SECONDS  measured time, decimals allowed, default 10
+ *     --warmup SECONDS    unmeasured time before it, default 1 (0 allowed)
+ *     --json | --csv      machine output on stdout (one JSON object on one
+ *                         line | a header line and one row, same keys)
+ *     --allow-remote      permit a --host outside 127.0.0.0/8 and ::1
+ *     --help, --version
+ *
+ *   Modes.  pingpong: each connection keeps D messages of SIZE bytes in
+ *   flight; latency is send -> full echo.  stream: each connection keeps up
+ *   to WINDOW bytes sent but not yet echoed, refilled in whole chunks of
+ *   SIZE; a "msg" is an echoed chunk, latency is chunk sent -> chunk echoed.
+ *   churn: --conns concurrent cycles of connect, send one message, read the
+ *   echo, close (FIN, or RST through SO_LINGER 0); a "msg" is a cycle,
+ *   latency is connect start -> echo complete.  rate: open loop; message i
+ *   (i = 0, 1, ...) is scheduled at t0 + i/RATE on connection i mod CONNS;
+ *   a connection has one message in flight, later ones queue and keep their
+ *   scheduled time, and latency runs from that time, so a stalled server
+ *   cannot hide its stall (no coordinated omission).
+ *
+ *   Every echoed byte is checked against a per-connection pattern.  Errors
+ *   (connect failures, resets, unexpected EOF or data, connections still
+ *   busy at the hard deadline) and mismatches (messages with a wrong byte)
+ *   are counted over the whole run; msgs, bytes and latencies only inside
+ *   the measured window (by completion time; rate: by scheduled time).
+ *   After the window no new message starts, the ones in flight are drained
+ *   and checked.  Connection setup (not churn) precedes the warm-up and is
+ *   bounded by 5 s; the run after it by warmup + duration + 5 s.
+ *
+ *   Exit status: 0 success; 1 an error or mismatch occurred, or nothing was
+ *   echoed; 2 usage error (one line on stderr naming the flag).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__has_include)
+#if __has_include("re_version.h")
+#include "re_version.h"
+#endif
+#endif
+#ifndef RE_VERSION
+#define RE_VERSION "unknown"
+#endif
+
+#define NSEC_PER_SEC		1000000000ull
+#define IO_MAX			(128u * 1024)	/* bytes per recv()/send() call */
+#define PAT_PERIOD		65521u		/* prime: no power-of-two message repeats */
+#define MAX_EVENTS		256
+#define SETUP_TIMEOUT_NS	(5 * NSEC_PER_SEC)
+#define DRAIN_SLACK_NS		(5 * NSEC_PER_SEC)
+#define STREAM_CHUNK_DEFAULT	(16u * 1024)
+#define TS_ENTRIES_MAX		(1ull << 27)	/* 1 GiB of send timestamps in all */
+#define BOTTLENECK_CPU		0.90
+
+/*
+ * Latency histogram, HdrHistogram-like: values below 256 ns are exact; above,
+ * each power of two [2^e, 2^(e+1)) is split into 128 linear sub-buckets, so a
+ * bucket is at most 1/128 (< 0.8%) of the values it holds.
+ */
+#define HIST_SUB_BITS		7
+#define HIST_BUCKETS		((64 - HIST_SUB_BITS + 1) << HIST_SUB_BITS)
+
+enum mode { MODE_PINGPONG, MODE_STREAM, MODE_CHURN, MODE_RATE };
+enum output { OUT_HUMAN, OUT_JSON, OUT_CSV };
+enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
+
+static const char *const mode_names[] = {
+	[MODE_PINGPONG] = "pingpong",
+	[MODE_STREAM] = "stream",
+	[MODE_CHURN] = "churn",
+	[MODE_RATE] = "rate",
+};
+
+struct config {
+	enum mode mode;
+	enum output output;
+	char host[INET6_ADDRSTRLEN];
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	unsigned port;
+	unsigned threads;
+	unsigned conns;
+	unsigned depth;
+	uint64_t size;		/* message size; stream: chunk size */
+	uint64_t window;
+	double rate;
+	double duration;
+	double warmup;
+	bool size_set;
+	bool close_rst;
+	bool allow_remote;
+};
+
+/* Written only by its loader thread; main() reads it after pthread_join(). */
+struct loader_stats {
+	uint64_t msgs;
+	uint64_t bytes;
+	uint64_t errors;
+	uint64_t mismatches;
+	uint64_t stuck;
+	uint64_t max_ns;
+	int first_err;		/* -errno of the first error, 0 if none has one */
+	const char *first_what;	/* NULL until the first error */
+	uint64_t hist[HIST_BUCKETS];
+};
+
+/*
+ * One connection slot.  Its byte stream is pattern_at(offset); message k
+ * covers stream offsets [k * unit, (k + 1) * unit).
+ */
+struct conn {
+	int fd;
+	uint32_t gen;		/* bumped per socket: stale epoll events are skipped */
+	uint32_t id;		/* global number: selects pattern and rate slot */
+	uint32_t seed;		/* pattern offset of stream byte 0 */
+	uint8_t state;
+	bool wblocked;		/* short send: wait for EPOLLOUT */
+	bool msg_bad;		/* the message being received has a wrong byte */
+	uint32_t ts_mask;
+	uint64_t *ts;		/* per message send time (ring); churn: connect start */
+	uint64_t tx_off;	/* stream bytes handed to the kernel */
+	uint64_t tx_end;	/* stream bytes we want handed to the kernel */
+	uint64_t rx_off;	/* stream bytes received and checked */
+	uint64_t msg_end;	/* end offset of the message being received */
+	uint64_t send_mark;	/* start offset of the next message not yet sent */
+	uint64_t sent;		/* messages whose first byte was sent */
+	uint64_t done;		/* messages fully echoed */
+	uint64_t queued;	/* rate: messages added to tx_end */
+	uint64_t due;		/* rate: messages whose scheduled time has come */
+};
+
+struct run {
+	const struct config *cfg;
+	pthread_barrier_t ready;	/* loaders connected */
+	pthread_barrier_t go;		/* t0 published */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* signalled as each loader finishes */
+	unsigned finished;		/* under lock */
+	uint64_t t0;			/* written by main() between the barriers */
+	bool abort;			/* ditto: nothing connected, skip the run */
+};
+
+struct loader {
+	_Alignas(64) unsigned index;
+	const struct config *cfg;
+	struct run *run;
+	pthread_t tid;
+	int epfd;
+	bool no_pwait2;		/* kernel lacks epoll_pwait2: millisecond waits */
+	bool stopping;		/* measured window over: start nothing new */
+	bool send_ts;		/* stamp messages as they are sent */
+	uint32_t nconns;
+	uint32_t live;		/* slots not dead */
+	uint32_t first_id;	/* global id of conns[0] */
+	uint64_t unit;		/* bytes per message */
+	struct conn *conns;
+	uint64_t *ts_store;
+	uint8_t *rx;		/* IO_MAX bytes: received data is checked, then dropped */
+	uint64_t t0;
+	uint64_t m_start;
+	uint64_t m_end;
+	uint64_t hard;
+	double ns_per_msg;	/* rate: schedule spacing */
+	uint64_t sched_next;	/* rate: scheduled time of the next message */
+	uint64_t sched_round;
+	uint32_t sched_conn;
+	struct loader_stats st;
+};
+
+/* Read-only after pattern_init(); any IO_MAX bytes from an offset below
+ * PAT_PERIOD are contiguous, so sends and checks need no copy. */
+static uint8_t pattern[PAT_PERIOD + IO_MAX];
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec ns_to_timespec(uint64_t ns)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(ns / NSEC_PER_SEC),
+		.tv_nsec = (long)(ns % NSEC_PER_SEC),
+	};
+
+	return ts;
+}
+
+static uint64_t secs_to_ns(double s)
+{
+	return (uint64_t)(s * 1e9 + 0.5);
+}
+
+static void pattern_init(void)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	size_t i;
+
+	for (i = 0; i < PAT_PERIOD; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		pattern[i] = (uint8_t)(x >> 32);
+	}
+	for (i = 0; i < IO_MAX; i++) {
+		pattern[PAT_PERIOD + i] = pattern[i];
+	}
+}
+
+static inline const uint8_t *pattern_at(const struct conn *c, uint64_t off)
+{
+	return pattern + (c->seed + off) % PAT_PERIOD;
+}
+
+static inline unsigned hist_index(uint64_t v)
+{
+	unsigned shift;
+
+	if (v < (2u << HIST_SUB_BITS)) {
+		return (unsigned)v;
+	}
+	shift = (unsigned)(63 - __builtin_clzll(v)) - HIST_SUB_BITS;
+	return (shift << HIST_SUB_BITS) + (unsigned)(v >> shift);
+}
+
+/* The highest value that lands in bucket @idx (HdrHistogram reports this). */
+static uint64_t hist_highest(unsigned idx)
+{
+	unsigned shift;
+	uint64_t sub;
+
+	if (idx < (2u << HIST_SUB_BITS)) {
+		return idx;
+	}
+	shift = (idx >> HIST_SUB_BITS) - 1;
+	sub = (idx & ((1u << HIST_SUB_BITS) - 1)) | (1u << HIST_SUB_BITS);
+	return ((sub + 1) << shift) - 1;
+}
+
+static inline void hist_record(struct loader_stats *st, uint64_t ns)
+{
+	st->hist[hist_index(ns)]++;
+	if (ns > st->max_ns) {
+		st->max_ns = ns;
+	}
+}
+
+/* Value at percentile @p (0..100) of @hist holding @total samples, in ns. */
+static uint64_t hist_percentile(const uint64_t *hist, uint64_t total, double p,
+				uint64_t max_ns)
+{
+	double want = p / 100.0 * (double)total;
+	uint64_t rank = (uint64_t)want, seen = 0, v;
+	unsigned i;
+
+	if (total == 0) {
+		return 0;
+	}
+	if ((double)rank < want) {
+		rank++;	/* ceil() without libm */
+	}
+	if (rank < 1) {
+		rank = 1;
+	}
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		seen += hist[i];
+		if (seen >= rank) {
+			v = hist_highest(i);
+			return v < max_ns ? v : max_ns;
+		}
+	}
+	return max_ns;
+}
+
+/* Records the first error of this loader for main() to print, once. */
+static void note_error(struct loader *t, int err, const char *what)
+{
+	t->st.errors++;
+	if (t->st.first_what == NULL) {
+		t->st.first_what = what;
+		t->st.first_err = err;
+	}
+}
+
+/* A per-connection error: count it, close the socket, retire the slot. */
+static void conn_fail(struct loader *t, struct conn *c, int err, const char *what)
+{
+	note_error(t, err, what);
+	if (c->fd >= 0) {
+		(void)close(c->fd);
+		c->fd = -1;
+	}
+	c->state = CONN_DEAD;
+	t->live--;
+}
+
+/*
+ * Creates @c's socket, registers it and starts connecting.  On success @c is
+ * CONN_OPEN (loopback connects often complete at once) or CONN_CONNECTING;
+ * returns -errno on failure with nothing left open.  Registered once with
+ * EPOLLIN|EPOLLOUT|EPOLLET|EPOLLRDHUP: no epoll_ctl() on the data path.
+ */
+static int open_conn(struct loader *t, struct conn *c)
+{
+	const struct config *cfg = t->cfg;
+	struct epoll_event ev;
+	int one = 1, fd, r;
+
+	fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+		goto fail;
+	}
+	if (cfg->mode == MODE_CHURN && cfg->close_rst) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0) {
+			goto fail;
+		}
+	}
+	c->gen++;
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+	ev.data.u64 = (uint64_t)c->gen << 32 | (uint64_t)(c - t->conns);
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		goto fail;
+	}
+	if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) == 0) {
+		c->state = CONN_OPEN;
+	} else if (errno == EINPROGRESS) {
+		c->state = CONN_CONNECTING;
+	} else {
+		goto fail;
+	}
+	c->fd = fd;
+	c->wblocked = false;
+	return 0;
+fail:
+	r = -errno;	/* before close() can clobber errno */
+	(void)close(fd);
+	return r;
+}
+
+/*
+ * Handles an event on a CONN_CONNECTING slot.  Returns 1 if it is now open,
+ * 0 if still connecting, -1 if it failed (and was retired).  Success needs no
+ * getsockopt(SO_ERROR): a failed connect always raises EPOLLERR.
+ */
+static int connect_done(struct loader *t, struct conn *c, uint32_t events)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+			err = errno;
+		}
+		conn_fail(t, c, err ? -err : -ECONNREFUSED, "connect");
+		return -1;
+	}
+	if (!(events & EPOLLOUT)) {
+		return 0;
+	}
+	c->state = CONN_OPEN;
+	return 1;
+}
+
+/*
+ * Hands @c's bytes up to tx_end to the kernel.  A short send means the send
+ * buffer filled up (the kernel then flags the socket so that freeing space
+ * raises EPOLLOUT), so we stop there instead of paying for an EAGAIN.
+ * Returns 0, or -1 if @c failed and was retired.
+ */
+static int send_pending(struct loader *t, struct conn *c, uint64_t now)
+{
+	while (c->tx_off < c->tx_end) {
+		uint64_t left = c->tx_end - c->tx_off;
+		size_t len = left < IO_MAX ? (size_t)left : IO_MAX;
+		ssize_t n = send(c->fd, pattern_at(c, c->tx_off), len,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN) {
+				c->wblocked = true;
+				return 0;
+			}
+			conn_fail(t, c, -errno, "send");
+			return -1;
+		}
+		c->tx_off += (uint64_t)n;
+		if (t->send_ts) {
+			while (c->send_mark < c->tx_off) {
+				c->ts[c->sent & c->ts_mask] = now;
+				c->sent++;
+				c->send_mark += t->unit;
+			}
+		}
+		if ((size_t)n < len) {
+			c->wblocked = true;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* Scheduled time of message @k of the connection with global id @id. */
+static inline uint64_t sched_time(const struct loader *t, uint64_t k, uint32_t id)
+{
+	double i = (double)k * (double)t->cfg->conns + (double)id;
+
+	return t->t0 + (uint64_t)(i * t->ns_per_msg);
+}
+
+/* Message number c->done has fully arrived at @now: account for it and
+ * queue what the mode sends next. */
+static void message_done(struct loader *t, struct conn *c, uint64_t now)
+{
+	const struct config *cfg = t->cfg;
+	uint64_t k = c->done++;
+	uint64_t begin, at = now;
+
+	switch (cfg->mode) {
+	case MODE_RATE:
+		begin = sched_time(t, k, c->id);
+		at = begin;	/* counted by schedule: a stall cannot hide */
+		break;
+	case MODE_CHURN:
+		begin = c->ts[0];
+		break;
+	default:
+		begin = c->ts[k & c->ts_mask];
+		break;
+	}
+	if (at >= t->m_start && at < t->m_end) {
+		t->st.msgs++;
+		t->st.bytes += t->unit;
+		hist_record(&t->st, now > begin ? now - begin : 0);
+	}
+	if (c->msg_bad) {
+		t->st.mismatches++;
+		c->msg_bad = false;
+	}
+	c->msg_end += t->unit;
+	if (cfg->mode == MODE_PINGPONG) {
+		if (!t->stopping) {
+			c->tx_end += t->unit;
+		}
+	} else if (cfg->mode == MODE_RATE) {
+		if (c->due > c->queued) {
+			c->queued++;
+			c->tx_end += t->unit;
+		}
+	}
+}
+
+/* Checks @n received bytes against the pattern, message by message. */
+static void check_data(struct loader *t, struct conn *c, const uint8_t *p,
+		       size_t n, uint64_t now)
+{
+	while (n > 0) {
+		uint64_t want = c->msg_end - c->rx_off;
+		size_t k = want < n ? (size_t)want : n;
+
+		if (memcmp(p, pattern_at(c, c->rx_off), k) != 0) {
+			c->msg_bad = true;
+		}
+		c->rx_off += k;
+		p += k;
+		n -= k;
+		if (c->rx_off == c->msg_end) {
+			message_done(t, c, now);
+		}
+	}
+}
+
+static void start_cycle(struct loader *t, struct conn *c);
+
+/* Churn: the echo is complete; close as configured and start the next cycle. */
+static void end_cycle(struct loader *t, struct conn *c)
+{
+	(void)close(c->fd);	/* SO_LINGER 0 was set at socket time for rst */
+	c->fd = -1;
+	c->state = CONN_IDLE;
+	if (!t->stopping) {
+		start_cycle(t, c);
+	}
+}
+
+/*
+ * Reads and checks what the kernel holds for @c; *now is the time of the last
+ * read.  Returns 0 if @c is still open, 1 if it was closed or replaced (error
+ * or end of a churn cycle).  Edge-triggered: a short read means the receive
+ * queue was empty, and a later arrival queues a new event, so we stop there
+ * and save a recv() that would only say EAGAIN.  With @drain (RDHUP/HUP/ERR)
+ * we read on to EOF, or a FIN behind the data would never be noticed.
+ */
+static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, t->rx, IO_MAX, 0);
+
+		if (n > 0) {
+			*now = now_ns();
+			if ((uint64_t)n > c->tx_off - c->rx_off) {
+				conn_fail(t, c, 0, "more bytes echoed than sent");
+				return 1;
+			}
+			check_data(t, c, t->rx, (size_t)n, *now);
+			if (t->cfg->mode == MODE_CHURN && c->rx_off == c->tx_end) {
+				end_cycle(t, c);
+				return 1;
+			}
+			if ((size_t)n < IO_MAX && !drain) {
+				return 0;
+			}
+			continue;
+		}
+		if (n == 0) {
+			conn_fail(t, c, 0, "unexpected EOF");
+			return 1;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno == EAGAIN) {
+			return 0;
+		}
+		conn_fail(t, c, -errno, "recv");
+		return 1;
+	}
+}
+
+/* Churn: one connect -> send -> echo -> close cycle on slot @c. */
+static void start_cycle(struct loader *t, struct conn *c)
+{
+	int r;
+
+	c->tx_off = 0;
+	c->rx_off = 0;
+	c->tx_end = t->unit;
+	c->msg_end = t->unit;
+	c->done = 0;
+	c->msg_bad = false;
+	c->ts[0] = now_ns();
+	r = open_conn(t, c);
+	if (r < 0) {
+		conn_fail(t, c, r, "connect");
+		return;
+	}
+	if (c->state == CONN_OPEN) {
+		(void)send_pending(t, c, c->ts[0]);
+	}
+}
+
+/* Stream: top the window up to whole chunks. */
+static void refill(struct loader *t, struct conn *c)
+{
+	uint64_t end = (c->rx_off + t->cfg->window) / t->unit * t->unit;
+
+	if (end > c->tx_end) {
+		c->tx_end = end;
+	}
+}
+
+static void on_event(struct loader *t, uint64_t data, uint32_t events)
+{
+	struct conn *c = &t->conns[(uint32_t)data];
+	uint64_t now = 0;
+
+	if ((uint32_t)(data >> 32) != c->gen || c->fd < 0) {
+		return;	/* closed or replaced earlier in this batch */
+	}
+	if (c->state == CONN_CONNECTING && connect_done(t, c, events) <= 0) {
+		return;
+	}
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+		c->wblocked = false;
+	}
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		if (do_read(t, c, events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR), &now)) {
+			return;
+		}
+	}
+	if (t->cfg->mode == MODE_STREAM && !t->stopping) {
+		refill(t, c);
+	}
+	if (!c->wblocked && c->tx_off < c->tx_end) {
+		(void)send_pending(t, c, now ? now : now_ns());
+	}
+}
+
+/*
+ * Waits for events until the absolute CLOCK_MONOTONIC @deadline at most.
+ * Without epoll_pwait2 (Linux < 5.11) the wait is rounded down to whole
+ * milliseconds, which polls through the last one rather than oversleep.
+ */
+static int wait_events(struct loader *t, struct epoll_event *evs,
+		       uint64_t deadline, uint64_t now)
+{
+	uint64_t left = deadline > now ? deadline - now : 0;
+	int n;
+
+	if (!t->no_pwait2) {
+		struct timespec ts = ns_to_timespec(left);
+
+		n = epoll_pwait2(t->epfd, evs, MAX_EVENTS, &ts, NULL);
+		if (n >= 0 || errno != ENOSYS) {
+			return n < 0 && errno == EINTR ? 0 : n;
+		}
+		t->no_pwait2 = true;
+	}
+	if (left > (uint64_t)INT_MAX * 1000000) {
+		left = (uint64_t)INT_MAX * 1000000;
+	}
+	n = epoll_wait(t->epfd, evs, MAX_EVENTS, (int)(left / 1000000));
+	return n < 0 && errno == EINTR ? 0 : n;
+}
+
+/* Setup (all modes but churn): connect every slot, within SETUP_TIMEOUT_NS. */
+static void connect_all(struct loader *t)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	uint64_t deadline = now_ns() + SETUP_TIMEOUT_NS;
+	uint32_t pending = 0, i;
+
+	for (i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+		int r = open_conn(t, c);
+
+		if (r < 0) {
+			conn_fail(t, c, r, "connect");
+		} else if (c->state == CONN_CONNECTING) {
+			pending++;
+		}
+	}
+	while (pending > 0) {
+		uint64_t now = now_ns();
+		int n, j;
+
+		if (now >= deadline) {
+			break;
+		}
+		n = wait_events(t, evs, deadline, now);
+		if (n < 0) {
+			note_error(t, -errno, "epoll_wait");
+			break;
+		}
+		for (j = 0; j < n; j++) {
+			struct conn *c = &t->conns[(uint32_t)evs[j].data.u64];
+
+			if ((uint32_t)(evs[j].data.u64 >> 32) != c->gen ||
+			    c->state != CONN_CONNECTING) {
+				continue;
+			}
+			if (connect_done(t, c, evs[j].events) != 0) {
+				pending--;
+			}
+		}
+	}
+	for (i = 0; i < t->nconns; i++) {
+		if (t->conns[i].state == CONN_CONNECTING) {
+			conn_fail(t, &t->conns[i], -ETIMEDOUT, "connect");
+		}
+	}
+}
+
+/* Rate: start every message whose time has come; returns the next time. */
+static uint64_t issue_due(struct loader *t, uint64_t now)
+{
+	while (t->sched_next < t->m_end) {
+		struct conn *c;
+
+		if (t->sched_next > now) {
+			return t->sched_next;
+		}
+		c = &t->conns[t->sched_conn];
+		c->due++;
+		if (c->state == CONN_OPEN && c->queued == c->done) {
+			c->queued++;
+			c->tx_end += t->unit;
+			if (!c->wblocked) {
+				(void)send_pending(t, c, now);
+			}
+		}
+		if (++t->sched_conn == t->nconns) {
+			t->sched_conn = 0;
+			t->sched_round++;
+		}
+		t->sched_next = sched_time(t, t->sched_round, t->first_id + t->sched_conn);
+	}
+	return UINT64_MAX;
+}
+
+static bool conn_busy(const struct conn *c)
+{
+	switch (c->state) {
+	case CONN_CONNECTING:
+		return true;
+	case CONN_OPEN:
+		return c->rx_off < c->tx_end || c->due > c->queued;
+	default:
+		return false;
+	}
+}
+
+/* After the window: true once nothing is in flight any more. */
+static bool drained(const struct loader *t)
+{
+	uint32_t i;
+
+	for (i = 0; i < t->nconns; i++) {
+		if (conn_busy(&t->conns[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static void kick(struct loader *t)
+{
+	const struct config *cfg = t->cfg;
+	uint32_t i;
+
+	if (cfg->mode == MODE_RATE) {
+		t->sched_next = sched_time(t, 0, t->first_id);
+		return;
+	}
+	for (i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+
+		if (cfg->mode == MODE_CHURN) {
+			start_cycle(t, c);
+			continue;
+		}
+		if (c->state != CONN_OPEN) {
+			continue;
+		}
+		if (cfg->mode == MODE_PINGPONG) {
+			c->tx_end = (uint64_t)cfg->depth * t->unit;
+		} else {
+			refill(t, c);
+		}
+		(void)send_pending(t, c, now_ns());
+	}
+}
+
+static void run_loop(struct loader *t)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	uint64_t next_due = UINT64_MAX;
+
+	kick(t);
+	for (;;) {
+		uint64_t now = now_ns(), deadline;
+		int n, i;
+
+		if (!t->stopping && now >= t->m_end) {
+			t->stopping = true;
+		}
+		if (t->cfg->mode == MODE_RATE) {
+			next_due = issue_due(t, now);
+		}
+		if (t->live == 0 || (t->stopping && drained(t))) {
+			break;
+		}
+		if (now >= t->hard) {
+			uint32_t j;
+
+			for (j = 0; j < t->nconns; j++) {
+				if (conn_busy(&t->conns[j])) {
+					t->st.stuck++;
+					note_error(t, 0, "connection still busy at the deadline");
+				}
+			}
+			break;
+		}
+		deadline = t->stopping ? t->hard : t->m_end;
+		if (next_due < deadline) {
+			deadline = next_due;
+		}
+		n = wait_events(t, evs, deadline, now);
+		if (n < 0) {
+			note_error(t, -errno, "epoll_wait");
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			on_event(t, evs[i].data.u64, evs[i].events);
+		}
+	}
+}
+
+static void *loader_main(void *arg)
+{
+	struct loader *t = arg;
+	struct run *run = t->run;
+	const struct config *cfg = t->cfg;
+	uint32_t i;
+
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (t->epfd < 0) {
+		note_error(t, -errno, "epoll_create1");
+		for (i = 0; i < t->nconns; i++) {
+			t->conns[i].state = CONN_DEAD;
+		}
+		t->live = 0;
+	} else if (cfg->mode != MODE_CHURN) {
+		connect_all(t);
+	}
+	(void)pthread_barrier_wait(&run->ready);
+	(void)pthread_barrier_wait(&run->go);
+	t->t0 = run->t0;
+	t->m_start = t->t0 + secs_to_ns(cfg->warmup);
+	t->m_end = t->m_start + secs_to_ns(cfg->duration);
+	t->hard = t->m_end + DRAIN_SLACK_NS;
+	if (cfg->mode == MODE_RATE) {
+		/* Sends are due at exact times: the default 50 us of timer slack
+		 * would show up as latency measured from the schedule. */
+		(void)prctl(PR_SET_TIMERSLACK, 1000ul, 0ul, 0ul, 0ul);
+	}
+	if (!run->abort && t->live > 0) {
+		run_loop(t);
+	}
+	for (i = 0; i < t->nconns; i++) {
+		if (t->conns[i].fd >= 0) {
+			(void)close(t->conns[i].fd);
+			t->conns[i].fd = -1;
+		}
+	}
+	if (t->epfd >= 0) {
+		(void)close(t->epfd);
+	}
+	(void)pthread_mutex_lock(&run->lock);
+	run->finished++;
+	(void)pthread_cond_signal(&run->cond);
+	(void)pthread_mutex_unlock(&run->lock);
+	return NULL;
+}
+
+static uint64_t next_pow2(uint64_t v)
+{
+	uint64_t p = 1;
+
+	while (p < v) {
+		p <<= 1;
+	}
+	return p;
+}
+
+/* Send-timestamp ring entries per connection for the configured mode. */
+static uint64_t ring_len(const struct config *cfg)
+{
+	switch (cfg->mode) {
+	case MODE_PINGPONG:
+		return next_pow2((uint64_t)cfg->depth + 1);
+	case MODE_STREAM:
+		return next_pow2(cfg->window / cfg->size + 2);
+	default:
+		return 1;
+	}
+}
+
+/* Allocates loader @t's slots for global ids [first, first + n). */
+static int loader_init(struct loader *t, struct run *run, unsigned index,
+		       uint32_t first, uint32_t n)
+{
+	const struct config *cfg = run->cfg;
+	uint64_t rl = ring_len(cfg);
+	uint32_t i;
+
+	t->index = index;
+	t->cfg = cfg;
+	t->run = run;
+	t->epfd = -1;
+	t->nconns = n;
+	t->live = n;
+	t->first_id = first;
+	t->unit = cfg->size;
+	t->send_ts = cfg->mode == MODE_PINGPONG || cfg->mode == MODE_STREAM;
+	t->ns_per_msg = cfg->mode == MODE_RATE ? 1e9 / cfg->rate : 0;
+	t->conns = calloc(n, sizeof(*t->conns));
+	t->ts_store = calloc((size_t)(n * rl), sizeof(*t->ts_store));
+	t->rx = malloc(IO_MAX);
+	if (t->conns == NULL || t->ts_store == NULL || t->rx == NULL) {
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		struct conn *c = &t->conns[i];
+
+		c->fd = -1;
+		c->id = first + i;
+		c->seed = (uint32_t)(((uint64_t)c->id * 2654435761u) % PAT_PERIOD);
+		c->ts = t->ts_store + (size_t)i * rl;
+		c->ts_mask = (uint32_t)(rl - 1);
+		c->msg_end = t->unit;
+	}
+	return 0;
+}
+
+static void loader_finish(struct loader *t)
+{
+	if (t == NULL) {
+		return;
+	}
+	free(t->conns);
+	free(t->ts_store);
+	free(t->rx);
+}
+
+/* ---- command line ---- */
+
+enum {
+	OPT_MODE = 256, OPT_HOST, OPT_PORT, OPT_THREADS, OPT_CONNS, OPT_SIZE,
+	OPT_DEPTH, OPT_WINDOW, OPT_RATE, OPT_CLOSE, OPT_DURATION, OPT_WARMUP,
+	OPT_JSON, OPT_CSV, OPT_ALLOW_REMOTE, OPT_HELP, OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "host", required_argument, NULL, OPT_HOST },
+	{ "port", required_argument, NULL, OPT_PORT },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "conns", required_argument, NULL, OPT_CONNS },
+	{ "size", required_argument, NULL, OPT_SIZE },
+	{ "depth", required_argument, NULL, OPT_DEPTH },
+	{ "window", required_argument, NULL, OPT_WINDOW },
+	{ "rate", required_argument, NULL, OPT_RATE },
+	{ "close", required_argument, NULL, OPT_CLOSE },
+	{ "duration", required_argument, NULL, OPT_DURATION },
+	{ "warmup", required_argument, NULL, OPT_WARMUP },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "csv", no_argument, NULL, OPT_CSV },
+	{ "allow-remote", no_argument, NULL, OPT_ALLOW_REMOTE },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: echoload [OPTIONS]\n"
+	      "Load a TCP echo server and check every echoed byte.\n"
+	      "\n"
+	      "  --mode pingpong|stream|churn|rate  workload (default pingpong)\n"
+	      "        pingpong: DEPTH messages in flight per connection\n"
+	      "        stream:   WINDOW bytes in flight per connection, in chunks of SIZE\n"
+	      "        churn:    connect, send one message, read the echo, close; repeat\n"
+	      "        rate:     open loop at RATE msgs/s, latency from the scheduled time\n"
+	      "  --host ADDR         IPv4 or IPv6 literal (default 127.0.0.1)\n"
+	      "  --port P            TCP port (default 7007)\n"
+	      "  --threads N         loader threads, one epoll each (default 1)\n"
+	      "  --conns N           connections; churn: concurrent cycles (default 50)\n"
+	      "  --size BYTES        message size, K/M suffixes (default 64;\n"
+	      "                      stream: chunk size, default min(WINDOW, 16K))\n"
+	      "  --depth D           pingpong: messages in flight per connection (default 1)\n"
+	      "  --window BYTES      stream: bytes in flight per connection (default 64K)\n"
+	      "  --rate MSGS_PER_S   rate: total message rate (required in rate mode)\n"
+	      "  --close fin|rst     churn: close with FIN or with RST (default fin)\n"
+	      "  --duration SECONDS  measured time, decimals allowed (default 10)\n"
+	      "  --warmup SECONDS    unmeasured time before it, 0 allowed (default 1)\n"
+	      "  --json              one JSON object on one line on stdout\n"
+	      "  --csv               a CSV header line and one row on stdout\n"
+	      "  --allow-remote      allow a --host outside 127.0.0.0/8 and ::1\n"
+	      "  --help              show this help and exit\n"
+	      "  --version           show the version and exit\n"
+	      "\n"
+	      "Exit status: 0 success; 1 errors, mismatches or nothing echoed; 2 usage.\n",
+	      f);
+}
+
+static int bad_value(const char *flag, const char *value, const char *expected)
+{
+	fprintf(stderr, "echoload: %s: invalid value '%s' (expected %s)\n",
+		flag, value, expected);
+	return -EINVAL;
+}
+
+/* Parses a decimal integer in [min, max]; with @suffix, K and M multiply by
+ * 1024 and 1024^2. */
+static int parse_u64(const char *flag, const char *s, uint64_t min, uint64_t max,
+		     bool suffix, const char *expected, uint64_t *ret_v)
+{
+	unsigned long long v;
+	uint64_t mult = 1;
+	char *end;
+
+	if (*s < '0' || *s > '9') {
+		return bad_value(flag, s, expected);
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0) {
+		return bad_value(flag, s, expected);
+	}
+	if (suffix && (*end == 'K' || *end == 'k')) {
+		mult = 1024;
+		end++;
+	} else if (suffix && (*end == 'M' || *end == 'm')) {
+		mult = 1024 * 1024;
+		end++;
+	}
+	if (*end != '\0' || v > max / mult || v * mult < min) {
+		return bad_value(flag, s, expected);
+	}
+	*ret_v = v * mult;
+	return 0;
+}
+
+static int parse_secs(const char *flag, const char *s, double min, bool min_ok,
+		      double max, const char *expected, double *ret_v)
+{
+	double v;
+	char *end;
+
+	if ((*s < '0' || *s > '9') && *s != '.') {
+		return bad_value(flag, s, expected);
+	}
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || *end != '\0' || !isfinite(v) || v > max ||
+	    v < min || (!min_ok && v == min)) {
+		return bad_value(flag, s, expected);
+	}
+	*ret_v = v;
+	return 0;
+}
+
+/* Fills cfg->addr from cfg->host and cfg->port; refuses remote hosts. */
+static int resolve_host(struct config *cfg)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&cfg->addr;
+	bool loopback;
+
+	memset(&cfg->addr, 0, sizeof(cfg->addr));
+	if (inet_pton(AF_INET, cfg->host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cfg->port);
+		cfg->addrlen = sizeof(*sin);
+		loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	} else if (inet_pton(AF_INET6, cfg->host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cfg->port);
+		cfg->addrlen = sizeof(*sin6);
+		loopback = IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
+	} else {
+		return bad_value("--host", cfg->host, "an IPv4 or IPv6 literal");
+	}
+	if (!loopback && !cfg->allow_remote) {
+		fprintf(stderr, "echoload: --host %s: not a loopback address "
+			"(pass --allow-remote to load a remote host)\n", cfg->host);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Parses the command line into @cfg.  Returns 0 to run, 1 when --help or
+ * --version was served, -EINVAL after printing one line naming the flag.
+ */
+static int parse_args(int argc, char **argv, struct config *cfg)
+{
+	uint64_t v;
+	int opt;
+
+	*cfg = (struct config){
+		.mode = MODE_PINGPONG,
+		.output = OUT_HUMAN,
+		.host = "127.0.0.1",
+		.port = 7007,
+		.threads = 1,
+		.conns = 50,
+		.depth = 1,
+		.size = 64,
+		.window = 64 * 1024,
+		.duration = 10,
+		.warmup = 1,
+	};
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_MODE:
+			for (v = 0; v < 4; v++) {
+				if (strcmp(optarg, mode_names[v]) == 0) {
+					break;
+				}
+			}
+			if (v == 4) {
+				return bad_value("--mode", optarg, "pingpong, stream, churn or rate");
+			}
+			cfg->mode = (enum mode)v;
+			break;
+		case OPT_HOST: {
+			size_t len = strlen(optarg);
+
+			if (len >= 2 && optarg[0] == '[' && optarg[len - 1] == ']' &&
+			    len - 2 < sizeof(cfg->host)) {
+				memcpy(cfg->host, optarg + 1, len - 2);
+				cfg->host[len - 2] = '\0';
+			} else if (len < sizeof(cfg->host)) {
+				memcpy(cfg->host, optarg, len + 1);
+			} else {
+				return bad_value("--host", optarg, "an IPv4 or IPv6 literal");
+			}
+			break;
+		}
+		case OPT_PORT:
+			if (parse_u64("--port", optarg, 1, 65535, false, "1..65535", &v) < 0) {
+				return -EINVAL;
+			}
+			cfg->port = (unsigned)v;
+			break;
+		case OPT_THREADS:
+			if (parse_u64("--threads", optarg, 1, 1024, false, "1..1024", &v) < 0) {
+				return -EINVAL;
+			}
+			cfg->threads = (unsigned)v;
+			break;
+		case OPT_CONNS:
+			if (parse_u64("--conns", optarg, 1, 1000000, false, "1..1000000", &v) < 0) {
+				return -EINVAL;
+			}
+			cfg->conns = (unsigned)v;
+			break;
+		case OPT_SIZE:
+			if (parse_u64("--size", optarg, 1, 1u << 30, true,
+				      "1..1024M bytes, K/M suffixes", &cfg->size) < 0) {
+				return -EINVAL;
+			}
+			cfg->size_set = true;
+			break;
+		case OPT_DEPTH:
+			if (parse_u64("--depth", optarg, 1, 65536, false, "1..65536", &v) < 0) {
+				return -EINVAL;
+			}
+			cfg->depth = (unsigned)v;
+			break;
+		case OPT_WINDOW:
+			if (parse_u64("--window", optarg, 1, 1u << 30, true,
+				      "1..1024M bytes, K/M suffixes", &cfg->window) < 0) {
+				return -EINVAL;
+			}
+			break;
+		case OPT_RATE:
+			if (parse_secs("--rate", optarg, 0, false, 1e9,
+				       "messages per second, > 0", &cfg->rate) < 0) {
+				return -EINVAL;
+			}
+			break;
+		case OPT_CLOSE:
+			if (strcmp(optarg, "fin") != 0 && strcmp(optarg, "rst") != 0) {
+				return bad_value("--close", optarg, "fin or rst");
+			}
+			cfg->close_rst = optarg[0] == 'r';
+			break;
+		case OPT_DURATION:
+			if (parse_secs("--duration", optarg, 0, false, 1e6,
+				       "seconds, > 0", &cfg->duration) < 0) {
+				return -EINVAL;
+			}
+			break;
+		case OPT_WARMUP:
+			if (parse_secs("--warmup", optarg, 0, true, 1e6,
+				       "seconds, >= 0", &cfg->warmup) < 0) {
+				return -EINVAL;
+			}
+			break;
+		case OPT_JSON:
+		case OPT_CSV:
+			if (cfg->output != OUT_HUMAN &&
+			    cfg->output != (opt == OPT_JSON ? OUT_JSON : OUT_CSV)) {
+				fprintf(stderr, "echoload: %s: cannot be combined with %s\n",
+					opt == OPT_JSON ? "--json" : "--csv",
+					opt == OPT_JSON ? "--csv" : "--json");
+				return -EINVAL;
+			}
+			cfg->output = opt == OPT_JSON ? OUT_JSON : OUT_CSV;
+			break;
+		case OPT_ALLOW_REMOTE:
+			cfg->allow_remote = true;
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("echoload %s\n", RE_VERSION);
+			return 1;
+		case ':':
+			fprintf(stderr, "echoload: %s: missing value\n", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			fprintf(stderr, "echoload: %s: unknown option (see --help)\n",
+				argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "echoload: %s: unexpected argument (see --help)\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (cfg->mode == MODE_RATE && cfg->rate == 0) {
+		fprintf(stderr, "echoload: --rate: required in rate mode\n");
+		return -EINVAL;
+	}
+	if (cfg->threads > cfg->conns) {
+		fprintf(stderr, "echoload: --threads: %u threads but only %u --conns\n",
+			cfg->threads, cfg->conns);
+		return -EINVAL;
+	}
+	if (cfg->mode == MODE_STREAM) {
+		if (!cfg->size_set) {
+			cfg->size = cfg->window < STREAM_CHUNK_DEFAULT ?
+				    cfg->window : STREAM_CHUNK_DEFAULT;
+		} else if (cfg->size > cfg->window) {
+			fprintf(stderr, "echoload: --size: chunk of %llu bytes exceeds "
+				"--window %llu\n", (unsigned long long)cfg->size,
+				(unsigned long long)cfg->window);
+			return -EINVAL;
+		}
+	}
+	if (ring_len(cfg) * cfg->conns > TS_ENTRIES_MAX) {
+		fprintf(stderr, "echoload: %s: too many messages in flight "
+			"(over 1 GiB of timestamps for %u connections)\n",
+			cfg->mode == MODE_STREAM ? "--window" : "--depth", cfg->conns);
+		return -EINVAL;
+	}
+	return resolve_host(cfg);
+}
+
+/* Soft RLIMIT_NOFILE up to the hard limit; returns the soft limit now. */
+static uint64_t raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		return 1024;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+}
+
+/* ---- report ---- */
+
+struct result {
+	uint64_t msgs;
+	uint64_t bytes;
+	uint64_t errors;
+	uint64_t mismatches;
+	uint64_t stuck;
+	uint64_t max_ns;
+	double pct_us[4];	/* p50, p90, p99, p99.9 */
+	double cpu;
+};
+
+#define FIELD_MAX 32
+
+struct field {
+	const char *key;
+	char val[48];
+	bool quoted;	/* JSON string */
+	bool null;	/* not relevant to this mode: JSON null, empty CSV cell */
+};
+
+static void set_field(struct field *f, const char *key, bool quoted, bool null,
+		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void set_field(struct field *f, const char *key, bool quoted, bool null,
+		      const char *fmt, ...)
+{
+	va_list ap;
+
+	f->key = key;
+	f->quoted = quoted;
+	f->null = null;
+	va_start(ap, fmt);
+	(void)vsnprintf(f->val, sizeof(f->val), fmt, ap);
+	va_end(ap);
+}
+
+/* The machine-readable record: one list, so JSON and CSV keys never drift. */
+static size_t make_fields(const struct config *cfg, const struct result *res,
+			  struct field *f)
+{
+	size_t n = 0;
+	double secs = cfg->duration;
+	unsigned long long depth;
+
+	switch (cfg->mode) {
+	case MODE_PINGPONG:
+		depth = cfg->depth;
+		break;
+	case MODE_STREAM:
+		depth = (cfg->window + cfg->size - 1) / cfg->size;
+		break;
+	default:
+		depth = 1;
+		break;
+	}
+	set_field(&f[n++], "mode", true, false, "%s", mode_names[cfg->mode]);
+	set_field(&f[n++], "conns", false, false, "%u", cfg->conns);
+	set_field(&f[n++], "threads", false, false, "%u", cfg->threads);
+	set_field(&f[n++], "size", false, false, "%llu", (unsigned long long)cfg->size);
+	set_field(&f[n++], "depth", false, false, "%llu", depth);
+	set_field(&f[n++], "duration_s", false, false, "%.3f", secs);
+	set_field(&f[n++], "msgs", false, false, "%llu", (unsigned long long)res->msgs);
+	set_field(&f[n++], "msgs_per_s", false, false, "%.1f", (double)res->msgs / secs);
+	set_field(&f[n++], "mb_per_s", false, false, "%.3f", (double)res->bytes / secs / 1e6);
+	set_field(&f[n++], "p50_us", false, false, "%.1f", res->pct_us[0]);
+	set_field(&f[n++], "p90_us", false, false, "%.1f", res->pct_us[1]);
+	set_field(&f[n++], "p99_us", false, false, "%.1f", res->pct_us[2]);
+	set_field(&f[n++], "p999_us", false, false, "%.1f", res->pct_us[3]);
+	set_field(&f[n++], "max_us", false, false, "%.1f", (double)res->max_ns / 1e3);
+	set_field(&f[n++], "errors", false, false, "%llu", (unsigned long long)res->errors);
+	set_field(&f[n++], "mismatches", false, false, "%llu",
+		  (unsigned long long)res->mismatches);
+	set_field(&f[n++], "loader_cpu", false, false, "%.3f", res->cpu);
+	set_field(&f[n++], "bytes", false, false, "%llu", (unsigned long long)res->bytes);
+	set_field(&f[n++], "window", false, cfg->mode != MODE_STREAM, "%llu",
+		  (unsigned long long)cfg->window);
+	set_field(&f[n++], "rate", false, cfg->mode != MODE_RATE, "%.3f", cfg->rate);
+	set_field(&f[n++], "close", true, cfg->mode != MODE_CHURN, "%s",
+		  cfg->close_rst ? "rst" : "fin");
+	set_field(&f[n++], "warmup_s", false, false, "%.3f", cfg->warmup);
+	set_field(&f[n++], "stuck", false, false, "%llu", (unsigned long long)res->stuck);
+	return n;
+}
+
+static void report(const struct config *cfg, const struct result *res)
+{
+	struct field f[FIELD_MAX];
+	size_t n = make_fields(cfg, res, f), i;
+
+	if (cfg->output == OUT_JSON) {
+		putchar('{');
+		for (i = 0; i < n; i++) {
+			printf("%s\"%s\":", i ? "," : "", f[i].key);
+			if (f[i].null) {
+				fputs("null", stdout);
+			} else if (f[i].quoted) {
+				printf("\"%s\"", f[i].val);
+			} else {
+				fputs(f[i].val, stdout);
+			}
+		}
+		puts("}");
+	} else if (cfg->output == OUT_CSV) {
+		for (i = 0; i < n; i++) {
+			printf("%s%s", i ? "," : "", f[i].key);
+		}
+		putchar('\n');
+		for (i = 0; i < n; i++) {
+			printf("%s%s", i ? "," : "", f[i].null ? "" : f[i].val);
+		}
+		putchar('\n');
+	} else {
+		printf("echoload: %s against %s port %u: %u conns, %u threads, size %llu B",
+		       mode_names[cfg->mode], cfg->host, cfg->port, cfg->conns, cfg->threads,
+		       (unsigned long long)cfg->size);
+		if (cfg->mode == MODE_PINGPONG) {
+			printf(", depth %u", cfg->depth);
+		} else if (cfg->mode == MODE_STREAM) {
+			printf(", window %llu B", (unsigned long long)cfg->window);
+		} else if (cfg->mode == MODE_RATE) {
+			printf(", rate %.1f msgs/s", cfg->rate);
+		} else {
+			printf(", close %s", cfg->close_rst ? "rst" : "fin");
+		}
+		printf("\n"
+		       "  duration    %.3f s (after %.3f s warm-up)\n"
+		       "  msgs        %llu (%.1f msgs/s)\n"
+		       "  echoed      %llu B (%.3f MB/s)\n"
+		       "  latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n"
+		       "  errors      %llu\n"
+		       "  mismatches  %llu\n"
+		       "  loader CPU  %.1f%% of %u core(s)\n",
+		       cfg->duration, cfg->warmup,
+		       (unsigned long long)res->msgs, (double)res->msgs / cfg->duration,
+		       (unsigned long long)res->bytes,
+		       (double)res->bytes / cfg->duration / 1e6,
+		       res->pct_us[0], res->pct_us[1], res->pct_us[2], res->pct_us[3],
+		       (double)res->max_ns / 1e3,
+		       (unsigned long long)res->errors, (unsigned long long)res->mismatches,
+		       res->cpu * 100, cfg->threads);
+	}
+	(void)fflush(stdout);
+}
+
+/* ---- main ---- */
+
+static double cpu_secs(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0) {
+		return 0;
+	}
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Sleeps until @deadline or until every loader has finished.  Returns the
+ * time it woke. */
+static uint64_t wait_until(struct run *run, uint64_t deadline)
+{
+	struct timespec ts = ns_to_timespec(deadline);
+	uint64_t now;
+
+	(void)pthread_mutex_lock(&run->lock);
+	while (run->finished < run->cfg->threads && now_ns() < deadline) {
+		(void)pthread_cond_timedwait(&run->cond, &run->lock, &ts);
+	}
+	(void)pthread_mutex_unlock(&run->lock);
+	now = now_ns();
+	return now < deadline ? now : deadline;
+}
+
+static int run_init(struct run *run, const struct config *cfg)
+{
+	pthread_condattr_t ca;
+	int r;
+
+	memset(run, 0, sizeof(*run));
+	run->cfg = cfg;
+	r = pthread_condattr_init(&ca);
+	if (r == 0) {
+		r = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	}
+	if (r == 0) {
+		r = pthread_cond_init(&run->cond, &ca);
+	}
+	if (r == 0) {
+		r = pthread_mutex_init(&run->lock, NULL);
+	}
+	if (r == 0) {
+		r = pthread_barrier_init(&run->ready, NULL, cfg->threads + 1);
+	}
+	if (r == 0) {
+		r = pthread_barrier_init(&run->go, NULL, cfg->threads + 1);
+	}
+	return -r;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct run run;
+	struct result res;
+	struct loader *loaders;
+	uint64_t *hist, nofile, live = 0, m_start, m_end, end;
+	double cpu0 = 0, cpu1 = 0, window_s;
+	const char *first_what = NULL;
+	int first_err = 0, r;
+	unsigned i;
+
+	r = parse_args(argc, argv, &cfg);
+	if (r != 0) {
+		return r > 0 ? 0 : 2;
+	}
+	(void)signal(SIGPIPE, SIG_IGN);
+	nofile = raise_nofile();
+	if ((uint64_t)cfg.conns + 2 * cfg.threads + 16 > nofile) {
+		fprintf(stderr, "echoload: --conns: %u connections need more file "
+			"descriptors than RLIMIT_NOFILE allows (%llu)\n",
+			cfg.conns, (unsigned long long)nofile);
+		return 2;
+	}
+	pattern_init();
+	r = run_init(&run, &cfg);
+	if (r < 0) {
+		fprintf(stderr, "echoload: pthread init: %s\n", strerror(-r));
+		return 1;
+	}
+	loaders = aligned_alloc(64, cfg.threads * sizeof(*loaders));
+	hist = calloc(HIST_BUCKETS, sizeof(*hist));
+	if (loaders == NULL || hist == NULL) {
+		fprintf(stderr, "echoload: out of memory\n");
+		return 1;
+	}
+	memset(loaders, 0, cfg.threads * sizeof(*loaders));
+	for (i = 0; i < cfg.threads; i++) {
+		uint32_t lo = (uint32_t)((uint64_t)cfg.conns * i / cfg.threads);
+		uint32_t hi = (uint32_t)((uint64_t)cfg.conns * (i + 1) / cfg.threads);
+
+		if (loader_init(&loaders[i], &run, i, lo, hi - lo) < 0) {
+			fprintf(stderr, "echoload: out of memory for %u connections\n",
+				cfg.conns);
+			return 1;
+		}
+	}
+	for (i = 0; i < cfg.threads; i++) {
+		r = pthread_create(&loaders[i].tid, NULL, loader_main, &loaders[i]);
+		if (r != 0) {
+			/* Started loaders wait on the barrier; exiting ends them. */
+			fprintf(stderr, "echoload: pthread_create: %s\n", strerror(r));
+			return 1;
+		}
+	}
+	(void)pthread_barrier_wait(&run.ready);
+	for (i = 0; i < cfg.threads; i++) {
+		live += loaders[i].live;
+	}
+	run.abort = live == 0;
+	run.t0 = now_ns();
+	(void)pthread_barrier_wait(&run.go);
+
+	m_start = run.t0 + secs_to_ns(cfg.warmup);
+	m_end = m_start + secs_to_ns(cfg.duration);
+	end = wait_until(&run, m_start);
+	if (end == m_start) {
+		cpu0 = cpu_secs();
+		end = wait_until(&run, m_end);
+		cpu1 = cpu_secs();
+	} else {
+		end = m_start;
+	}
+	for (i = 0; i < cfg.threads; i++) {
+		(void)pthread_join(loaders[i].tid, NULL);
+	}
+
+	memset(&res, 0, sizeof(res));
+	window_s = (double)(end - m_start) / 1e9;
+	res.cpu = window_s > 0 ? (cpu1 - cpu0) / (window_s * cfg.threads) : 0;
+	for (i = 0; i < cfg.threads; i++) {
+		const struct loader_stats *st = &loaders[i].st;
+		unsigned b;
+
+		res.msgs += st->msgs;
+		res.bytes += st->bytes;
+		res.errors += st->errors;
+		res.mismatches += st->mismatches;
+		res.stuck += st->stuck;
+		if (st->max_ns > res.max_ns) {
+			res.max_ns = st->max_ns;
+		}
+		for (b = 0; b < HIST_BUCKETS; b++) {
+			hist[b] += st->hist[b];
+		}
+		if (first_what == NULL && st->first_what != NULL) {
+			first_what = st->first_what;
+			first_err = st->first_err;
+		}
+	}
+	res.pct_us[0] = (double)hist_percentile(hist, res.msgs, 50, res.max_ns) / 1e3;
+	res.pct_us[1] = (double)hist_percentile(hist, res.msgs, 90, res.max_ns) / 1e3;
+	res.pct_us[2] = (double)hist_percentile(hist, res.msgs, 99, res.max_ns) / 1e3;
+	res.pct_us[3] = (double)hist_percentile(hist, res.msgs, 99.9, res.max_ns) / 1e3;
+	report(&cfg, &res);
+
+	if (res.cpu >= BOTTLENECK_CPU) {
+		fprintf(stderr, "echoload: warning: loader is the bottleneck "
+			"(%.0f%% of its cores busy)\n", res.cpu * 100);
+	}
+	if (res.errors > 0) {
+		fprintf(stderr, "echoload: %llu errors against %s port %u (first: %s%s%s)\n",
+			(unsigned long long)res.errors, cfg.host, cfg.port, first_what,
+			first_err ? ": " : "", first_err ? strerror(-first_err) : "");
+	}
+	if (res.mismatches > 0) {
+		fprintf(stderr, "echoload: %llu messages echoed with wrong bytes\n",
+			(unsigned long long)res.mismatches);
+	}
+	if (res.msgs == 0) {
+		fprintf(stderr, "echoload: nothing was echoed in the measured window\n");
+	}
+	for (i = 0; i < cfg.threads; i++) {
+		loader_finish(&loaders[i]);
+	}
+	free(loaders);
+	free(hist);
+	return res.errors > 0 || res.mismatches > 0 || res.msgs == 0 ? 1 : 0;
+}

@@ -1,0 +1,499 @@
+/* reuseecho-ctl: send one control command and print the reply, or show a live
+ * per-worker view (`top`). Talks the line protocol of the control socket.
+ * Exit status: 0 reply OK, 1 reply was ERR, 2 cannot connect or usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "re_version.h"
+#include "reuseecho/control.h"
+#include "strbuf.h"
+
+#define MAX_REPLY (64u * 1024u * 1024u)
+#define MAX_WORKERS 4096
+
+static const char usage_text[] =
+	"Usage: reuseecho-ctl [OPTIONS] COMMAND [ARGS...]\n"
+	"Send COMMAND to a running reuseecho over its control socket and print the reply.\n"
+	"\n"
+	"Options:\n"
+	"  -c, --control PATH   control socket (default: the server's default for --port)\n"
+	"  -p, --port P         find the default control socket of the instance on port P\n"
+	"                       (default 7007)\n"
+	"  -t, --timeout S      give up waiting for a reply after S seconds (default 10)\n"
+	"  -n, --count N        top: stop after N refreshes (default: until q or Ctrl-C)\n"
+	"  -h, --help           this help\n"
+	"  -V, --version        print the version\n"
+	"\n"
+	"Commands: help, stats, stats json, workers, metrics, config, set KEY VALUE,\n"
+	"threads N, features, health, shutdown, and top (a live per-worker view that\n"
+	"redraws every second: q or Ctrl-C quits).\n"
+	"Exit status: 0 OK, 1 the server answered ERR, 2 cannot connect or bad usage.\n";
+
+static int connect_control(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read one reply (up to and including its terminating empty line) into out, without
+ * the final empty line. *pending carries bytes of a following reply. Returns 0, or
+ * -1 with errno (ETIMEDOUT, ECONNRESET, EPIPE on early EOF). */
+static int read_reply(int fd, struct re_strbuf *pending, struct re_strbuf *out, int timeout_ms)
+{
+	for (;;) {
+		char buf[65536];
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		/* A reply ends at "\n\n" where the first "\n" ends its last line. */
+		for (size_t i = 0; i < pending->len; i++) {
+			if (pending->data[i] == '\n' && (i == 0 || pending->data[i - 1] == '\n')) {
+				re_strbuf_append(out, pending->data, i);
+				re_strbuf_consume(pending, i + 1);
+				return out->oom ? (errno = ENOMEM, -1) : 0;
+			}
+		}
+		n = poll(&pfd, 1, timeout_ms);
+		if (n == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -1;
+		}
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n == 0) {
+			errno = EPIPE;
+			return -1;
+		}
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -1;
+		}
+		re_strbuf_append(pending, buf, (size_t)n);
+		if (pending->oom) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+}
+
+/* One command over an open connection; reply (without its final blank line) in out. */
+static int roundtrip(int fd, struct re_strbuf *pending, const char *cmd, struct re_strbuf *out,
+		     int timeout_ms)
+{
+	re_strbuf_reset(out);
+	if (send_all(fd, cmd, strlen(cmd)) < 0 || send_all(fd, "\n", 1) < 0) {
+		return -1;
+	}
+	return read_reply(fd, pending, out, timeout_ms);
+}
+
+/* --- top ----------------------------------------------------------------------- */
+
+struct wrow {
+	long id;
+	char cpu[16];
+	char state[16];
+	uint64_t active, accepted, bytes_in, bytes_out, acceptq, acceptq_max;
+};
+
+static int col_index(char **cols, int ncols, const char *name)
+{
+	for (int i = 0; i < ncols; i++) {
+		if (strcmp(cols[i], name) == 0) {
+			return i;
+		}
+	}
+	return -1;
+}
+
+static int split(char *line, char **cols, int max)
+{
+	int n = 0;
+
+	for (char *tok = strtok(line, " \t"); tok != NULL && n < max; tok = strtok(NULL, " \t")) {
+		cols[n++] = tok;
+	}
+	return n;
+}
+
+/* Parse the `workers` table by its header names. Returns the row count or -1. */
+static int parse_workers(char *text, struct wrow *rows, int max)
+{
+	char *save = NULL;
+	char *line = strtok_r(text, "\n", &save);
+	char *hdr[32];
+	int nh, n = 0;
+	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax;
+
+	if (line == NULL) {
+		return -1;
+	}
+	nh = split(line, hdr, 32);
+	i_id = col_index(hdr, nh, "id");
+	i_cpu = col_index(hdr, nh, "cpu");
+	i_state = col_index(hdr, nh, "state");
+	i_active = col_index(hdr, nh, "active");
+	i_acc = col_index(hdr, nh, "accepted");
+	i_in = col_index(hdr, nh, "bytes_in");
+	i_out = col_index(hdr, nh, "bytes_out");
+	i_q = col_index(hdr, nh, "acceptq");
+	i_qmax = col_index(hdr, nh, "acceptq_max");
+	if (i_id < 0 || i_active < 0 || i_acc < 0 || i_in < 0 || i_out < 0) {
+		return -1;
+	}
+	while ((line = strtok_r(NULL, "\n", &save)) != NULL && n < max) {
+		char *cols[32];
+		int nc = split(line, cols, 32);
+		struct wrow *r = &rows[n];
+
+		if (nc < nh) {
+			continue;
+		}
+		memset(r, 0, sizeof(*r));
+		r->id = strtol(cols[i_id], NULL, 10);
+		snprintf(r->cpu, sizeof(r->cpu), "%s", i_cpu >= 0 ? cols[i_cpu] : "-");
+		snprintf(r->state, sizeof(r->state), "%s", i_state >= 0 ? cols[i_state] : "?");
+		r->active = strtoull(cols[i_active], NULL, 10);
+		r->accepted = strtoull(cols[i_acc], NULL, 10);
+		r->bytes_in = strtoull(cols[i_in], NULL, 10);
+		r->bytes_out = strtoull(cols[i_out], NULL, 10);
+		r->acceptq = i_q >= 0 ? strtoull(cols[i_q], NULL, 10) : 0;
+		r->acceptq_max = i_qmax >= 0 ? strtoull(cols[i_qmax], NULL, 10) : 0;
+		n++;
+	}
+	return n;
+}
+
+static const struct wrow *find_row(const struct wrow *rows, int n, long id)
+{
+	for (int i = 0; i < n; i++) {
+		if (rows[i].id == id) {
+			return &rows[i];
+		}
+	}
+	return NULL;
+}
+
+static void human_rate(char *buf, size_t len, double bps)
+{
+	const char *unit[] = { "B", "KB", "MB", "GB", "TB" };
+	int u = 0;
+
+	while (bps >= 1000.0 && u < 4) {
+		bps /= 1000.0;
+		u++;
+	}
+	snprintf(buf, len, "%.1f %s/s", bps, unit[u]);
+}
+
+static volatile sig_atomic_t top_stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	top_stop = 1;
+}
+
+static void draw(const char *path, const struct wrow *cur, int n, const struct wrow *prev, int np,
+		 double dt, bool tty)
+{
+	uint64_t tot_active = 0, maxacc = 0, minacc = UINT64_MAX;
+	double tot_acc = 0, tot_in = 0, tot_out = 0, sum = 0, sumsq = 0;
+	char in[32], out[32];
+
+	if (tty) {
+		fputs("\033[H\033[2J", stdout);
+	}
+	printf("reuseecho-ctl top: %s, %d workers, every 1 s (q quits)\n\n", path, n);
+	printf("%4s %4s %-9s %8s %10s %14s %14s %9s\n", "id", "cpu", "state", "active", "accept/s",
+	       "in", "out", "acceptq");
+	for (int i = 0; i < n; i++) {
+		const struct wrow *r = &cur[i];
+		const struct wrow *p = find_row(prev, np, r->id);
+		double acc = 0, bi = 0, bo = 0;
+
+		if (p != NULL && dt > 0) {
+			acc = (double)(r->accepted - p->accepted) / dt;
+			bi = (double)(r->bytes_in - p->bytes_in) / dt;
+			bo = (double)(r->bytes_out - p->bytes_out) / dt;
+		}
+		human_rate(in, sizeof(in), bi);
+		human_rate(out, sizeof(out), bo);
+		printf("%4ld %4s %-9s %8" PRIu64 " %10.0f %14s %14s %4" PRIu64 "/%-4" PRIu64 "\n", r->id,
+		       r->cpu, r->state, r->active, acc, in, out, r->acceptq, r->acceptq_max);
+		tot_active += r->active;
+		tot_acc += acc;
+		tot_in += bi;
+		tot_out += bo;
+		maxacc = r->accepted > maxacc ? r->accepted : maxacc;
+		minacc = r->accepted < minacc ? r->accepted : minacc;
+		sum += (double)r->accepted;
+		sumsq += (double)r->accepted * (double)r->accepted;
+	}
+	human_rate(in, sizeof(in), tot_in);
+	human_rate(out, sizeof(out), tot_out);
+	printf("%4s %4s %-9s %8" PRIu64 " %10.0f %14s %14s\n", "all", "", "", tot_active, tot_acc, in,
+	       out);
+	if (n > 0) {
+		double mean = sum / n;
+		double var = sumsq / n - mean * mean;
+		double cv = mean > 0 ? sqrt(var > 0 ? var : 0) / mean : 0;
+
+		if (minacc > 0) {
+			printf("\nbalance: accepted max/min %.2f, cv %.3f\n", (double)maxacc / (double)minacc, cv);
+		} else {
+			printf("\nbalance: accepted max/min n/a (a worker accepted none), cv %.3f\n", cv);
+		}
+	}
+	fflush(stdout);
+}
+
+static int run_top(const char *path, int timeout_ms, long count)
+{
+	struct re_strbuf pending, reply;
+	struct wrow *cur = calloc(MAX_WORKERS, sizeof(*cur));
+	struct wrow *prev = calloc(MAX_WORKERS, sizeof(*prev));
+	struct termios saved, raw;
+	bool tty = isatty(STDOUT_FILENO) && isatty(STDIN_FILENO);
+	bool raw_set = false;
+	struct timespec t_prev = { 0, 0 };
+	int np = 0, rc = 0;
+	int fd = connect_control(path);
+
+	if (fd < 0 || cur == NULL || prev == NULL) {
+		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path, strerror(errno));
+		free(cur);
+		free(prev);
+		return 2;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+		raw = saved;
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_cc[VMIN] = 0;
+		raw.c_cc[VTIME] = 0;
+		raw_set = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+		fputs("\033[?1049h\033[?25l", stdout);	/* alternate screen, hide cursor */
+	}
+	re_strbuf_init(&pending, MAX_REPLY);
+	re_strbuf_init(&reply, MAX_REPLY);
+	for (long frame = 0; !top_stop && (count <= 0 || frame < count); frame++) {
+		struct timespec now;
+		struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+		double dt;
+		int n;
+
+		if (roundtrip(fd, &pending, "workers", &reply, timeout_ms) < 0) {
+			rc = 2;
+			break;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		n = parse_workers(reply.data ? reply.data : (char *)"", cur, MAX_WORKERS);
+		if (n < 0) {
+			rc = 1;
+			break;
+		}
+		dt = (double)(now.tv_sec - t_prev.tv_sec) + (double)(now.tv_nsec - t_prev.tv_nsec) / 1e9;
+		draw(path, cur, n, prev, frame == 0 ? 0 : np, dt, tty);
+		memcpy(prev, cur, (size_t)n * sizeof(*cur));
+		np = n;
+		t_prev = now;
+		if (count > 0 && frame + 1 >= count) {
+			break;
+		}
+		/* Wait a second, or less when a key comes. */
+		if (poll(&pfd, tty ? 1 : 0, 1000) > 0) {
+			char ch;
+
+			if (read(STDIN_FILENO, &ch, 1) == 1 && (ch == 'q' || ch == 'Q' || ch == 3)) {
+				break;
+			}
+		}
+	}
+	if (tty) {
+		fputs("\033[?25h\033[?1049l", stdout);
+		fflush(stdout);
+		if (raw_set) {
+			(void)tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+		}
+	}
+	if (rc == 2) {
+		fprintf(stderr, "reuseecho-ctl: %s: %s\n", path, strerror(errno));
+	}
+	re_strbuf_finish(&pending);
+	re_strbuf_finish(&reply);
+	close(fd);
+	free(cur);
+	free(prev);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char path[108] = "";
+	char cmd[RE_CONTROL_MAX_LINE + 1];
+	unsigned port = RE_DEFAULT_PORT;
+	uint64_t v, timeout_ms = 10000;
+	long count = 0;
+	struct re_strbuf pending, reply;
+	size_t used = 0;
+	int opt, fd, rc;
+
+	while ((opt = getopt_long(argc, argv, "c:p:t:n:hV", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			if (strlen(optarg) >= sizeof(path)) {
+				fprintf(stderr, "reuseecho-ctl: --control: path too long\n");
+				return 2;
+			}
+			snprintf(path, sizeof(path), "%s", optarg);
+			break;
+		case 'p':
+			if (re_config_parse_uint(optarg, 1, 65535, &v) < 0) {
+				fprintf(stderr, "reuseecho-ctl: --port: '%s' is not a port 1-65535\n", optarg);
+				return 2;
+			}
+			port = (unsigned)v;
+			break;
+		case 't':
+			if (re_config_parse_seconds(optarg, 3600000, &v) < 0 || v == 0) {
+				fprintf(stderr, "reuseecho-ctl: --timeout: '%s' is not a number of seconds\n",
+					optarg);
+				return 2;
+			}
+			timeout_ms = v;
+			break;
+		case 'n':
+			if (re_config_parse_uint(optarg, 1, 1000000000, &v) < 0) {
+				fprintf(stderr, "reuseecho-ctl: --count: '%s' is not a count\n", optarg);
+				return 2;
+			}
+			count = (long)v;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		case 'V':
+			printf("reuseecho-ctl %s\n", RE_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "reuseecho-ctl: bad usage (see --help)\n");
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "reuseecho-ctl: missing COMMAND (see --help)\n");
+		return 2;
+	}
+	if (path[0] == '\0' && re_control_default_path(port, path, sizeof(path)) < 0) {
+		fprintf(stderr, "reuseecho-ctl: default control path too long\n");
+		return 2;
+	}
+	if (strcmp(argv[optind], "top") == 0 && optind + 1 == argc) {
+		return run_top(path, (int)timeout_ms, count);
+	}
+	for (int i = optind; i < argc; i++) {
+		size_t l = strlen(argv[i]);
+
+		if (used + l + 1 > RE_CONTROL_MAX_LINE || strchr(argv[i], '\n') != NULL) {
+			fprintf(stderr, "reuseecho-ctl: command too long or contains a newline\n");
+			return 2;
+		}
+		if (used > 0) {
+			cmd[used++] = ' ';
+		}
+		memcpy(cmd + used, argv[i], l);
+		used += l;
+	}
+	cmd[used] = '\0';
+	fd = connect_control(path);
+	if (fd < 0) {
+		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	re_strbuf_init(&pending, MAX_REPLY);
+	re_strbuf_init(&reply, MAX_REPLY);
+	if (roundtrip(fd, &pending, cmd, &reply, (int)timeout_ms) < 0) {
+		fprintf(stderr, "reuseecho-ctl: %s: %s\n", path, strerror(errno));
+		rc = 2;
+	} else {
+		if (reply.len > 0) {
+			fwrite(reply.data, 1, reply.len, stdout);
+		}
+		rc = reply.len >= 4 && memcmp(reply.data, "ERR ", 4) == 0 ? 1 : 0;
+	}
+	re_strbuf_finish(&pending);
+	re_strbuf_finish(&reply);
+	close(fd);
+	return rc;
+}

@@ -1,0 +1,847 @@
+/* test_report: unit test for src/report.c. Builds snapshots by hand and checks every
+ * output format: shape (one-line JSON that parses, one HELP/TYPE per Prometheus name,
+ * no empty lines), exact known lines, per-worker sums and the imbalance figures.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report.h"
+
+#define CHECK(cond) \
+	do { \
+		if (!(cond)) { \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+			exit(1); \
+		} \
+	} while (0)
+
+/* Like CHECK(strstr(hay, needle)) but prints both on failure. */
+#define CHECK_HAS(hay, needle) \
+	do { \
+		if (strstr((hay), (needle)) == NULL) { \
+			fprintf(stderr, "%s:%d: missing \"%s\" in:\n%s\n", __FILE__, __LINE__, \
+				(needle), (hay)); \
+			exit(1); \
+		} \
+	} while (0)
+
+#define CHECK_LACKS(hay, needle) \
+	do { \
+		if (strstr((hay), (needle)) != NULL) { \
+			fprintf(stderr, "%s:%d: unexpected \"%s\" in:\n%s\n", __FILE__, __LINE__, \
+				(needle), (hay)); \
+			exit(1); \
+		} \
+	} while (0)
+
+#define CHECK_NEAR(a, b) CHECK((a) - (b) < 1e-6 && (b) - (a) < 1e-6)
+
+#define MAXW 8
+
+struct fixture {
+	struct re_snapshot s;
+	struct re_worker_view w[MAXW];
+};
+
+typedef void report_fn(const struct re_snapshot *s, struct re_strbuf *out);
+
+/* ---- snapshot builders ---- */
+
+/* Give every counter of c a distinct value derived from base. */
+static void fill_counters(struct re_stats_counters *c, uint64_t base)
+{
+	uint64_t k = 0;
+
+#define FILL(field, kind, metric, labels, help) c->field = base + k++;
+	RE_STATS_COUNTERS(FILL)
+#undef FILL
+}
+
+static void add_counters(struct re_stats_counters *out, const struct re_stats_counters *in)
+{
+#define ADD(field, kind, metric, labels, help) out->field += in->field;
+	RE_STATS_COUNTERS(ADD)
+#undef ADD
+}
+
+/* n workers with the given accepted counts (other counters distinct per worker),
+ * retired counters from retired_base (0 = all zero), total = sum + retired. */
+static void make(struct fixture *fx, size_t n, const uint64_t *accepted, uint64_t retired_base)
+{
+	size_t i;
+
+	memset(fx, 0, sizeof(*fx));
+	fx->s.version = "0.1.0";
+	fx->s.uptime_s = 10931.5;
+	(void)snprintf(fx->s.address, sizeof(fx->s.address), "0.0.0.0:7007");
+	fx->s.port = 7007;
+	fx->s.nworkers = n;
+	fx->s.workers = fx->w;
+	fx->s.features.reuseport = true;
+	fx->s.features.rdhup = true;
+	fx->s.features.cbpf = true;
+	fx->s.features.migrate_req = 0;
+	(void)snprintf(fx->s.features.kernel, sizeof(fx->s.features.kernel), "6.1.0-18-amd64");
+	for (i = 0; i < n; i++) {
+		struct re_worker_view *w = &fx->w[i];
+
+		w->id = (int)i;
+		w->cpu = i == 2 ? -1 : (int)i;
+		w->tid = 1000 + (pid_t)i;
+		w->acceptq_len = (uint32_t)i;
+		w->acceptq_max = 4096;
+		w->state = i == 1 ? RE_VIEW_DRAINING : RE_VIEW_RUNNING;
+		fill_counters(&w->c, 100 * (i + 1));
+		w->c.accepted = accepted[i];
+		add_counters(&fx->s.total, &w->c);
+	}
+	if (retired_base != 0) {
+		fill_counters(&fx->s.retired, retired_base);
+		add_counters(&fx->s.total, &fx->s.retired);
+	}
+}
+
+/* ---- generic checks ---- */
+
+static char *render(report_fn *fn, const struct re_snapshot *s, struct re_strbuf *sb)
+{
+	re_strbuf_reset(sb);
+	fn(s, sb);
+	CHECK(!sb->oom);
+	CHECK(sb->len > 0);
+	return sb->data;
+}
+
+/* Every line ends with "\n", none is empty. */
+static void check_lines(const char *out)
+{
+	size_t n = strlen(out);
+
+	CHECK(n > 0);
+	CHECK(out[0] != '\n');
+	CHECK(out[n - 1] == '\n');
+	CHECK_LACKS(out, "\n\n");
+}
+
+static size_t count_lines(const char *out)
+{
+	size_t n = 0;
+
+	for (; *out != '\0'; out++) {
+		n += *out == '\n';
+	}
+	return n;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
+/* ---- a tiny JSON validator: returns the end of one value or NULL ---- */
+
+static const char *json_value(const char *p, int depth);
+
+static const char *json_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\r') {
+		p++;
+	}
+	return p;
+}
+
+static const char *json_string(const char *p)
+{
+	if (*p++ != '"') {
+		return NULL;
+	}
+	for (; *p != '"'; p++) {
+		if ((unsigned char)*p < 0x20) {
+			return NULL;	/* raw control byte, including NUL and "\n" */
+		}
+		if (*p == '\\') {
+			p++;
+			if (*p == 'u') {
+				int k;
+
+				for (k = 1; k <= 4; k++) {
+					if (strchr("0123456789abcdefABCDEF", p[k]) == NULL ||
+					    p[k] == '\0') {
+						return NULL;
+					}
+				}
+				p += 4;
+			} else if (*p == '\0' || strchr("\"\\/bfnrt", *p) == NULL) {
+				return NULL;
+			}
+		}
+	}
+	return p + 1;
+}
+
+static const char *json_number(const char *p)
+{
+	const char *start;
+
+	if (*p == '-') {
+		p++;
+	}
+	if (*p == '0') {
+		p++;
+	} else if (*p >= '1' && *p <= '9') {
+		while (*p >= '0' && *p <= '9') {
+			p++;
+		}
+	} else {
+		return NULL;
+	}
+	if (*p == '.') {
+		start = ++p;
+		while (*p >= '0' && *p <= '9') {
+			p++;
+		}
+		if (p == start) {
+			return NULL;
+		}
+	}
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-') {
+			p++;
+		}
+		start = p;
+		while (*p >= '0' && *p <= '9') {
+			p++;
+		}
+		if (p == start) {
+			return NULL;
+		}
+	}
+	return p;
+}
+
+static const char *json_container(const char *p, int depth, char close, bool object)
+{
+	p = json_ws(p + 1);
+	if (*p == close) {
+		return p + 1;
+	}
+	for (;;) {
+		if (object) {
+			p = json_string(p);
+			if (p == NULL) {
+				return NULL;
+			}
+			p = json_ws(p);
+			if (*p++ != ':') {
+				return NULL;
+			}
+		}
+		p = json_value(p, depth + 1);
+		if (p == NULL) {
+			return NULL;
+		}
+		p = json_ws(p);
+		if (*p == close) {
+			return p + 1;
+		}
+		if (*p++ != ',') {
+			return NULL;
+		}
+	}
+}
+
+static const char *json_value(const char *p, int depth)
+{
+	if (depth > 32) {
+		return NULL;
+	}
+	p = json_ws(p);
+	switch (*p) {
+	case '{':
+		return json_container(p, depth, '}', true);
+	case '[':
+		return json_container(p, depth, ']', false);
+	case '"':
+		return json_string(p);
+	case 't':
+		return strncmp(p, "true", 4) == 0 ? p + 4 : NULL;
+	case 'f':
+		return strncmp(p, "false", 5) == 0 ? p + 5 : NULL;
+	case 'n':
+		return strncmp(p, "null", 4) == 0 ? p + 4 : NULL;
+	default:
+		return json_number(p);
+	}
+}
+
+/* One line holding exactly one JSON object. */
+static void check_json_shape(const char *out)
+{
+	const char *end;
+
+	CHECK(out[0] == '{');
+	CHECK(count_lines(out) == 1);
+	end = json_value(out, 0);
+	CHECK(end != NULL);
+	CHECK(strcmp(end, "\n") == 0);
+}
+
+/* The values of every "key": occurrence, in order. Returns how many. */
+static size_t json_all(const char *out, const char *key, uint64_t *vals, size_t max)
+{
+	char pat[80];
+	size_t n = 0;
+	const char *p = out;
+
+	(void)snprintf(pat, sizeof(pat), "\"%s\":", key);
+	while ((p = strstr(p, pat)) != NULL && n < max) {
+		p += strlen(pat);
+		vals[n++] = strtoull(p, NULL, 10);
+	}
+	return n;
+}
+
+/* ---- Prometheus structure ---- */
+
+/* One # HELP then one # TYPE per name, names never repeat, and every sample sits
+ * under the TYPE of its own name. Returns the number of families. */
+static size_t check_prom_shape(const char *out)
+{
+	char names[64][80];
+	char cur[80] = "";
+	size_t nnames = 0, i;
+	const char *line = out;
+
+	while (*line != '\0') {
+		const char *eol = strchr(line, '\n');
+		size_t len;
+
+		CHECK(eol != NULL);
+		len = (size_t)(eol - line);
+		CHECK(len > 0);
+		if (strncmp(line, "# HELP ", 7) == 0) {
+			const char *name = line + 7, *sp = strchr(name, ' ');
+			const char *next = eol + 1;
+			size_t nlen;
+
+			CHECK(sp != NULL && sp < eol);
+			nlen = (size_t)(sp - name);
+			CHECK(nlen < sizeof(cur));
+			memcpy(cur, name, nlen);
+			cur[nlen] = '\0';
+			for (i = 0; i < nnames; i++) {
+				CHECK(strcmp(names[i], cur) != 0);
+			}
+			CHECK(nnames < 64);
+			memcpy(names[nnames++], cur, nlen + 1);
+			/* The TYPE line for the same name follows at once. */
+			CHECK(strncmp(next, "# TYPE ", 7) == 0);
+			CHECK(strncmp(next + 7, cur, nlen) == 0 && next[7 + nlen] == ' ');
+			CHECK(strncmp(next + 8 + nlen, "counter\n", 8) == 0 ||
+			      strncmp(next + 8 + nlen, "gauge\n", 6) == 0);
+			line = strchr(next, '\n') + 1;
+			continue;
+		}
+		CHECK(line[0] != '#');
+		CHECK(cur[0] != '\0');
+		CHECK(strncmp(line, cur, strlen(cur)) == 0);
+		CHECK(line[strlen(cur)] == '{' || line[strlen(cur)] == ' ');
+		CHECK(strncmp(line, "reuseecho_", 10) == 0);
+		line = eol + 1;
+	}
+	return nnames;
+}
+
+/* Sum of the values of samples starting with prefix (e.g.
+ * "reuseecho_bytes_sent_total{worker=\"") and containing labels. */
+static uint64_t prom_sum(const char *out, const char *prefix, const char *labels,
+			 bool retired)
+{
+	const char *line = out;
+	uint64_t sum = 0;
+
+	while (*line != '\0') {
+		const char *eol = strchr(line, '\n');
+		const char *val = eol;
+		bool is_retired;
+		char buf[256];
+		size_t len = (size_t)(eol - line);
+
+		CHECK(len < sizeof(buf));
+		memcpy(buf, line, len);
+		buf[len] = '\0';
+		is_retired = strstr(buf, "worker=\"retired\"") != NULL;
+		if (strncmp(buf, prefix, strlen(prefix)) == 0 && strstr(buf, labels) != NULL &&
+		    is_retired == retired) {
+			while (val > line && val[-1] != ' ') {
+				val--;
+			}
+			sum += strtoull(val, NULL, 10);
+		}
+		line = eol + 1;
+	}
+	return sum;
+}
+
+/* ---- workers table ---- */
+
+static const char *const header_cols[] = {
+	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+};
+
+#define NCOLS (sizeof(header_cols) / sizeof(header_cols[0]))
+
+/* Split line `row` (0 = header) into at most NCOLS fields; returns the count. */
+static size_t table_fields(const char *out, size_t row, char fields[][32])
+{
+	const char *p = out;
+	size_t n = 0, i;
+
+	for (i = 0; i < row; i++) {
+		p = strchr(p, '\n');
+		CHECK(p != NULL);
+		p++;
+	}
+	for (;;) {
+		size_t len = 0;
+
+		while (*p == ' ') {
+			p++;
+		}
+		if (*p == '\n' || *p == '\0') {
+			break;
+		}
+		CHECK(n < NCOLS + 4);
+		while (*p != ' ' && *p != '\n' && *p != '\0') {
+			CHECK(len < 31);
+			fields[n][len++] = *p++;
+		}
+		fields[n][len] = '\0';
+		n++;
+	}
+	return n;
+}
+
+static void check_workers_table(const struct re_snapshot *s, const char *out)
+{
+	char f[NCOLS + 4][32];
+	char want[32];
+	size_t i, k;
+
+	check_lines(out);
+	CHECK(count_lines(out) == s->nworkers + 1);
+	CHECK(table_fields(out, 0, f) == NCOLS);
+	for (k = 0; k < NCOLS; k++) {
+		CHECK(strcmp(f[k], header_cols[k]) == 0);
+	}
+	for (i = 0; i < s->nworkers; i++) {
+		const struct re_worker_view *w = &s->workers[i];
+		uint64_t closed = w->c.closed_eof + w->c.closed_error + w->c.closed_idle +
+				  w->c.closed_limit + w->c.closed_drain;
+
+		CHECK(table_fields(out, i + 1, f) == NCOLS);
+		CHECK(strtol(f[0], NULL, 10) == w->id);
+		if (w->cpu < 0) {
+			CHECK(strcmp(f[1], "-") == 0);
+		} else {
+			CHECK(strtol(f[1], NULL, 10) == w->cpu);
+		}
+		CHECK(strtol(f[2], NULL, 10) == w->tid);
+		CHECK(strcmp(f[3], re_report_state_name(w->state)) == 0);
+		CHECK(strtoull(f[4], NULL, 10) == w->c.active);
+		CHECK(strtoull(f[5], NULL, 10) == w->c.accepted);
+		(void)snprintf(want, sizeof(want), "%" PRIu64, closed);
+		CHECK(strcmp(f[6], want) == 0);
+		CHECK(strtoull(f[7], NULL, 10) == w->c.bytes_received);
+		CHECK(strtoull(f[8], NULL, 10) == w->c.bytes_sent);
+		CHECK(strtoull(f[9], NULL, 10) == w->c.recv_calls);
+		CHECK(strtoull(f[10], NULL, 10) == w->c.send_calls);
+		CHECK(strtoul(f[11], NULL, 10) == w->acceptq_len);
+		CHECK(strtoul(f[12], NULL, 10) == w->acceptq_max);
+	}
+}
+
+/* ---- all formats of one snapshot ---- */
+
+static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
+{
+	static report_fn *const fns[] = {
+		re_report_text, re_report_json, re_report_prometheus, re_report_workers,
+	};
+	uint64_t vals[MAXW + 2];
+	char pat[160];
+	const char *out;
+	size_t i;
+
+	for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		check_lines(render(fns[i], s, sb));
+	}
+	re_strbuf_reset(sb);
+	re_report_features(&s->features, sb);
+	CHECK(!sb->oom);
+	check_lines(sb->data);
+	CHECK(count_lines(sb->data) == 5);
+
+	/* JSON: shape, and for every counter total == per-worker sum + retired. */
+	out = render(re_report_json, s, sb);
+	check_json_shape(out);
+#define JSON_SUM(field, kind, metric, labels, help) \
+	do { \
+		uint64_t sum = 0; \
+		size_t n = json_all(out, #field, vals, MAXW + 2), j; \
+		CHECK(n == s->nworkers + 2); \
+		CHECK(vals[0] == s->total.field); \
+		for (j = 1; j <= s->nworkers; j++) { \
+			CHECK(vals[j] == s->workers[j - 1].c.field); \
+			sum += vals[j]; \
+		} \
+		CHECK(vals[n - 1] == s->retired.field); \
+		CHECK(sum + vals[n - 1] == vals[0]); \
+	} while (0);
+	RE_STATS_COUNTERS(JSON_SUM)
+#undef JSON_SUM
+	(void)snprintf(pat, sizeof(pat), "\"workers\":%zu,", s->nworkers);
+	CHECK_HAS(out, pat);
+
+	/* Prometheus: shape; per counter, live series sum to total - retired and the
+	 * retired series exists for counters only. */
+	out = render(re_report_prometheus, s, sb);
+	CHECK(check_prom_shape(out) > 0);
+#define PROM_SUM(field, kind, metric, labels, help) \
+	do { \
+		bool counter = strcmp(#kind, "counter") == 0; \
+		(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"", metric); \
+		CHECK(prom_sum(out, pat, labels, false) == s->total.field - s->retired.field); \
+		(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"retired\"%s%s} %" \
+			       PRIu64 "\n", metric, labels[0] != '\0' ? "," : "", labels, \
+			       s->retired.field); \
+		if (counter) { \
+			CHECK_HAS(out, pat); \
+		} else { \
+			(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"retired\"", \
+				       metric); \
+			CHECK_LACKS(out, pat); \
+		} \
+		(void)snprintf(pat, sizeof(pat), "# HELP reuseecho_%s ", metric); \
+		CHECK(count_of(out, pat) == 1); \
+		(void)snprintf(pat, sizeof(pat), "# TYPE reuseecho_%s %s\n", metric, \
+			       counter ? "counter" : "gauge"); \
+		CHECK(count_of(out, pat) == 1); \
+	} while (0);
+	RE_STATS_COUNTERS(PROM_SUM)
+#undef PROM_SUM
+	(void)snprintf(pat, sizeof(pat), "\nreuseecho_workers %zu\n", s->nworkers);
+	CHECK_HAS(out, pat);
+	CHECK(count_of(out, "reuseecho_worker_info{") == s->nworkers);
+	CHECK(count_of(out, "reuseecho_accept_queue_length{") == s->nworkers);
+
+	check_workers_table(s, render(re_report_workers, s, sb));
+}
+
+/* ---- the cases ---- */
+
+static void test_empty(struct re_strbuf *sb)
+{
+	struct fixture fx;
+	struct re_imbalance im;
+	const char *out;
+
+	make(&fx, 0, NULL, 0);
+	check_common(&fx.s, sb);
+
+	re_report_imbalance(&fx.s, &im);
+	CHECK(im.max_accepted == 0 && im.min_accepted == 0);
+	CHECK(im.max_min < 0);
+	CHECK(im.cv == 0.0);
+
+	out = render(re_report_json, &fx.s, sb);
+	CHECK_HAS(out, "{\"version\":\"0.1.0\",\"uptime_s\":10931.500,"
+		  "\"address\":\"0.0.0.0:7007\",\"port\":7007,\"workers\":0,"
+		  "\"total\":{\"accepted\":0,");
+	CHECK_HAS(out, "\"per_worker\":[],\"retired\":{\"accepted\":0,");
+	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":0,\"min_accepted\":0,"
+		  "\"max_min\":null,\"cv\":0}");
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"retired\"} 0\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 0\n");
+	CHECK_LACKS(out, "worker=\"0\"");
+
+	out = render(re_report_text, &fx.s, sb);
+	CHECK_HAS(out, "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, 0 workers\n");
+	CHECK_HAS(out, "balance: no live workers\n");
+
+	out = render(re_report_workers, &fx.s, sb);
+	CHECK(count_lines(out) == 1);
+
+	/* A zeroed snapshot (NULL version, no workers array) must not crash. */
+	memset(&fx, 0, sizeof(fx));
+	fx.s.nworkers = 3;	/* with workers == NULL: treated as none */
+	fx.s.features.migrate_req = -1;
+	out = render(re_report_json, &fx.s, sb);
+	check_json_shape(out);
+	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\"}}");
+	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
+	check_lines(render(re_report_text, &fx.s, sb));
+	CHECK(count_lines(render(re_report_workers, &fx.s, sb)) == 1);
+}
+
+static void test_one(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 12 };
+	struct fixture fx;
+	const char *out;
+
+	make(&fx, 1, acc, 0);
+	fx.w[0].c.closed_eof = 5;
+	fx.w[0].c.active = 3;
+	fx.w[0].c.bytes_received = 1234567890;
+	fx.w[0].acceptq_len = 2;
+	memset(&fx.s.total, 0, sizeof(fx.s.total));
+	add_counters(&fx.s.total, &fx.w[0].c);
+	check_common(&fx.s, sb);
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"0\",reason=\"eof\"} 5\n");
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"retired\","
+		  "reason=\"eof\"} 0\n");
+	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"0\"} 12\n");
+	CHECK_HAS(out, "# HELP reuseecho_connections_active Connections open now\n"
+		  "# TYPE reuseecho_connections_active gauge\n"
+		  "reuseecho_connections_active{worker=\"0\"} 3\n# HELP ");
+	CHECK_HAS(out, "# TYPE reuseecho_connections_accepted_total counter\n");
+	CHECK_HAS(out, "\nreuseecho_accept_queue_length{worker=\"0\"} 2\n");
+	CHECK_HAS(out, "\nreuseecho_accept_queue_limit{worker=\"0\"} 4096\n");
+	CHECK_HAS(out, "\nreuseecho_worker_info{worker=\"0\",cpu=\"0\",tid=\"1000\","
+		  "state=\"running\"} 1\n");
+	CHECK_HAS(out, "\nreuseecho_workers 1\n");
+	CHECK_HAS(out, "\nreuseecho_uptime_seconds 10931.5\n");
+	CHECK_HAS(out, "\nreuseecho_build_info{version=\"0.1.0\"} 1\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
+	CHECK_HAS(out, "\nreuseecho_feature_info{so_reuseport=\"1\",epollrdhup=\"1\","
+		  "reuseport_cbpf=\"1\",tcp_migrate_req=\"0\",kernel=\"6.1.0-18-amd64\"} 1\n");
+	/* All five close reasons sit in one family, in X-macro order. */
+	CHECK(count_of(out, "# HELP reuseecho_connections_closed_total ") == 1);
+	CHECK(count_of(out, "# HELP reuseecho_accept_errors_total ") == 1);
+	CHECK(count_of(out, "\nreuseecho_connections_closed_total{") == 10);
+
+	out = render(re_report_json, &fx.s, sb);
+	CHECK_HAS(out, "\"per_worker\":[{\"id\":0,\"cpu\":0,\"tid\":1000,\"state\":\"running\","
+		  "\"acceptq_len\":2,\"acceptq_max\":4096,\"accepted\":12,\"closed_eof\":5,");
+	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":12,\"min_accepted\":12,"
+		  "\"max_min\":1,\"cv\":0}");
+	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
+		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
+		  "\"kernel\":\"6.1.0-18-amd64\"}}\n");
+
+	out = render(re_report_text, &fx.s, sb);
+	CHECK_HAS(out, "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, 1 worker\n");
+	CHECK_HAS(out, "received 1.2 GB (1234567890 B)");
+	CHECK_HAS(out, "balance: accepted max 12 min 12 max/min 1.00 cv 0.000\n");
+
+	out = render(re_report_workers, &fx.s, sb);
+	CHECK(count_lines(out) == 2);
+}
+
+/* " <v>" followed by ",", "\n" or " B" (a byte count) somewhere in out. */
+static bool text_has_value(const char *out, uint64_t v)
+{
+	static const char *const ends[] = { ",", "\n", " B" };
+	char num[40];
+	size_t i;
+
+	for (i = 0; i < sizeof(ends) / sizeof(ends[0]); i++) {
+		(void)snprintf(num, sizeof(num), " %" PRIu64 "%s", v, ends[i]);
+		if (strstr(out, num) != NULL) {
+			return true;
+		}
+	}
+	fprintf(stderr, "value %" PRIu64 " missing in:\n%s", v, out);
+	return false;
+}
+
+static void test_three_retired(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 10, 20, 30 };
+	struct fixture fx;
+	struct re_imbalance im;
+	const char *out;
+
+	make(&fx, 3, acc, 7);
+	check_common(&fx.s, sb);
+
+	re_report_imbalance(&fx.s, &im);
+	CHECK(im.max_accepted == 30 && im.min_accepted == 10);
+	CHECK_NEAR(im.max_min, 3.0);
+	CHECK_NEAR(im.cv, 0.408248);
+
+	out = render(re_report_json, &fx.s, sb);
+	/* retired accepted = 7 (its first counter), so 10 + 20 + 30 + 7 */
+	CHECK_HAS(out, "\"total\":{\"accepted\":67,");
+	CHECK_HAS(out, "\"retired\":{\"accepted\":7,\"closed_eof\":8,");
+	CHECK_HAS(out, "{\"id\":2,\"cpu\":null,\"tid\":1002,\"state\":\"running\",");
+	CHECK_HAS(out, "{\"id\":1,\"cpu\":1,\"tid\":1001,\"state\":\"draining\",");
+	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":30,\"min_accepted\":10,"
+		  "\"max_min\":3,\"cv\":0.408248}");
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"retired\"} 7\n");
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"retired\","
+		  "reason=\"eof\"} 8\n");
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"1\",reason=\"eof\"} 201\n");
+	CHECK_HAS(out, "\nreuseecho_worker_info{worker=\"2\",cpu=\"-\",tid=\"1002\","
+		  "state=\"running\"} 1\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 3\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 0.408248\n");
+	CHECK_LACKS(out, "reuseecho_connections_active{worker=\"retired\"");
+
+	/* Text: every total appears (fill_counters made them distinct). */
+	out = render(re_report_text, &fx.s, sb);
+#define TEXT_HAS(field, kind, metric, labels, help) \
+	CHECK(text_has_value(out, fx.s.total.field));
+	RE_STATS_COUNTERS(TEXT_HAS)
+#undef TEXT_HAS
+	CHECK_HAS(out, "balance: accepted max 30 min 10 max/min 3.00 cv 0.408\n");
+
+	out = render(re_report_workers, &fx.s, sb);
+	CHECK(count_lines(out) == 4);
+}
+
+static void test_min_zero(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 0, 5 };
+	struct fixture fx;
+	struct re_imbalance im;
+	const char *out;
+
+	make(&fx, 2, acc, 0);
+	check_common(&fx.s, sb);
+
+	re_report_imbalance(&fx.s, &im);
+	CHECK(im.max_accepted == 5 && im.min_accepted == 0);
+	CHECK(im.max_min < 0);
+	CHECK_NEAR(im.cv, 1.0);
+
+	out = render(re_report_json, &fx.s, sb);
+	CHECK_HAS(out, "\"max_min\":null,\"cv\":1}");
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio +Inf\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 1\n");
+	out = render(re_report_text, &fx.s, sb);
+	CHECK_HAS(out, "max/min n/a cv 1.000\n");
+}
+
+/* Hostile strings: quotes, backslashes, newlines, a full array with no NUL. */
+static void test_escaping(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 1 };
+	struct fixture fx;
+	const char *out;
+
+	make(&fx, 1, acc, 0);
+	(void)snprintf(fx.s.address, sizeof(fx.s.address), "a\"b\\c\nd\te\x01");
+	(void)snprintf(fx.s.features.kernel, sizeof(fx.s.features.kernel), "6.1\"x\\y\nz w");
+	fx.s.features.migrate_req = -1;
+	fx.s.features.cbpf = false;
+	fx.s.version = "0.1.0\n";
+	check_common(&fx.s, sb);
+
+	out = render(re_report_json, &fx.s, sb);
+	CHECK_HAS(out, "\"address\":\"a\\\"b\\\\c\\nd\\te\\u0001\"");
+	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
+	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
+		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\"}}\n");
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK_HAS(out, "reuseport_cbpf=\"0\",tcp_migrate_req=\"absent\","
+		  "kernel=\"6.1\\\"x\\\\y\\nz w\"} 1\n");
+	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
+
+	out = render(re_report_text, &fx.s, sb);
+	CHECK(count_lines(out) == 8);
+	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
+
+	re_strbuf_reset(sb);
+	re_report_features(&fx.s.features, sb);
+	CHECK(strcmp(sb->data, "so_reuseport yes\nepollrdhup yes\nreuseport_cbpf no\n"
+		     "tcp_migrate_req absent\nkernel 6.1\"x\\y?z_w\n") == 0);
+
+	/* Arrays filled to the brim: no terminating NUL inside them. */
+	memset(fx.s.address, 'A', sizeof(fx.s.address));
+	memset(fx.s.features.kernel, 'K', sizeof(fx.s.features.kernel));
+	check_json_shape(render(re_report_json, &fx.s, sb));
+	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
+	check_lines(render(re_report_text, &fx.s, sb));
+	re_strbuf_reset(sb);
+	re_report_features(&fx.s.features, sb);
+	check_lines(sb->data);
+}
+
+static void test_text_durations(struct re_strbuf *sb)
+{
+	static const struct {
+		double secs;
+		const char *want;
+	} cases[] = {
+		{ 0.0, " up 0s on " },
+		{ 59.9, " up 59s on " },
+		{ 61.0, " up 1m01s on " },
+		{ 3600.0, " up 1h00m00s on " },
+		{ 90061.0, " up 1d01h01m01s on " },
+		{ -5.0, " up 0s on " },
+	};
+	struct fixture fx;
+	size_t i;
+
+	make(&fx, 0, NULL, 0);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fx.s.uptime_s = cases[i].secs;
+		CHECK_HAS(render(re_report_text, &fx.s, sb), cases[i].want);
+	}
+	fx.s.uptime_s = NAN;
+	CHECK_HAS(render(re_report_json, &fx.s, sb), "\"uptime_s\":null,");
+	CHECK_HAS(render(re_report_prometheus, &fx.s, sb), "\nreuseecho_uptime_seconds NaN\n");
+}
+
+/* A bounded buffer runs out and says so instead of truncating silently. */
+static void test_oom(void)
+{
+	static const uint64_t acc[] = { 1, 2, 3 };
+	struct re_strbuf small;
+	struct fixture fx;
+
+	make(&fx, 3, acc, 1);
+	re_strbuf_init(&small, 64);
+	re_report_prometheus(&fx.s, &small);
+	CHECK(small.oom);
+	re_strbuf_finish(&small);
+}
+
+int main(void)
+{
+	struct re_strbuf sb;
+
+	re_strbuf_init(&sb, 0);
+	test_empty(&sb);
+	test_one(&sb);
+	test_three_retired(&sb);
+	test_min_zero(&sb);
+	test_escaping(&sb);
+	test_text_durations(&sb);
+	test_oom();
+	re_strbuf_finish(&sb);
+	printf("report: all checks passed\n");
+	return 0;
+}

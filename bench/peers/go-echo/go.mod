@@ -1,0 +1,3 @@
+module reuseecho/bench/peers/go-echo
+
+go 1.19

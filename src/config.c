@@ -493,8 +493,11 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			snprintf(err, errlen, "%s: missing value", argv[optind - 1]);
 			return -EINVAL;
 		default:
-			if (optopt != 0) {
+			if (optopt > 0 && optopt < 256 && strchr("tbpVh", optopt) == NULL) {
 				snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
+			} else if (optopt != 0) {
+				/* A known flag given a value it does not take ("--no-pin=1"). */
+				snprintf(err, errlen, "--%s: takes no value (see --help)", flag_name(optopt));
 			} else {
 				snprintf(err, errlen, "unknown option '%s' (see --help)",
 					 argv[optind - 1]);

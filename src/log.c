@@ -6,10 +6,38 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static enum re_log_level max_level = RE_LOG_INFO;
+static bool journal;
+
+/* sd-daemon(3) priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG. */
+static const char *const journal_prefix[] = {
+	[RE_LOG_ERROR] = "<3>",
+	[RE_LOG_WARN] = "<4>",
+	[RE_LOG_INFO] = "<6>",
+	[RE_LOG_DEBUG] = "<7>",
+};
+
+void re_log_init(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	journal = false;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2) {
+		return;
+	}
+	if (fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino) {
+		journal = true;
+	}
+}
 
 static const char *const level_names[] = {
 	[RE_LOG_ERROR] = "error",
@@ -52,7 +80,11 @@ void re_log(enum re_log_level level, const char *fmt, ...)
 	if (level > max_level) {
 		return;
 	}
-	n = snprintf(line, sizeof(line), "reuseecho: %s: ", re_log_level_name(level));
+	if (journal) {
+		n = snprintf(line, sizeof(line), "%s", journal_prefix[level]);
+	} else {
+		n = snprintf(line, sizeof(line), "reuseecho: %s: ", re_log_level_name(level));
+	}
 	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);

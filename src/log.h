@@ -12,6 +12,11 @@ enum re_log_level {
 	RE_LOG_DEBUG = 3,
 };
 
+/* Detect whether stderr is connected to the systemd journal ($JOURNAL_STREAM names
+ * stderr's device:inode); if so, lines carry sd-daemon(3) "<N>" priority prefixes
+ * instead of text levels. Context: main, before threads start. */
+void re_log_init(void);
+
 /* Set the most verbose level that is printed. Context: main, before threads start. */
 void re_log_set_level(enum re_log_level level);
 

@@ -24,6 +24,7 @@ int main(int argc, char **argv)
 		fputs(out, stdout);
 		return 0;
 	}
+	re_log_init();
 	re_log_set_level(cfg.log_level);
 	return re_supervisor_run(&cfg);
 }

@@ -25,6 +25,7 @@
 #include "cpu.h"
 #include "log.h"
 #include "net.h"
+#include "notify.h"
 #include "re_version.h"
 #include "stats.h"
 #include "worker.h"
@@ -397,6 +398,7 @@ static void begin_drain(struct supervisor *s, const char *why)
 	}
 	re_log_info("%s: draining (up to %u ms); a second signal exits at once", why,
 		    s->runtime->drain_timeout_ms);
+	re_notify("STOPPING=1\nSTATUS=draining (%s)", why);
 	s->draining = true;
 	command_all(s, RE_WORKER_CMD_DRAIN);
 }
@@ -513,6 +515,7 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 		}
 	}
 	re_log_info("threads: %zu -> %zu workers", live, want);
+	re_notify("STATUS=serving %s with %zu workers", s->address, want);
 	snprintf(r->reply, sizeof(r->reply), "threads %zu", want);
 }
 
@@ -665,6 +668,8 @@ static void print_ready(const struct supervisor *s)
 {
 	printf("reuseecho: listening on %s with %zu workers\n", s->address, s->nslots);
 	fflush(stdout);
+	re_notify("READY=1\nSTATUS=serving %s with %zu workers, control %s", s->address, s->nslots,
+		  s->control_path[0] ? s->control_path : "none");
 	re_log_info("%zu workers on %s (pinned: %s), control %s, conn-buffer %u, max-conns %" PRIu64
 		    ", idle-timeout %u ms", s->nslots, s->address, s->cfg->no_pin ? "no" : "yes",
 		    s->control_path[0] ? s->control_path : "none", s->runtime->conn_buffer,

@@ -29,6 +29,7 @@
 #include <urcu/urcu-qsbr.h>
 
 #include "ctlproto.h"
+#include "rcu.h"
 #include "strbuf.h"
 
 #define CLIENT_OUT_HIGH (64u * 1024u)	/* stop reading commands while this much is unsent */
@@ -141,8 +142,8 @@ static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_
 		why[0] = '\0';
 	}
 
-	urcu_qsbr_thread_online();
-	reg = rcu_dereference(c->p.stats->reg);
+	re_rcu_thread_online();
+	reg = re_rcu_dereference(c->p.stats->reg);
 	if (reg->n > c->views_cap) {
 		struct re_worker_view *nv = realloc(c->views, reg->n * sizeof(*nv));
 
@@ -188,7 +189,7 @@ static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_
 		}
 	}
 out:
-	urcu_qsbr_thread_offline();
+	re_rcu_thread_offline();
 	if (running == 0 && healthy) {
 		healthy = false;
 		if (why != NULL) {
@@ -320,13 +321,13 @@ static void reply_config(struct re_control *c, struct client *cl)
 	}
 	re_strbuf_printf(&cl->out, "threads %zu\naddress %s\nbacklog %d\n", live, c->p.address,
 			 c->p.backlog);
-	urcu_qsbr_thread_online();
-	rt = rcu_dereference(*c->p.runtime);
+	re_rcu_thread_online();
+	rt = re_rcu_dereference(*c->p.runtime);
 	re_strbuf_printf(&cl->out, "max-conns %" PRIu64 "\n", rt->max_conns);
 	format_seconds(&cl->out, "idle-timeout", rt->idle_timeout_ms);
 	re_strbuf_printf(&cl->out, "conn-buffer %u\n", rt->conn_buffer);
 	format_seconds(&cl->out, "drain-timeout", rt->drain_timeout_ms);
-	urcu_qsbr_thread_offline();
+	re_rcu_thread_offline();
 	re_strbuf_printf(&cl->out, "control %s\n\n", c->p.path ? c->p.path : "none");
 }
 
@@ -982,7 +983,7 @@ static void *control_main(void *arg)
 
 	(void)pthread_setname_np(pthread_self(), "reuseecho-ctl");
 	urcu_qsbr_register_thread();
-	urcu_qsbr_thread_offline();	/* online only while copying statistics */
+	re_rcu_thread_offline();	/* online only while copying statistics */
 	if (control_setup(c) < 0) {
 		control_teardown(c);
 		urcu_qsbr_unregister_thread();
@@ -992,7 +993,7 @@ static void *control_main(void *arg)
 	set_state(c, RE_CONTROL_RUNNING);
 	control_loop(c);
 	control_teardown(c);
-	urcu_qsbr_thread_online();
+	re_rcu_thread_online();
 	urcu_qsbr_unregister_thread();
 	set_state(c, c->err[0] ? RE_CONTROL_FAILED : RE_CONTROL_EXITED);
 	return NULL;

@@ -4,6 +4,13 @@
  */
 #include "stats.h"
 
+#include "rcu.h"
+
+#ifdef RE_TSAN
+/* The happens-before token of the TSan annotations in rcu.h. */
+char re_rcu_tsan_token;
+#endif
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +50,7 @@ int re_stats_init(struct re_stats *s)
 	if (r == NULL) {
 		return -ENOMEM;
 	}
-	rcu_assign_pointer(s->reg, r);
+	re_rcu_assign_pointer(s->reg, r);
 	return 0;
 }
 
@@ -67,8 +74,8 @@ static void publish(struct re_stats *s, struct re_stats_registry *next)
 {
 	struct re_stats_registry *old = s->reg;
 
-	rcu_assign_pointer(s->reg, next);
-	urcu_qsbr_synchronize_rcu();
+	re_rcu_assign_pointer(s->reg, next);
+	re_rcu_synchronize();
 	free(old);
 }
 

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "net.h"
 #include "notify.h"
+#include "rcu.h"
 #include "re_version.h"
 #include "stats.h"
 #include "worker.h"
@@ -456,8 +457,8 @@ static void publish_runtime(struct supervisor *s, const struct re_runtime *next_
 		return;
 	}
 	*next = *next_val;
-	rcu_assign_pointer(s->runtime, next);
-	urcu_qsbr_synchronize_rcu();	/* no worker or reader holds old after this */
+	re_rcu_assign_pointer(s->runtime, next);
+	re_rcu_synchronize();	/* no worker or reader holds old after this */
 	free(old);
 }
 

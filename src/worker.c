@@ -31,6 +31,7 @@
 
 #include "cpu.h"
 #include "log.h"
+#include "rcu.h"
 
 #define RE_MAX_EVENTS 256
 #define RE_SCRATCH_SIZE (64u * 1024u)
@@ -392,7 +393,7 @@ static void accept_one(struct re_worker *w, int fd)
 
 	RE_STAT_ADD(w->st, accepted, 1);
 	if (w->rt->max_conns != 0) {
-		reg = rcu_dereference(w->p.stats->reg);
+		reg = re_rcu_dereference(w->p.stats->reg);
 		if (re_stats_active_total(reg) >= w->rt->max_conns) {
 			/* Over --max-conns: the client sees its connection reset at once. */
 			close_fd(fd, true);
@@ -681,13 +682,13 @@ static void worker_loop(struct re_worker *w)
 		/* QSBR: a turn that will not block announces a quiescent state; one that
 		 * may block goes offline for the wait, so it never delays a grace period. */
 		if (timeout == 0) {
-			urcu_qsbr_quiescent_state();
+			re_rcu_quiescent_state();
 		} else {
-			urcu_qsbr_thread_offline();
+			re_rcu_thread_offline();
 		}
 		n = epoll_wait(w->epfd, evs, RE_MAX_EVENTS, timeout);
 		if (timeout != 0) {
-			urcu_qsbr_thread_online();
+			re_rcu_thread_online();
 		}
 		if (n < 0) {
 			if (errno == EINTR) {
@@ -698,7 +699,7 @@ static void worker_loop(struct re_worker *w)
 		}
 		w->now = clock_ms(w);
 		CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms + w->now);
-		w->rt = rcu_dereference(*w->p.runtime);
+		w->rt = re_rcu_dereference(*w->p.runtime);
 		RE_STAT_ADD(w->st, epoll_waits, 1);
 		RE_STAT_ADD(w->st, events, n);
 		for (int i = 0; i < n; i++) {
@@ -790,7 +791,7 @@ static void *worker_main(void *arg)
 		return NULL;
 	}
 	urcu_qsbr_register_thread();
-	w->rt = rcu_dereference(*w->p.runtime);
+	w->rt = re_rcu_dereference(*w->p.runtime);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
 	CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms);

@@ -211,6 +211,12 @@ static const char usage_text[] =
 	"      --metrics-listen [ADDR:]PORT\n"
 	"                           also serve /metrics, /stats and /healthz over HTTP on\n"
 	"                           TCP; ADDR defaults to 127.0.0.1 (default: off)\n"
+	"      --takeover           replace the instance serving this port without losing a\n"
+	"                           connection: join its SO_REUSEPORT group, steer new\n"
+	"                           connections here, have it close its listeners after\n"
+	"                           draining their queues (through its control socket,\n"
+	"                           --control or the default path), then let it serve out\n"
+	"                           its connections and exit (default: refuse a live port)\n"
 	"      --log-level LEVEL    error, warn, info or debug (default info)\n"
 	"  -V, --version            print the version and exit\n"
 	"  -h, --help               print this help and exit\n"
@@ -233,6 +239,7 @@ enum {
 	OPT_CONTROL_MODE,
 	OPT_CONTROL_TIMEOUT,
 	OPT_METRICS_LISTEN,
+	OPT_TAKEOVER,
 };
 
 static const struct option long_options[] = {
@@ -251,6 +258,7 @@ static const struct option long_options[] = {
 	{ "control-mode", required_argument, NULL, OPT_CONTROL_MODE },
 	{ "control-timeout", required_argument, NULL, OPT_CONTROL_TIMEOUT },
 	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+	{ "takeover", no_argument, NULL, OPT_TAKEOVER },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -475,6 +483,9 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			}
 			cfg->control_timeout_ms = (uint32_t)v;
 			break;
+		case OPT_TAKEOVER:
+			cfg->takeover = true;
+			break;
 		case OPT_METRICS_LISTEN:
 			if (parse_listen(arg, cfg->metrics_host, sizeof(cfg->metrics_host),
 					 &cfg->metrics_port) < 0) {
@@ -507,6 +518,10 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 	}
 	if (optind < argc) {
 		snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+		return -EINVAL;
+	}
+	if (cfg->takeover && (cfg->port == 0 || cfg->control_none)) {
+		snprintf(err, errlen, "--takeover: needs a fixed --port and the old instance's control socket");
 		return -EINVAL;
 	}
 	return RE_CONFIG_RUN;

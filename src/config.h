@@ -44,6 +44,7 @@ struct re_config {
 	char control[108];		/* --control PATH; empty = the default path */
 	unsigned control_mode;		/* permission bits of the control socket */
 	uint32_t control_timeout_ms;	/* idle control clients are closed */
+	bool takeover;			/* --takeover: replace a live instance */
 	bool metrics;			/* --metrics-listen given */
 	char metrics_host[64];		/* loopback unless told otherwise */
 	unsigned metrics_port;

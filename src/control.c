@@ -294,6 +294,11 @@ static const char help_text[] =
 	"  features            kernel features reuseecho relies on\n"
 	"  health              OK when every worker runs\n"
 	"  shutdown            drain and exit, as on SIGTERM\n"
+	"  listeners           (handover) SO_REUSEPORT group order of our listeners\n"
+	"  retire-listener ID  (handover) close worker ID's listener without losing a\n"
+	"                      queued connection; it keeps serving its connections\n"
+	"  retire              (handover) stop accepting, serve established connections\n"
+	"                      until they close or the drain timeout passes, then exit\n"
 	"  quit                close this connection\n"
 	"HTTP GET on the same socket: /metrics /stats /healthz\n";
 
@@ -422,6 +427,9 @@ static void handle_line(struct re_control *c, struct client *cl, const char *lin
 	case RE_CTL_SET:
 	case RE_CTL_THREADS:
 	case RE_CTL_SHUTDOWN:
+	case RE_CTL_LISTENERS:
+	case RE_CTL_RETIRE_LISTENER:
+	case RE_CTL_RETIRE:
 		submit(c, cl, &cmd);
 		break;
 	}
@@ -836,6 +844,17 @@ static int open_unix(struct re_control *c)
 				 "control socket %s: exists and is not a socket; not removing it", c->path);
 			return -EEXIST;
 		}
+		if (c->p.replace_live) {
+			/* Takeover: the old instance keeps its listening fd and its clients;
+			 * new clients reach us. It does not unlink a path that is no longer
+			 * its socket. */
+			if (unlink(c->path) < 0 && errno != ENOENT) {
+				r = -errno;
+				snprintf(c->err, sizeof(c->err), "unlink %s: %s", c->path, strerror(-r));
+				return r;
+			}
+			goto create;
+		}
 		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe < 0) {
 			r = -errno;
@@ -860,6 +879,7 @@ static int open_unix(struct re_control *c)
 			return r;
 		}
 	}
+create:
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		r = -errno;

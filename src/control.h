@@ -21,6 +21,7 @@
 struct re_control_params {
 	const char *path;		/* unix socket path, NULL = none */
 	mode_t mode;			/* permission bits it is created with */
+	bool replace_live;		/* takeover: replace the old instance's socket */
 	bool metrics;			/* serve HTTP on metrics_addr too */
 	struct re_addr metrics_addr;
 	uint32_t client_timeout_ms;	/* idle control clients are closed */

@@ -164,6 +164,8 @@ int re_ctlproto_parse_line(const char *line, size_t len, struct re_ctl_cmd *ret,
 	ONE_WORD("health", RE_CTL_HEALTH)
 	ONE_WORD("shutdown", RE_CTL_SHUTDOWN)
 	ONE_WORD("quit", RE_CTL_QUIT)
+	ONE_WORD("listeners", RE_CTL_LISTENERS)
+	ONE_WORD("retire", RE_CTL_RETIRE)
 #undef ONE_WORD
 	if (strcmp(tok[0], "stats") == 0) {
 		if (n == 1 || (n == 2 && strcmp(tok[1], "text") == 0)) {
@@ -192,6 +194,16 @@ int re_ctlproto_parse_line(const char *line, size_t len, struct re_ctl_cmd *ret,
 		}
 		cmd.verb = RE_CTL_THREADS;
 		cmd.value = v;
+		*ret = cmd;
+		return 1;
+	}
+	if (strcmp(tok[0], "retire-listener") == 0) {
+		if (n != 2 || re_config_parse_uint(tok[1], 0, 1000000, &v) < 0) {
+			snprintf(err, errlen, "usage: retire-listener WORKER");
+			return -EINVAL;
+		}
+		cmd.verb = RE_CTL_RETIRE_LISTENER;
+		cmd.worker = (int)v;
 		*ret = cmd;
 		return 1;
 	}

@@ -15,6 +15,9 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,10 +32,15 @@
 #include "rcu.h"
 #include "re_version.h"
 #include "stats.h"
+#include "steer.h"
 #include "worker.h"
 
 #define RE_SUP_GRACE_MS 5000	/* beyond --drain-timeout before giving up on workers */
 #define RE_START_TIMEOUT_MS 10000
+/* Handover: after new connections are steered away from a listener, how long it
+ * keeps accepting so handshakes already on their way complete into its queue. */
+#define RE_HANDOVER_GRACE_MS 200
+#define RE_HANDOVER_TIMEOUT_MS 5000
 
 struct slot {
 	struct re_worker *w;
@@ -65,7 +73,20 @@ struct supervisor {
 	char control_path[108];
 	struct timespec started;
 	bool draining;
+	bool retiring_all;		/* `retire`: exit once every worker has left */
 	int status;
+	/* The kernel's SO_REUSEPORT group array as we know it: our worker ids (>= 0)
+	 * and, during a takeover, the old instance's listeners (-1 - its worker id),
+	 * in index order. Workers join one at a time so the order is known. */
+	int *group;
+	size_t ngroup;
+	size_t group_cap;
+	bool group_valid;
+	bool cbpf;			/* SO_ATTACH_REUSEPORT_CBPF works here */
+	int migrate_req;		/* net.ipv4.tcp_migrate_req, -1 = absent */
+	struct sock_filter prog[RE_STEER_MAX_INSNS];
+	struct sock_fprog fprog;
+	struct re_features features;
 };
 
 static int64_t now_ms(void)
@@ -196,6 +217,11 @@ static int reserve_port(struct supervisor *s)
 		re_log_error("--bind %s: not a usable address", s->cfg->bind);
 		return r;
 	}
+	if (s->cfg->takeover) {
+		/* Deliberately joining the live instance's group (see takeover()). */
+		re_net_format_addr(&s->addr, s->address, sizeof(s->address));
+		return 0;
+	}
 	/* Bound but not listening, without SO_REUSEPORT: fails with EADDRINUSE when a
 	 * live instance serves the port (joining its SO_REUSEPORT group would silently
 	 * take half its connections), and picks the one port for --port 0. */
@@ -304,6 +330,32 @@ static void read_doorbell(int fd)
 	(void)!read(fd, &v, sizeof(v));
 }
 
+/* Block until the notify doorbell rings or deadline (ms, CLOCK_MONOTONIC) passes.
+ * A private epoll instance: the signalfd and control requests stay queued for the
+ * main loop meanwhile. */
+static void wait_doorbell(struct supervisor *s, int64_t deadline)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = s->notify_fd };
+	int64_t left = deadline - now_ms();
+	int ep, n;
+
+	if (left <= 0) {
+		return;
+	}
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0) {
+		return;
+	}
+	n = epoll_ctl(ep, EPOLL_CTL_ADD, s->notify_fd, &ev);
+	if (n == 0) {
+		n = epoll_wait(ep, &ev, 1, (int)left);
+	}
+	(void)close(ep);
+	if (n > 0) {
+		read_doorbell(s->notify_fd);
+	}
+}
+
 /* Wait until the workers in slots [from, nslots) and the control thread (when
  * given) have left their starting state, or a deadline passes. Signals and
  * requests stay queued meanwhile. Returns 0 when all run; -1 otherwise (logged). */
@@ -347,28 +399,183 @@ static int wait_started(struct supervisor *s, size_t from, const struct re_contr
 			snprintf(why, whylen, "threads did not start within %d ms", RE_START_TIMEOUT_MS);
 			return -1;
 		}
-		{
-			struct epoll_event ev;
-			int ep = epoll_create1(EPOLL_CLOEXEC);
-			int n;
+		wait_doorbell(s, deadline);
+	}
+}
 
-			/* Only the notify doorbell matters here; a private epoll keeps the
-			 * signalfd and requests queued for the main loop. */
-			if (ep < 0) {
-				snprintf(why, whylen, "epoll_create1: %s", strerror(errno));
-				return -1;
-			}
-			ev.events = EPOLLIN;
-			ev.data.fd = s->notify_fd;
-			n = epoll_ctl(ep, EPOLL_CTL_ADD, s->notify_fd, &ev);
-			if (n == 0) {
-				n = epoll_wait(ep, &ev, 1, (int)(deadline - now_ms()));
-			}
-			(void)close(ep);
-			if (n > 0) {
-				read_doorbell(s->notify_fd);
-			}
+/* --- the SO_REUSEPORT group and listener handover ------------------------------- */
+
+static int group_push(struct supervisor *s, int member)
+{
+	if (s->ngroup == s->group_cap) {
+		size_t ncap = s->group_cap ? s->group_cap * 2 : 16;
+		int *ng = realloc(s->group, ncap * sizeof(*ng));
+
+		if (ng == NULL) {
+			return -ENOMEM;
 		}
+		s->group = ng;
+		s->group_cap = ncap;
+	}
+	s->group[s->ngroup++] = member;
+	return 0;
+}
+
+static long group_index(const struct supervisor *s, int member)
+{
+	for (size_t i = 0; i < s->ngroup; i++) {
+		if (s->group[i] == member) {
+			return (long)i;
+		}
+	}
+	return -1;
+}
+
+static struct slot *slot_by_id(struct supervisor *s, int id)
+{
+	for (size_t i = 0; i < s->nslots; i++) {
+		if (s->slots[i].id == id) {
+			return &s->slots[i];
+		}
+	}
+	return NULL;
+}
+
+/* Spawn one worker and wait until it listens, so that listeners join the group in
+ * a known order (the kernel's group array is in join order). Returns the slot
+ * index or -1 (logged into why). */
+static int spawn_joined(struct supervisor *s, char *why, size_t whylen)
+{
+	size_t from = s->nslots;
+	int i = spawn_one(s);
+
+	if (i < 0) {
+		snprintf(why, whylen, "worker: %s", strerror(-i));
+		return -1;
+	}
+	if (wait_started(s, from, NULL, why, whylen) < 0) {
+		return -1;
+	}
+	if (group_push(s, s->slots[i].id) < 0) {
+		s->group_valid = false;
+	}
+	return i;
+}
+
+/* Ask one of our listening, non-retiring workers (other than `except`) to attach
+ * prog to the group (NULL: detach), and wait for its answer. Returns 0 or -errno. */
+static int group_set_bpf(struct supervisor *s, const struct sock_fprog *prog, int except)
+{
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		int64_t deadline = now_ms() + RE_HANDOVER_TIMEOUT_MS;
+		unsigned acks;
+		int r;
+
+		if (sl->retiring || sl->id == except || re_worker_listener_closed(sl->w) ||
+		    re_worker_state(sl->w) != RE_WORKER_RUNNING) {
+			continue;
+		}
+		acks = re_worker_bpf_acks(sl->w);
+		r = re_worker_set_bpf(sl->w, prog);
+		if (r < 0) {
+			return r;
+		}
+		while (re_worker_bpf_acks(sl->w) == acks) {
+			if (now_ms() >= deadline) {
+				return -ETIMEDOUT;
+			}
+			wait_doorbell(s, deadline);
+		}
+		return re_worker_bpf_result(sl->w);
+	}
+	return -ESRCH;
+}
+
+/* Steer every new connection to the group members other than `member`. */
+static int steer_away(struct supervisor *s, int member)
+{
+	uint32_t targets[RE_STEER_MAX_TARGETS];
+	size_t n = 0;
+	int len;
+
+	if (!s->cbpf || !s->group_valid) {
+		return -EOPNOTSUPP;
+	}
+	for (size_t i = 0; i < s->ngroup && n < RE_STEER_MAX_TARGETS; i++) {
+		if (s->group[i] != member) {
+			targets[n++] = (uint32_t)i;
+		}
+	}
+	len = re_steer_build(targets, n, s->prog);
+	if (len < 0) {
+		return len;
+	}
+	s->fprog.len = (unsigned short)len;
+	s->fprog.filter = s->prog;
+	return group_set_bpf(s, &s->fprog, member >= 0 ? member : -1);
+}
+
+static const char *handover_mechanism(const struct supervisor *s)
+{
+	if (s->cbpf && s->group_valid) {
+		return s->migrate_req == 1 ? "SO_ATTACH_REUSEPORT_CBPF steering + accept-queue drain; "
+					     "tcp_migrate_req=1 migrates the rest"
+					   : "SO_ATTACH_REUSEPORT_CBPF steering + accept-queue drain";
+	}
+	return s->migrate_req == 1 ? "tcp_migrate_req=1 (kernel migration only)"
+				   : "none: connections queued on a closing listener may be reset";
+}
+
+/* Close worker `sl`'s listener without losing a queued connection: steer new
+ * connections away, let it accept for a grace period, drain its queue, close; then
+ * update the group model (the last member moves into the freed slot).
+ * Returns 0, or -errno when the listener did not close in time. */
+static int retire_listener(struct supervisor *s, struct slot *sl, bool exit_after)
+{
+	int64_t deadline;
+	long idx = group_index(s, sl->id);
+	int r = steer_away(s, sl->id);
+
+	if (r < 0 && r != -EOPNOTSUPP) {
+		re_log_warn("worker %d: steering away failed (%s): its queued connections are at risk",
+			    sl->id, strerror(-r));
+	}
+	sl->retiring = exit_after || sl->retiring;
+	r = re_worker_retire(sl->w, RE_HANDOVER_GRACE_MS, exit_after);
+	if (r < 0) {
+		return r;
+	}
+	deadline = now_ms() + RE_HANDOVER_GRACE_MS + RE_HANDOVER_TIMEOUT_MS;
+	while (!re_worker_listener_closed(sl->w)) {
+		enum re_worker_state st = re_worker_state(sl->w);
+
+		if (st == RE_WORKER_FAILED || st == RE_WORKER_EXITED) {
+			break;
+		}
+		if (now_ms() >= deadline) {
+			s->group_valid = false;
+			return -ETIMEDOUT;
+		}
+		wait_doorbell(s, deadline);
+	}
+	if (idx >= 0) {
+		re_steer_remove(s->group, &s->ngroup, (size_t)idx);
+	}
+	return 0;
+}
+
+/* After a handover: no program, the kernel's hash over every member again. */
+static void steer_release(struct supervisor *s)
+{
+	int r;
+
+	if (!s->cbpf) {
+		return;
+	}
+	r = group_set_bpf(s, NULL, -1);
+	if (r < 0 && r != -ESRCH) {
+		re_log_warn("detaching the steering program: %s", strerror(-r));
 	}
 }
 
@@ -445,6 +652,9 @@ static bool check_workers(struct supervisor *s)
 		done += st == RE_WORKER_EXITED || st == RE_WORKER_FAILED;
 		i++;
 	}
+	if (s->retiring_all && s->nslots == 0) {
+		return true;
+	}
 	return s->draining && done == s->nslots;
 }
 
@@ -479,18 +689,18 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 	size_t from = s->nslots;
 	char why[320];
 
-	if (s->draining) {
+	if (s->draining || s->retiring_all) {
 		r->status = -ESHUTDOWN;
 		snprintf(r->reply, sizeof(r->reply), "shutting down");
 		return;
 	}
 	if (want > live) {
 		for (size_t k = live; k < want; k++) {
-			if (spawn_one(s) < 0) {
+			if (spawn_joined(s, why, sizeof(why)) < 0) {
 				break;
 			}
 		}
-		if (wait_started(s, from, NULL, why, sizeof(why)) < 0) {
+		if (live_workers(s) < want) {
 			re_log_error("threads %zu: %s", want, why);
 			/* Take back whatever did start, so the set stays consistent. */
 			for (size_t i = from; i < s->nslots; i++) {
@@ -502,18 +712,24 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 			return;
 		}
 	} else if (want < live) {
-		/* Retire the newest workers first. Each stops accepting, serves what it
-		 * has until it closes or the drain timeout passes, then exits and is
-		 * reaped (check_workers). */
+		/* Retire the newest workers first, one at a time: steer new connections
+		 * away from its listener, let it drain its accept queue, close it. The
+		 * worker then serves its connections until they close or the drain
+		 * timeout passes, exits, and is reaped (check_workers). */
 		size_t excess = live - want;
+		unsigned lost = 0;
 
 		for (size_t i = s->nslots; i-- > 0 && excess > 0;) {
 			if (!s->slots[i].retiring) {
-				s->slots[i].retiring = true;
-				command_slot(&s->slots[i], RE_WORKER_CMD_RETIRE);
+				if (retire_listener(s, &s->slots[i], true) < 0) {
+					lost++;
+				}
 				excess--;
 			}
 		}
+		steer_release(s);
+		re_log_info("threads: retired %zu listeners by %s%s", live - want,
+			    handover_mechanism(s), lost ? " (some did not close in time)" : "");
 	}
 	re_log_info("threads: %zu -> %zu workers", live, want);
 	re_notify("STATUS=serving %s with %zu workers", s->address, want);
@@ -564,6 +780,77 @@ static void handle_requests(struct supervisor *s)
 			snprintf(r->reply, sizeof(r->reply), "draining");
 			begin_drain(s, "shutdown command");
 			break;
+		case RE_CTL_LISTENERS: {
+			size_t used;
+
+			if (!s->group_valid) {
+				r->status = -EIO;
+				snprintf(r->reply, sizeof(r->reply), "listener order unknown");
+				break;
+			}
+			used = (size_t)snprintf(r->reply, sizeof(r->reply), "port %u order",
+						re_net_port(&s->addr));
+			for (size_t i = 0; i < s->ngroup && used < sizeof(r->reply); i++) {
+				used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " %d",
+							 s->group[i]);
+			}
+			if (used >= sizeof(r->reply)) {
+				r->status = -E2BIG;
+				snprintf(r->reply, sizeof(r->reply), "too many listeners to list");
+			}
+			break;
+		}
+		case RE_CTL_RETIRE_LISTENER: {
+			struct slot *sl = slot_by_id(s, r->cmd.worker);
+
+			if (sl == NULL || re_worker_listener_closed(sl->w)) {
+				r->status = -ENOENT;
+				snprintf(r->reply, sizeof(r->reply), "no listening worker %d", r->cmd.worker);
+				break;
+			}
+			/* The new instance has steered new connections away already; this
+			 * only drains and closes, and the worker keeps serving. */
+			if (re_worker_retire(sl->w, RE_HANDOVER_GRACE_MS, false) < 0) {
+				r->status = -EIO;
+				snprintf(r->reply, sizeof(r->reply), "worker %d: command failed", sl->id);
+				break;
+			}
+			{
+				int64_t deadline = now_ms() + RE_HANDOVER_GRACE_MS + RE_HANDOVER_TIMEOUT_MS;
+
+				while (!re_worker_listener_closed(sl->w) && now_ms() < deadline) {
+					wait_doorbell(s, deadline);
+				}
+			}
+			if (!re_worker_listener_closed(sl->w)) {
+				r->status = -ETIMEDOUT;
+				snprintf(r->reply, sizeof(r->reply), "worker %d: listener did not close", sl->id);
+				break;
+			}
+			{
+				long idx = group_index(s, sl->id);
+
+				if (idx >= 0) {
+					re_steer_remove(s->group, &s->ngroup, (size_t)idx);
+				}
+			}
+			snprintf(r->reply, sizeof(r->reply), "listener %d closed", sl->id);
+			break;
+		}
+		case RE_CTL_RETIRE:
+			/* Handover end: every worker closes what listener it still has,
+			 * serves out its connections, exits; then the process exits 0. */
+			s->retiring_all = true;
+			for (size_t i = 0; i < s->nslots; i++) {
+				s->slots[i].retiring = true;
+				if (re_worker_retire(s->slots[i].w, 0, true) < 0) {
+					command_slot(&s->slots[i], RE_WORKER_CMD_DRAIN);
+				}
+			}
+			re_log_info("retire: serving established connections, then exiting");
+			re_notify("STOPPING=1\nSTATUS=retiring after a takeover");
+			snprintf(r->reply, sizeof(r->reply), "retiring %zu workers", s->nslots);
+			break;
 		case RE_CTL_DEBUG_STALL: {
 			bool found = false;
 
@@ -611,6 +898,144 @@ static void handle_signal(struct supervisor *s)
 	}
 }
 
+/* --- takeover: replacing a live instance on the same port ----------------------- */
+
+static int old_connect(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		return -ENAMETOOLONG;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int r = -errno;
+
+		(void)close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* One command to the old instance; its reply (without the closing empty line) in
+ * reply. Returns 0 for "OK ...", -EPROTO for "ERR ...", or -errno. */
+static int old_request(int fd, const char *cmd, char *reply, size_t len, int timeout_ms)
+{
+	char line[128];
+	size_t got = 0;
+	int64_t deadline = now_ms() + timeout_ms;
+	int n = snprintf(line, sizeof(line), "%s\n", cmd);
+
+	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+		return -errno ? -errno : -EIO;
+	}
+	reply[0] = '\0';
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		ssize_t k;
+
+		if (got >= 2 && reply[got - 1] == '\n' && reply[got - 2] == '\n') {
+			reply[got - 2] = '\0';
+			return strncmp(reply, "OK", 2) == 0 ? 0 : -EPROTO;
+		}
+		if (left <= 0 || got + 1 >= len) {
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, (int)left) <= 0) {
+			continue;
+		}
+		k = recv(fd, reply + got, len - got - 1, 0);
+		if (k <= 0) {
+			return k == 0 ? -EPIPE : -errno;
+		}
+		got += (size_t)k;
+		reply[got] = '\0';
+	}
+}
+
+/* Join the old instance's SO_REUSEPORT group, then move every new connection here
+ * without losing one: for each of its listeners in turn, steer new connections
+ * away from it (a CBPF program on the group), have it drain its accept queue and
+ * close it, and follow the group array; finally ask it to serve out its
+ * connections and exit. Returns 0 or -1 with why set. */
+static int takeover(struct supervisor *s, unsigned n, char *why, size_t whylen)
+{
+	char reply[1024];
+	char cmd[64];
+	int old[RE_STEER_MAX_TARGETS];
+	size_t nold = 0;
+	unsigned port = 0;
+	char *p, *save = NULL;
+	int fd, r;
+
+	fd = old_connect(s->control_path);
+	if (fd < 0) {
+		snprintf(why, whylen, "--takeover: connect %s: %s (is an instance serving port %u?)",
+			 s->control_path, strerror(-fd), re_net_port(&s->addr));
+		return -1;
+	}
+	r = old_request(fd, "listeners", reply, sizeof(reply), RE_HANDOVER_TIMEOUT_MS);
+	if (r < 0 || sscanf(reply, "OK port %u order", &port) != 1 || port != re_net_port(&s->addr)) {
+		snprintf(why, whylen, "--takeover: %s answered '%.200s' to 'listeners'", s->control_path,
+			 reply);
+		(void)close(fd);
+		return -1;
+	}
+	p = strstr(reply, "order");
+	for (char *tok = strtok_r(p + 5, " ", &save); tok != NULL && nold < RE_STEER_MAX_TARGETS;
+	     tok = strtok_r(NULL, " ", &save)) {
+		old[nold++] = atoi(tok);
+	}
+	s->group_valid = true;
+	for (size_t i = 0; i < nold; i++) {
+		if (group_push(s, -1 - old[i]) < 0) {
+			s->group_valid = false;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (spawn_joined(s, why, whylen) < 0) {
+			(void)close(fd);
+			return -1;
+		}
+	}
+	re_log_info("takeover: joined %zu listeners of the old instance with %u workers; moving "
+		    "new connections here by %s", nold, n, handover_mechanism(s));
+	for (size_t i = 0; i < nold; i++) {
+		long idx = group_index(s, -1 - old[i]);
+
+		r = steer_away(s, -1 - old[i]);
+		if (r < 0 && r != -EOPNOTSUPP) {
+			re_log_warn("takeover: steering away from old listener %d: %s", old[i], strerror(-r));
+		}
+		snprintf(cmd, sizeof(cmd), "retire-listener %d", old[i]);
+		r = old_request(fd, cmd, reply, sizeof(reply),
+				RE_HANDOVER_GRACE_MS + 2 * RE_HANDOVER_TIMEOUT_MS);
+		if (r < 0) {
+			re_log_warn("takeover: old listener %d: %.200s", old[i], r == -EPROTO ? reply : strerror(-r));
+			s->group_valid = false;
+		} else if (idx >= 0) {
+			re_steer_remove(s->group, &s->ngroup, (size_t)idx);
+		}
+	}
+	steer_release(s);
+	r = old_request(fd, "retire", reply, sizeof(reply), RE_HANDOVER_TIMEOUT_MS);
+	if (r < 0) {
+		re_log_warn("takeover: 'retire': %.200s", r == -EPROTO ? reply : strerror(-r));
+	}
+	(void)close(fd);
+	/* Only our listeners are left: the model is exact again if every step was. */
+	re_log_info("takeover: the old instance closed its listeners and serves out its connections");
+	return 0;
+}
+
 static int start_control(struct supervisor *s, char *why, size_t whylen)
 {
 	struct re_control_params p = {
@@ -631,14 +1056,9 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 	int r;
 
 	snprintf(p.address, sizeof(p.address), "%s", s->address);
-	re_control_probe_features(&p.features);
-	if (!s->cfg->control_none) {
-		if (s->cfg->control[0] != '\0') {
-			snprintf(s->control_path, sizeof(s->control_path), "%s", s->cfg->control);
-		} else if (re_control_default_path(p.port, s->control_path, sizeof(s->control_path)) < 0) {
-			snprintf(why, whylen, "control socket path too long");
-			return -1;
-		}
+	p.features = s->features;
+	p.replace_live = s->cfg->takeover;
+	if (s->control_path[0] != '\0') {
 		p.path = s->control_path;
 	}
 	if (s->cfg->metrics) {
@@ -735,6 +1155,8 @@ static void teardown(struct supervisor *s)
 	s->control = NULL;
 	free(s->slots);
 	s->slots = NULL;
+	free(s->group);
+	s->group = NULL;
 	s->nslots = 0;
 	re_stats_finish(&s->stats);
 	free(s->runtime);
@@ -785,22 +1207,48 @@ int re_supervisor_run(const struct re_config *cfg)
 		return 1;
 	}
 	*s.runtime = cfg->rt;
-	for (unsigned i = 0; i < n; i++) {
-		if (spawn_one(&s) < 0) {
+	re_control_probe_features(&s.features);
+	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
+	 * hole costs without steering. */
+	s.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;
+	s.migrate_req = s.features.migrate_req;
+	if (!cfg->control_none) {
+		if (cfg->control[0] != '\0') {
+			snprintf(s.control_path, sizeof(s.control_path), "%s", cfg->control);
+		} else if (re_control_default_path(re_net_port(&s.addr), s.control_path,
+						   sizeof(s.control_path)) < 0) {
+			re_log_error("control socket path too long");
 			teardown(&s);
 			return 1;
 		}
 	}
-	if (wait_started(&s, 0, NULL, why, sizeof(why)) < 0 ||
-	    start_control(&s, why, sizeof(why)) < 0) {
+	if (cfg->takeover) {
+		if (takeover(&s, n, why, sizeof(why)) < 0) {
+			re_log_error("%s", why);
+			teardown(&s);
+			return 1;
+		}
+	} else {
+		s.group_valid = true;
+		for (unsigned i = 0; i < n; i++) {
+			if (spawn_joined(&s, why, sizeof(why)) < 0) {
+				re_log_error("%s", why);
+				teardown(&s);
+				return 1;
+			}
+		}
+	}
+	if (start_control(&s, why, sizeof(why)) < 0) {
 		re_log_error("%s", why);
 		teardown(&s);
 		return 1;
 	}
 	/* Every worker is in the SO_REUSEPORT group now; the reservation has done its
 	 * job of keeping the port ours. */
-	(void)close(s.reserve_fd);
-	s.reserve_fd = -1;
+	if (s.reserve_fd >= 0) {
+		(void)close(s.reserve_fd);
+		s.reserve_fd = -1;
+	}
 	print_ready(&s);
 	serve(&s);
 	teardown(&s);

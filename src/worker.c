@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/filter.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -58,6 +59,11 @@ struct re_worker {
 	_Atomic int state;
 	atomic_uint cmd;
 	atomic_uint stall_ms;
+	atomic_uint grace_ms;
+	const struct sock_fprog *_Atomic bpf_prog;
+	atomic_int bpf_result;
+	atomic_uint bpf_acks;
+	atomic_bool listener_closed;
 	int cmd_fd;			/* created by the supervisor; the worker polls it */
 	const char *err_call;
 	int err;
@@ -88,6 +94,11 @@ struct re_worker {
 	bool draining;
 	bool stopping;
 	uint32_t drain_deadline;
+	bool listener_closing;		/* retire: close the listener at listener_close_at */
+	uint32_t listener_close_at;
+	bool retiring;			/* exit once the listener is closed and conns are gone */
+	bool retire_deadline_set;
+	uint32_t retire_deadline;
 };
 
 /* Wrap-safe "at is now or in the past" on the 32-bit millisecond clock. */
@@ -526,6 +537,63 @@ static void start_drain(struct re_worker *w, enum re_block_state why)
 	}
 }
 
+static void schedule_listener_close(struct re_worker *w)
+{
+	CMM_STORE_SHARED(w->st->state, RE_BLOCK_RETIRING);
+	if (w->lfd < 0) {
+		atomic_store_explicit(&w->listener_closed, true, memory_order_release);
+		notify_supervisor(w);
+		return;
+	}
+	w->listener_closing = true;
+	w->listener_close_at = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
+}
+
+/* New connections have been steered away for the grace period: take what the
+ * listener still holds, then close it. Nothing queued is reset. */
+static void finish_listener_close(struct re_worker *w)
+{
+	w->listener_closing = false;
+	do {
+		do_accept(w);
+	} while (w->accept_pending);
+	close_listener(w);
+	w->accept_paused = false;
+	CMM_STORE_SHARED(w->st->acceptq_len, 0);
+	if (w->retiring) {
+		w->retire_deadline_set = true;
+		w->retire_deadline = w->now + w->rt->drain_timeout_ms;
+	}
+	atomic_store_explicit(&w->listener_closed, true, memory_order_release);
+	notify_supervisor(w);
+}
+
+static void set_bpf(struct re_worker *w)
+{
+	const struct sock_fprog *prog = atomic_load_explicit(&w->bpf_prog, memory_order_acquire);
+	int r = 0;
+
+	if (w->lfd < 0) {
+		r = -EBADF;
+	} else if (prog != NULL) {
+		/* The program belongs to the whole SO_REUSEPORT group, not to this
+		 * socket: attaching it through any member steers every new connection. */
+		if (setsockopt(w->lfd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog, sizeof(*prog)) < 0) {
+			r = -errno;
+		}
+	} else {
+		int zero = 0;
+
+		if (setsockopt(w->lfd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero)) < 0 &&
+		    errno != ENOENT) {
+			r = -errno;
+		}
+	}
+	atomic_store_explicit(&w->bpf_result, r, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->bpf_acks, 1u, memory_order_release);
+	notify_supervisor(w);
+}
+
 static void handle_command(struct re_worker *w)
 {
 	uint64_t v;
@@ -539,10 +607,16 @@ static void handle_command(struct re_worker *w)
 		w->stopping = true;
 		return;
 	}
+	if (cmd & RE_WORKER_CMD_BPF) {
+		set_bpf(w);
+	}
 	if (cmd & RE_WORKER_CMD_DRAIN) {
 		start_drain(w, RE_BLOCK_DRAINING);
-	} else if (cmd & RE_WORKER_CMD_RETIRE) {
-		start_drain(w, RE_BLOCK_RETIRING);
+	} else if (cmd & (RE_WORKER_CMD_RETIRE | RE_WORKER_CMD_CLOSE_LISTENER)) {
+		w->retiring |= (cmd & RE_WORKER_CMD_RETIRE) != 0;
+		if (!w->listener_closing) {
+			schedule_listener_close(w);
+		}
 	}
 #ifdef RE_DEBUG_HOOKS
 	if (cmd & RE_WORKER_CMD_STALL) {
@@ -627,7 +701,11 @@ static void run_timers(struct re_worker *w)
 			conn_close(w, w->lru.head, CLOSE_IDLE, false);
 		}
 	}
-	if (w->draining && due(w->now, w->drain_deadline)) {
+	if (w->listener_closing && due(w->now, w->listener_close_at)) {
+		finish_listener_close(w);
+	}
+	if ((w->draining && due(w->now, w->drain_deadline)) ||
+	    (w->retire_deadline_set && due(w->now, w->retire_deadline))) {
 		close_all(w, CLOSE_DRAIN, true);
 	}
 	if (due(w->now, w->next_sample)) {
@@ -665,6 +743,16 @@ static int next_timeout(const struct re_worker *w)
 	}
 	if (w->draining) {
 		int32_t a = until(w->now, w->drain_deadline);
+
+		t = a < t ? a : t;
+	}
+	if (w->listener_closing) {
+		int32_t a = until(w->now, w->listener_close_at);
+
+		t = a < t ? a : t;
+	}
+	if (w->retire_deadline_set) {
+		int32_t a = until(w->now, w->retire_deadline);
 
 		t = a < t ? a : t;
 	}
@@ -711,7 +799,8 @@ static void worker_loop(struct re_worker *w)
 		}
 		run_timers(w);
 		reap(w);
-		if (w->stopping || (w->draining && w->lru.head == NULL)) {
+		if (w->stopping || ((w->draining || (w->retiring && w->lfd < 0)) &&
+				    w->lru.head == NULL)) {
 			return;
 		}
 	}
@@ -820,6 +909,11 @@ struct re_worker *re_worker_create(const struct re_worker_params *params)
 	atomic_init(&w->state, RE_WORKER_STARTING);
 	atomic_init(&w->cmd, 0u);
 	atomic_init(&w->stall_ms, 0u);
+	atomic_init(&w->grace_ms, 0u);
+	atomic_init(&w->bpf_prog, NULL);
+	atomic_init(&w->bpf_result, 0);
+	atomic_init(&w->bpf_acks, 0u);
+	atomic_init(&w->listener_closed, false);
 	re_conn_pool_init(&w->conns, RE_CONN_SLAB);
 	re_buf_pool_init(&w->bufs, RE_BUF_POOL_KEEP);
 	w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -868,6 +962,33 @@ int re_worker_command(struct re_worker *w, unsigned cmd)
 		return -errno;
 	}
 	return 0;
+}
+
+int re_worker_retire(struct re_worker *w, unsigned grace_ms, bool exit_after)
+{
+	atomic_store_explicit(&w->grace_ms, grace_ms, memory_order_relaxed);
+	return re_worker_command(w, exit_after ? RE_WORKER_CMD_RETIRE : RE_WORKER_CMD_CLOSE_LISTENER);
+}
+
+bool re_worker_listener_closed(const struct re_worker *w)
+{
+	return atomic_load_explicit(&w->listener_closed, memory_order_acquire);
+}
+
+int re_worker_set_bpf(struct re_worker *w, const struct sock_fprog *prog)
+{
+	atomic_store_explicit(&w->bpf_prog, prog, memory_order_release);
+	return re_worker_command(w, RE_WORKER_CMD_BPF);
+}
+
+unsigned re_worker_bpf_acks(const struct re_worker *w)
+{
+	return atomic_load_explicit(&w->bpf_acks, memory_order_acquire);
+}
+
+int re_worker_bpf_result(const struct re_worker *w)
+{
+	return atomic_load_explicit(&w->bpf_result, memory_order_relaxed);
 }
 
 int re_worker_stall(struct re_worker *w, unsigned ms)

@@ -27,8 +27,12 @@ enum re_worker_state {
 enum re_worker_cmd {
 	RE_WORKER_CMD_DRAIN = 1u << 0,	/* shutdown: stop accepting, finish echoing, exit */
 	RE_WORKER_CMD_STOP = 1u << 1,	/* reset every connection and exit now */
-	RE_WORKER_CMD_RETIRE = 1u << 2,	/* shrink: like DRAIN, reported as retiring */
+	RE_WORKER_CMD_RETIRE = 1u << 2,	/* shrink: close the listener (see re_worker_retire),
+					 * serve established connections until they close or
+					 * the drain timeout passes, then exit */
 	RE_WORKER_CMD_STALL = 1u << 3,	/* test builds: block the loop (see re_worker_stall) */
+	RE_WORKER_CMD_CLOSE_LISTENER = 1u << 4,	/* handover: close the listener, keep serving */
+	RE_WORKER_CMD_BPF = 1u << 5,	/* attach/detach the group's steering program */
 };
 
 /* What the supervisor hands a worker. Read-only for the worker. */
@@ -62,6 +66,28 @@ int re_worker_err(const struct re_worker *w);
 /* Ask the worker to do cmd (a bit of enum re_worker_cmd). Returns 0 or -errno.
  * Context: supervisor. */
 int re_worker_command(struct re_worker *w, unsigned cmd) __attribute__((warn_unused_result));
+
+struct sock_fprog;
+
+/* Retire the worker's listener without losing a connection: keep accepting for
+ * grace_ms (handshakes already steered here complete into this accept queue), then
+ * accept until EAGAIN and close it; re_worker_listener_closed() turns true and the
+ * supervisor's doorbell rings. With exit_after, the worker then serves its
+ * established connections until they close or the drain timeout passes, and exits.
+ * The caller must already have steered new connections away (re_worker_set_bpf on
+ * another worker). Context: supervisor. */
+int re_worker_retire(struct re_worker *w, unsigned grace_ms, bool exit_after)
+	__attribute__((warn_unused_result));
+bool re_worker_listener_closed(const struct re_worker *w);
+
+/* Attach prog to the SO_REUSEPORT group through this worker's listener (the program
+ * is group-wide), or detach the group's program when prog is NULL. prog must stay
+ * valid until re_worker_bpf_acks() has advanced; the result is then in
+ * re_worker_bpf_result() (0 or -errno). Context: supervisor. */
+int re_worker_set_bpf(struct re_worker *w, const struct sock_fprog *prog)
+	__attribute__((warn_unused_result));
+unsigned re_worker_bpf_acks(const struct re_worker *w);
+int re_worker_bpf_result(const struct re_worker *w);
 
 /* Test builds: make the worker's loop stop turning for ms milliseconds (it sleeps
  * while online), so stall detection can be tested. Context: supervisor. */

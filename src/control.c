@@ -107,6 +107,8 @@ static void set_state(struct re_control *c, enum re_control_state s)
 	notify_supervisor(c);
 }
 
+static void read_migrate_counters(struct re_features *f);
+
 /* --- snapshot ------------------------------------------------------------------- */
 
 static enum re_worker_run_state view_state(uint32_t st)
@@ -138,6 +140,7 @@ static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_
 	snprintf(s->address, sizeof(s->address), "%s", c->p.address);
 	s->port = c->p.port;
 	s->features = c->p.features;
+	read_migrate_counters(&s->features);
 	if (why != NULL && whylen > 0) {
 		why[0] = '\0';
 	}
@@ -397,10 +400,14 @@ static void handle_line(struct re_control *c, struct client *cl, const char *lin
 	case RE_CTL_METRICS:
 		reply_report(c, cl, re_report_prometheus);
 		break;
-	case RE_CTL_FEATURES:
-		re_report_features(&c->p.features, &cl->out);
+	case RE_CTL_FEATURES: {
+		struct re_features f = c->p.features;
+
+		read_migrate_counters(&f);
+		re_report_features(&f, &cl->out);
 		re_strbuf_puts(&cl->out, "\n");
 		break;
+	}
 	case RE_CTL_CONFIG:
 		reply_config(c, cl);
 		break;
@@ -1104,6 +1111,52 @@ static int read_sysctl_int(const char *path)
 	return atoi(buf);
 }
 
+/* TcpExt TcpMigrateReqSuccess/Failure from /proc/net/netstat (a header line of names
+ * followed by a line of values); -1 when the kernel has no such counters. */
+static void read_migrate_counters(struct re_features *f)
+{
+	char buf[8192];
+	char *names, *values, *save1 = NULL, *save2 = NULL;
+	ssize_t n;
+	int fd = open("/proc/net/netstat", O_RDONLY | O_CLOEXEC);
+
+	f->migrate_success = -1;
+	f->migrate_failure = -1;
+	if (fd < 0) {
+		return;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	(void)close(fd);
+	if (n <= 0) {
+		return;
+	}
+	buf[n] = '\0';
+	names = strstr(buf, "TcpExt:");
+	if (names == NULL) {
+		return;
+	}
+	values = strchr(names, '\n');
+	if (values == NULL || strncmp(values + 1, "TcpExt:", 7) != 0) {
+		return;
+	}
+	*values++ = '\0';
+	{
+		char *eol = strchr(values, '\n');
+
+		if (eol != NULL) {
+			*eol = '\0';
+		}
+	}
+	for (char *a = strtok_r(names, " ", &save1), *b = strtok_r(values, " ", &save2);
+	     a != NULL && b != NULL; a = strtok_r(NULL, " ", &save1), b = strtok_r(NULL, " ", &save2)) {
+		if (strcmp(a, "TCPMigrateReqSuccess") == 0) {
+			f->migrate_success = strtoll(b, NULL, 10);
+		} else if (strcmp(a, "TCPMigrateReqFailure") == 0) {
+			f->migrate_failure = strtoll(b, NULL, 10);
+		}
+	}
+}
+
 void re_control_probe_features(struct re_features *f)
 {
 	struct utsname u;
@@ -1136,6 +1189,12 @@ void re_control_probe_features(struct re_features *f)
 		(void)close(fd);
 	}
 	f->migrate_req = read_sysctl_int("/proc/sys/net/ipv4/tcp_migrate_req");
+	if (f->cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL) {
+		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "cbpf+migrate" : "cbpf");
+	} else {
+		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "migrate" : "none");
+	}
+	read_migrate_counters(f);
 	if (uname(&u) == 0) {
 		snprintf(f->kernel, sizeof(f->kernel), "%.63s", u.release);
 	}

@@ -419,6 +419,20 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	}
 	re_strbuf_puts(out, ",\"kernel\":");
 	json_string(out, f->kernel, sizeof(f->kernel));
+	re_strbuf_puts(out, ",\"listener_handover\":");
+	json_string(out, f->handover, sizeof(f->handover));
+	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
+	if (f->migrate_success >= 0) {
+		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
+	re_strbuf_puts(out, ",\"tcp_migrate_req_failure\":");
+	if (f->migrate_failure >= 0) {
+		re_strbuf_printf(out, "%" PRId64, f->migrate_failure);
+	} else {
+		re_strbuf_puts(out, "null");
+	}
 	re_strbuf_puts(out, "}}\n");
 }
 
@@ -593,7 +607,16 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	}
 	re_strbuf_puts(out, "\",kernel=\"");
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
+	re_strbuf_puts(out, "\",listener_handover=\"");
+	prom_label_value(out, f->handover, sizeof(f->handover));
 	re_strbuf_puts(out, "\"} 1\n");
+	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
+		prom_family(out, "tcp_migrate_req_total",
+			    "Kernel TcpMigrateReq counters of this network namespace (TcpExt)", "counter");
+		re_strbuf_printf(out, PROM_PREFIX "tcp_migrate_req_total{result=\"success\"} %" PRId64 "\n"
+				 PROM_PREFIX "tcp_migrate_req_total{result=\"failure\"} %" PRId64 "\n",
+				 f->migrate_success, f->migrate_failure);
+	}
 }
 
 /* ---- workers table ---- */
@@ -710,6 +733,17 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 		re_strbuf_printf(out, "tcp_migrate_req %d\n", f->migrate_req);
 	} else {
 		re_strbuf_puts(out, "tcp_migrate_req absent\n");
+	}
+	re_strbuf_puts(out, "listener_handover ");
+	if (f->handover[0] != '\0') {
+		put_clean(out, f->handover, sizeof(f->handover), true);
+	} else {
+		re_strbuf_puts(out, "none");
+	}
+	re_strbuf_puts(out, "\n");
+	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
+		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
+				 f->migrate_success, f->migrate_failure);
 	}
 	re_strbuf_puts(out, "kernel ");
 	if (f->kernel[0] != '\0') {

@@ -38,6 +38,10 @@ struct re_features {
 	bool cbpf;			/* SO_ATTACH_REUSEPORT_CBPF accepted */
 	int migrate_req;		/* net.ipv4.tcp_migrate_req, -1 = not present */
 	char kernel[64];		/* uname -r */
+	char handover[24];		/* how a closing listener loses nothing: "cbpf",
+					 * "cbpf+migrate", "migrate" or "none" */
+	int64_t migrate_success;	/* TcpExt TcpMigrateReqSuccess, -1 = absent */
+	int64_t migrate_failure;	/* TcpExt TcpMigrateReqFailure, -1 = absent */
 };
 
 struct re_snapshot {

@@ -217,6 +217,10 @@ static const char usage_text[] =
 	"                           draining their queues (through its control socket,\n"
 	"                           --control or the default path), then let it serve out\n"
 	"                           its connections and exit (default: refuse a live port)\n"
+	"      --user NAME          after every listener and the control socket are bound,\n"
+	"                           drop to this user and its primary group (setgroups,\n"
+	"                           setgid, setuid) and check root cannot be regained\n"
+	"                           (default: keep the starting user)\n"
 	"      --log-level LEVEL    error, warn, info or debug (default info)\n"
 	"  -V, --version            print the version and exit\n"
 	"  -h, --help               print this help and exit\n"
@@ -240,6 +244,7 @@ enum {
 	OPT_CONTROL_TIMEOUT,
 	OPT_METRICS_LISTEN,
 	OPT_TAKEOVER,
+	OPT_USER,
 };
 
 static const struct option long_options[] = {
@@ -259,6 +264,7 @@ static const struct option long_options[] = {
 	{ "control-timeout", required_argument, NULL, OPT_CONTROL_TIMEOUT },
 	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
 	{ "takeover", no_argument, NULL, OPT_TAKEOVER },
+	{ "user", required_argument, NULL, OPT_USER },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -485,6 +491,13 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			break;
 		case OPT_TAKEOVER:
 			cfg->takeover = true;
+			break;
+		case OPT_USER:
+			if (arg[0] == '\0' || strlen(arg) >= sizeof(cfg->user) ||
+			    strpbrk(arg, ":/ \t\n") != NULL) {
+				return bad_value(err, errlen, opt, arg, -EINVAL, "a user name");
+			}
+			snprintf(cfg->user, sizeof(cfg->user), "%s", arg);
 			break;
 		case OPT_METRICS_LISTEN:
 			if (parse_listen(arg, cfg->metrics_host, sizeof(cfg->metrics_host),

@@ -45,6 +45,7 @@ struct re_config {
 	unsigned control_mode;		/* permission bits of the control socket */
 	uint32_t control_timeout_ms;	/* idle control clients are closed */
 	bool takeover;			/* --takeover: replace a live instance */
+	char user[64];			/* --user: drop to this user once bound; "" = stay */
 	bool metrics;			/* --metrics-listen given */
 	char metrics_host[64];		/* loopback unless told otherwise */
 	unsigned metrics_port;

@@ -565,6 +565,12 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_printf(out, "\",tid=\"%ld\",state=\"%s\"} 1\n", (long)w->tid,
 				 state_name(w->state));
 	}
+	prom_family(out, "worker_stalled",
+		    "1 while the worker's event loop has not turned for a second", "gauge");
+	for (i = 0; i < nw; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "worker_stalled{worker=\"%d\"} %d\n",
+				 s->workers[i].id, s->workers[i].state == RE_VIEW_STALLED ? 1 : 0);
+	}
 	prom_family(out, "workers", "Live worker threads", "gauge");
 	re_strbuf_printf(out, PROM_PREFIX "workers %zu\n", nw);
 	prom_family(out, "uptime_seconds", "Seconds since the server started", "gauge");

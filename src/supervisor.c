@@ -17,7 +17,9 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +51,7 @@ struct slot {
 	int cpu;
 	bool retiring;
 	bool reported;			/* a failure was logged */
+	bool stalled;			/* the watchdog logged a stall */
 };
 
 struct supervisor {
@@ -658,6 +661,29 @@ static bool check_workers(struct supervisor *s)
 	return s->draining && done == s->nslots;
 }
 
+/* Watchdog: a running worker's loop turns at least every RE_SAMPLE_MS; log once when
+ * one has not turned for RE_STALL_MS and once when it recovers. (/healthz and the
+ * worker_stalled metric read the same heartbeat.) */
+static void check_stalls(struct supervisor *s)
+{
+	int64_t now = now_ms();
+
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		uint64_t beat = CMM_LOAD_SHARED(sl->block->heartbeat_ms);
+		bool stalled = re_worker_state(sl->w) == RE_WORKER_RUNNING && beat != 0 &&
+			       now - (int64_t)beat > RE_STALL_MS;
+
+		if (stalled && !sl->stalled) {
+			re_log_error("worker %d: event loop has not turned for %" PRId64
+				     " ms (stalled); its queued connections wait", sl->id, now - (int64_t)beat);
+		} else if (!stalled && sl->stalled) {
+			re_log_warn("worker %d: event loop turns again", sl->id);
+		}
+		sl->stalled = stalled;
+	}
+}
+
 static void publish_runtime(struct supervisor *s, const struct re_runtime *next_val)
 {
 	struct re_runtime *next = malloc(sizeof(*next));
@@ -1085,6 +1111,45 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 	return wait_started(s, s->nslots, s->control, why, whylen);
 }
 
+/* --user: give up root once every socket is bound. Order matters: supplementary
+ * groups, then the group, then the user (after setuid there is no right left to
+ * change groups). Then prove it: setuid(0) must now fail. The control socket is
+ * handed to the user first so that the user, too, can connect. */
+static int drop_privileges(struct supervisor *s)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	int r = getpwnam_r(s->cfg->user, &pw, buf, sizeof(buf), &res);
+
+	if (r != 0 || res == NULL) {
+		re_log_error("--user %s: %s", s->cfg->user, r ? strerror(r) : "no such user");
+		return -1;
+	}
+	if (s->control_path[0] != '\0' && chown(s->control_path, pw.pw_uid, pw.pw_gid) < 0) {
+		re_log_warn("chown %s: %s", s->control_path, strerror(errno));
+	}
+	if (setgroups(1, &pw.pw_gid) < 0) {
+		re_log_error("setgroups %u: %s", (unsigned)pw.pw_gid, strerror(errno));
+		return -1;
+	}
+	if (setgid(pw.pw_gid) < 0) {
+		re_log_error("setgid %u: %s", (unsigned)pw.pw_gid, strerror(errno));
+		return -1;
+	}
+	if (setuid(pw.pw_uid) < 0) {
+		re_log_error("setuid %u: %s", (unsigned)pw.pw_uid, strerror(errno));
+		return -1;
+	}
+	if (pw.pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		re_log_error("--user %s: root could be regained after setuid; refusing to run",
+			     s->cfg->user);
+		return -1;
+	}
+	re_log_info("running as %s (uid %u, gid %u)", s->cfg->user, (unsigned)pw.pw_uid,
+		    (unsigned)pw.pw_gid);
+	return 0;
+}
+
 static void print_ready(const struct supervisor *s)
 {
 	printf("reuseecho: listening on %s with %zu workers\n", s->address, s->nslots);
@@ -1120,7 +1185,11 @@ static void serve(struct supervisor *s)
 				_exit(1);
 			}
 		}
+		if (timeout < 0 || timeout > RE_STALL_MS / 2) {
+			timeout = RE_STALL_MS / 2;	/* the watchdog's period */
+		}
 		n = epoll_wait(s->epfd, evs, 4, timeout);
+		check_stalls(s);
 		if (n < 0 && errno != EINTR) {
 			re_log_error("epoll_wait: %s", strerror(errno));
 			s->status = 1;
@@ -1248,6 +1317,10 @@ int re_supervisor_run(const struct re_config *cfg)
 	if (s.reserve_fd >= 0) {
 		(void)close(s.reserve_fd);
 		s.reserve_fd = -1;
+	}
+	if (cfg->user[0] != '\0' && drop_privileges(&s) < 0) {
+		teardown(&s);
+		return 1;
 	}
 	print_ready(&s);
 	serve(&s);

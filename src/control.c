@@ -34,7 +34,8 @@
 
 #define CLIENT_OUT_HIGH (64u * 1024u)	/* stop reading commands while this much is unsent */
 #define CLIENT_OUT_MAX (32u * 1024u * 1024u)
-#define CLIENT_SLOTS (RE_CONTROL_MAX_CLIENTS + 16)	/* the extra ones only say "ERR busy" */
+#define CLIENT_SLOTS RE_CONTROL_MAX_CLIENTS
+#define MAX_REJECTS 256			/* clients over the limit waiting for their FIN */
 #define LINGER_MS 2000			/* after our FIN: wait this long for the peer's */
 #define MAX_EVENTS 32
 
@@ -47,7 +48,6 @@ enum client_mode {
 struct client {
 	bool used;
 	bool tcp;		/* from the metrics listener: HTTP only */
-	bool busy_reject;	/* over the client limit: only "ERR busy" */
 	bool waiting;		/* a request is with the supervisor */
 	bool peer_eof;
 	bool closing;		/* close once the reply is flushed */
@@ -84,6 +84,12 @@ struct re_control {
 	struct re_worker_view *views;
 	size_t views_cap;
 	struct client clients[CLIENT_SLOTS];
+	/* Clients over the limit: told "ERR busy" (or 503) at once and FIN'd, then held
+	 * only as an fd until their FIN, so the refusal is never turned into a reset. */
+	struct reject {
+		int fd;
+		int64_t deadline;
+	} rejects[MAX_REJECTS];
 };
 
 static int64_t mono_ms(void)
@@ -235,9 +241,7 @@ static void client_close(struct re_control *c, struct client *cl)
 {
 	(void)close(cl->fd);
 	re_strbuf_finish(&cl->out);
-	if (!cl->busy_reject) {
-		c->nreal--;
-	}
+	c->nreal--;
 	cl->used = false;
 	cl->fd = -1;
 }
@@ -660,6 +664,78 @@ static void client_readable(struct re_control *c, struct client *cl)
 	}
 }
 
+static void reject_close(struct reject *rj)
+{
+	(void)close(rj->fd);
+	rj->fd = -1;
+}
+
+/* Over the client limit: answer at once, send FIN, and keep only the fd until the
+ * client's FIN (or LINGER_MS), so that close() never resets the refusal away. */
+static void reject_busy(struct re_control *c, int fd, bool tcp)
+{
+	static const char busy[] = "ERR busy\n\n";
+	static const char busy_http[] =
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
+	struct reject *rj = NULL, *oldest = NULL;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+
+	/* A new socket's send buffer is empty: this short reply always fits. */
+	if (tcp) {
+		(void)!send(fd, busy_http, sizeof(busy_http) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else {
+		(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	if (shutdown(fd, SHUT_WR) < 0) {
+		(void)close(fd);
+		return;
+	}
+	for (size_t k = 0; k < MAX_REJECTS; k++) {
+		if (c->rejects[k].fd < 0) {
+			rj = &c->rejects[k];
+			break;
+		}
+		if (oldest == NULL || c->rejects[k].deadline < oldest->deadline) {
+			oldest = &c->rejects[k];
+		}
+	}
+	if (rj == NULL) {
+		reject_close(oldest);	/* a flood: the longest-waiting one goes first */
+		rj = oldest;
+	}
+	rj->fd = fd;
+	rj->deadline = mono_ms() + LINGER_MS;
+	ev.data.ptr = rj;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		reject_close(rj);
+	}
+}
+
+static bool is_reject(const struct re_control *c, const void *ptr)
+{
+	return (const char *)ptr >= (const char *)c->rejects &&
+	       (const char *)ptr < (const char *)(c->rejects + MAX_REJECTS);
+}
+
+/* Discard what a refused client sends until its EOF. */
+static void reject_readable(struct reject *rj)
+{
+	char discard[4096];
+
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = recv(rj->fd, discard, sizeof(discard), MSG_DONTWAIT);
+
+		if (n > 0) {
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			reject_close(rj);
+		}
+		return;
+	}
+}
+
 static void accept_clients(struct re_control *c, int lfd, bool tcp)
 {
 	for (int i = 0; i < 64; i++) {
@@ -689,7 +765,7 @@ static void accept_clients(struct re_control *c, int lfd, bool tcp)
 			}
 		}
 		if (cl == NULL) {
-			(void)close(fd);	/* even the reject slots are full */
+			reject_busy(c, fd, tcp);
 			continue;
 		}
 		memset(cl, 0, offsetof(struct client, in));
@@ -699,17 +775,7 @@ static void accept_clients(struct re_control *c, int lfd, bool tcp)
 		cl->gen = ++c->next_gen;
 		cl->deadline = mono_ms() + c->p.client_timeout_ms;
 		re_strbuf_init(&cl->out, CLIENT_OUT_MAX);
-		if (c->nreal >= RE_CONTROL_MAX_CLIENTS) {
-			cl->busy_reject = true;
-			if (tcp) {
-				http_error(cl, 503);
-			} else {
-				reply_err(cl, "busy");
-				cl->closing = true;
-			}
-		} else {
-			c->nreal++;
-		}
+		c->nreal++;
 		ev.events = EPOLLIN | EPOLLRDHUP;
 		ev.data.ptr = cl;
 		if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -747,6 +813,11 @@ static void take_replies(struct re_control *c)
 
 static void expire_clients(struct re_control *c, int64_t now)
 {
+	for (size_t k = 0; k < MAX_REJECTS; k++) {
+		if (c->rejects[k].fd >= 0 && now >= c->rejects[k].deadline) {
+			reject_close(&c->rejects[k]);
+		}
+	}
 	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
 		struct client *cl = &c->clients[k];
 
@@ -771,6 +842,12 @@ static void expire_clients(struct re_control *c, int64_t now)
 static int next_timeout(const struct re_control *c, int64_t now)
 {
 	int64_t t = -1;
+
+	for (size_t k = 0; k < MAX_REJECTS; k++) {
+		if (c->rejects[k].fd >= 0 && (t < 0 || c->rejects[k].deadline < t)) {
+			t = c->rejects[k].deadline;
+		}
+	}
 
 	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
 		const struct client *cl = &c->clients[k];
@@ -806,6 +883,10 @@ static void control_loop(struct re_control *c)
 				accept_clients(c, c->lfd, false);
 			} else if (ptr == &c->mfd_tag) {
 				accept_clients(c, c->mfd, true);
+			} else if (is_reject(c, ptr)) {
+				if (((struct reject *)ptr)->fd >= 0) {
+					reject_readable(ptr);
+				}
 			} else if (ptr == &c->wake_tag) {
 				uint64_t v;
 
@@ -982,6 +1063,11 @@ static void control_teardown(struct re_control *c)
 			client_close(c, &c->clients[k]);
 		}
 	}
+	for (size_t k = 0; k < MAX_REJECTS; k++) {
+		if (c->rejects[k].fd >= 0) {
+			reject_close(&c->rejects[k]);
+		}
+	}
 	if (c->lfd >= 0) {
 		(void)close(c->lfd);
 		c->lfd = -1;
@@ -1043,6 +1129,9 @@ struct re_control *re_control_create(const struct re_control_params *params)
 	c->mfd = -1;
 	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
 		c->clients[k].fd = -1;
+	}
+	for (size_t k = 0; k < MAX_REJECTS; k++) {
+		c->rejects[k].fd = -1;
 	}
 	atomic_init(&c->state, RE_CONTROL_STARTING);
 	atomic_init(&c->stop, false);

@@ -243,3 +243,241 @@ def main():
     if res.testsRun > 0 and len(res.skipped) == res.testsRun:
         sys.exit(SKIP)
     sys.exit(0)
+
+
+# --- control socket helpers ----------------------------------------------------------
+
+def reply_end(buf):
+    """Index of the "\\n" of the empty line that ends the first reply in buf, or -1.
+    A reply ends at "\\n\\n" where the first "\\n" ends its last line."""
+    if buf[:1] == b"\n":
+        return 0
+    i = buf.find(b"\n\n")
+    return i + 1 if i >= 0 else -1
+
+
+class ControlClient:
+    """One connection to a control socket (Unix stream, line protocol).
+
+    cmd("stats") sends one line and returns the reply as text without its
+    terminating empty line (so it ends with "\\n", like reuseecho-ctl's stdout).
+    Every read is bounded by a timeout."""
+
+    def __init__(self, path, timeout=5.0):
+        self.path = path
+        self.timeout = timeout
+        self.buf = b""
+        self.sock = unix_connect(path, timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("control reply timed out; have %r" % self.buf[:200])
+        r, _, _ = select.select([self.sock], [], [], left)
+        if not r:
+            raise AssertionError("control reply timed out; have %r" % self.buf[:200])
+        d = self.sock.recv(1 << 16)
+        if not d:
+            raise EOFError("control connection closed; have %r" % self.buf[:200])
+        self.buf += d
+
+    def read_reply_bytes(self, timeout=None):
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            i = reply_end(self.buf)
+            if i >= 0:
+                out, self.buf = self.buf[:i], self.buf[i + 1:]
+                return out
+            self._fill(deadline)
+
+    def read_reply(self, timeout=None):
+        return self.read_reply_bytes(timeout).decode("utf-8", errors="replace")
+
+    def cmd(self, line, timeout=None):
+        self.send(line + "\n" if isinstance(line, str) else line + b"\n")
+        return self.read_reply(timeout)
+
+    def json(self, timeout=None):
+        import json
+        return json.loads(self.cmd("stats json", timeout))
+
+    def read_until_eof(self, timeout=None):
+        """Everything up to EOF (a reset counts as EOF). Returns (bytes, reset)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        reset = False
+        while True:
+            try:
+                self._fill(deadline)
+            except EOFError:
+                break
+            except ConnectionResetError:
+                reset = True
+                break
+        out, self.buf = self.buf, b""
+        return out, reset
+
+
+def stats_json(path, timeout=5.0):
+    with ControlClient(path, timeout) as c:
+        return c.json()
+
+
+def ctl_command(path, line, timeout=5.0):
+    with ControlClient(path, timeout) as c:
+        return c.cmd(line)
+
+
+def run_ctl(*args, timeout=20.0, env=None):
+    """Run reuseecho-ctl; returns subprocess.CompletedProcess (text, both streams)."""
+    return subprocess.run([binary("reuseecho-ctl")] + [str(a) for a in args],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout, env=env,
+                          universal_newlines=True)
+
+
+def http_request(sock, raw, timeout=5.0):
+    """Send a raw HTTP request on a connected socket, read to EOF; returns
+    (status, {lower-case header: value}, body bytes). The socket is closed."""
+    try:
+        sock.settimeout(timeout)
+        if isinstance(raw, str):
+            raw = raw.encode()
+        sock.sendall(raw)
+        deadline = time.monotonic() + timeout
+        data = b""
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError("HTTP reply timed out; have %r" % data[:200])
+            try:
+                d = sock.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            data += d
+    finally:
+        sock.close()
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise AssertionError("no HTTP head in %r" % data[:300])
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise AssertionError("bad status line %r" % lines[0])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(parts[1]), headers, body
+
+
+def unix_connect(path, timeout=5.0):
+    """Connect to a Unix stream socket. A full accept queue makes a non-blocking
+    AF_UNIX connect fail with EAGAIN instead of waiting: retry until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        except Exception:
+            s.close()
+            raise
+
+
+def http_get_unix(path, target, method="GET", version="1.1", timeout=5.0):
+    return http_request(unix_connect(path, timeout),
+                        "%s %s HTTP/%s\r\nHost: localhost\r\n\r\n" % (method, target, version),
+                        timeout)
+
+
+PROM_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+PROM_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
+
+
+def parse_prometheus(text):
+    """[(name, {label: value}, float)] for every sample line of a text exposition."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = PROM_SAMPLE_RE.match(line)
+        if not m:
+            raise AssertionError("unparsable sample line %r" % line)
+        labels = {}
+        if m.group(2):
+            pos = 0
+            lab = m.group(2)
+            while pos < len(lab):
+                lm = PROM_LABEL_RE.match(lab, pos)
+                if not lm:
+                    raise AssertionError("bad labels in %r" % line)
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def free_tcp_port(host="127.0.0.1"):
+    """A port that was free a moment ago (bind port 0, close)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def echo_check(s, data, timeout=30.0):
+    """Send data and read the echo concurrently (select loop, so a large payload
+    never deadlocks on full buffers); raise unless every byte comes back in order."""
+    old = s.gettimeout()
+    s.setblocking(False)
+    sent = 0
+    got = 0
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    try:
+        while got < len(data):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("echo timed out: sent %d, got %d of %d" % (sent, got, len(data)))
+            r, w, _ = select.select([s], [s] if sent < len(data) else [], [], left)
+            if w:
+                try:
+                    sent += s.send(view[sent:sent + (1 << 18)])
+                except BlockingIOError:
+                    pass
+            if r:
+                try:
+                    d = s.recv(1 << 18)
+                except BlockingIOError:
+                    continue
+                if not d:
+                    raise AssertionError("EOF after %d of %d echoed bytes" % (got, len(data)))
+                if d != data[got:got + len(d)]:
+                    raise AssertionError("echo mismatch at byte %d" % got)
+                got += len(d)
+    finally:
+        s.settimeout(old)
+    return got

@@ -194,7 +194,7 @@ static const char usage_text[] =
 	"                           (decimal, or with an 'ms' suffix); 0 = off (default 0)\n"
 	"      --conn-buffer BYTES  most unsent echo bytes held per connection before the\n"
 	"                           server stops reading from it, 4K-1G, K/M/G suffixes\n"
-	"                           (default 64K)\n"
+	"                           (default 256K)\n"
 	"      --drain-timeout S    on SIGTERM/SIGINT, how long to finish echoing what\n"
 	"                           clients already sent before resetting what is left\n"
 	"                           (default 10)\n"

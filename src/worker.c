@@ -35,8 +35,8 @@
 #include "rcu.h"
 
 #define RE_MAX_EVENTS 256
-#define RE_SCRATCH_SIZE (64u * 1024u)
-#define RE_READ_BUDGET (256u * 1024u)	/* bytes per connection per loop turn */
+#define RE_SCRATCH_SIZE (256u * 1024u)	/* larger than a typical in-flight window: a full read is rare */
+#define RE_READ_BUDGET (1024u * 1024u)	/* bytes per connection per loop turn */
 #define RE_ACCEPT_BUDGET 64		/* accepts per loop turn */
 #define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
 #define RE_SAMPLE_MS 250		/* accept-queue sampling and heartbeat period */
@@ -230,7 +230,7 @@ static int conn_flush(struct re_worker *w, struct re_conn *c)
 	ssize_t s;
 
 	do {
-		s = send(c->fd, b->data + b->off, b->len, MSG_NOSIGNAL);
+		s = re_net_send(c->fd, b->data + b->off, b->len);
 		RE_STAT_ADD(w->st, send_calls, 1);
 	} while (s < 0 && errno == EINTR);
 	if (s < 0) {
@@ -262,7 +262,7 @@ static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
 	ssize_t s;
 
 	do {
-		s = send(c->fd, w->scratch, n, MSG_NOSIGNAL);
+		s = re_net_send(c->fd, w->scratch, n);
 		RE_STAT_ADD(w->st, send_calls, 1);
 	} while (s < 0 && errno == EINTR);
 	if (s < 0) {
@@ -321,7 +321,7 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
 		}
 		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
-		n = recv(c->fd, dst, want, 0);
+		n = re_net_recv(c->fd, dst, want);
 		RE_STAT_ADD(w->st, recv_calls, 1);
 		if (n > 0) {
 			int r = 0;

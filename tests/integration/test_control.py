@@ -406,7 +406,7 @@ class RuntimeConfig(ControlCase):
                 self.assertIn("accepted", c.cmd("stats"), line)
         cfg = self.config(srv)
         self.assertEqual((cfg["max-conns"], cfg["idle-timeout"], cfg["conn-buffer"],
-                          cfg["drain-timeout"]), ("0", "0", "65536", "10"))
+                          cfg["drain-timeout"]), ("0", "0", "262144", "10"))
         self.assert_serving(srv)
         self.stop(srv)
 

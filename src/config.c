@@ -158,13 +158,11 @@ int re_config_parse_seconds(const char *s, uint64_t max_ms, uint64_t *ret_ms)
 	if (*s != '\0') {
 		return -EINVAL;
 	}
-	if (whole > max_ms / scale) {
+	/* whole * scale + frac <= max_ms, without wrapping when max_ms is near UINT64_MAX */
+	if (whole > max_ms / scale || frac > max_ms - whole * scale) {
 		return -ERANGE;
 	}
 	whole = whole * scale + frac;
-	if (whole > max_ms) {
-		return -ERANGE;
-	}
 	*ret_ms = whole;
 	return 0;
 }
@@ -373,7 +371,7 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 	int opt, r;
 
 	opterr = 0;
-	optind = 1;
+	optind = 0;	/* 0, not 1: also resets getopt's state inside a group of short options */
 	while ((opt = getopt_long(argc, argv, ":t:b:p:Vh", long_options, NULL)) != -1) {
 		const char *arg = optarg;
 

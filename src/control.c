@@ -170,14 +170,14 @@ static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_
 	for (size_t i = 0; i < reg->n; i++) {
 		const struct re_stats_block *b = reg->blocks[i];
 		struct re_worker_view *v = &c->views[i];
-		uint32_t st = CMM_LOAD_SHARED(b->state);
-		uint64_t beat = CMM_LOAD_SHARED(b->heartbeat_ms);
+		uint32_t st = RE_LOAD_RELAXED(b->state);
+		uint64_t beat = RE_LOAD_RELAXED(b->heartbeat_ms);
 
 		v->id = b->worker_id;
 		v->cpu = b->cpu;
-		v->tid = CMM_LOAD_SHARED(b->tid);
-		v->acceptq_len = CMM_LOAD_SHARED(b->acceptq_len);
-		v->acceptq_max = CMM_LOAD_SHARED(b->acceptq_max);
+		v->tid = RE_LOAD_RELAXED(b->tid);
+		v->acceptq_len = RE_LOAD_RELAXED(b->acceptq_len);
+		v->acceptq_max = RE_LOAD_RELAXED(b->acceptq_max);
 		v->state = view_state(st);
 		re_stats_snapshot(b, &v->c);
 		re_stats_accumulate(&s->total, &v->c);

@@ -130,7 +130,7 @@ int re_stats_remove(struct re_stats *s, struct re_stats_block *b)
 
 void re_stats_snapshot(const struct re_stats_block *b, struct re_stats_counters *out)
 {
-#define RE_STATS_LOAD(field, kind, metric, labels, help) out->field = CMM_LOAD_SHARED(b->c.field);
+#define RE_STATS_LOAD(field, kind, metric, labels, help) out->field = RE_LOAD_RELAXED(b->c.field);
 	RE_STATS_COUNTERS(RE_STATS_LOAD)
 #undef RE_STATS_LOAD
 }
@@ -158,7 +158,7 @@ uint64_t re_stats_active_total(const struct re_stats_registry *reg)
 	uint64_t sum = 0;
 
 	for (size_t i = 0; i < reg->n; i++) {
-		sum += CMM_LOAD_SHARED(reg->blocks[i]->c.active);
+		sum += RE_LOAD_RELAXED(reg->blocks[i]->c.active);
 	}
 	return sum;
 }

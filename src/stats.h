@@ -39,11 +39,17 @@ enum re_block_state {
  * for RE_STALL_MS is reported as stalled. */
 #define RE_STALL_MS 1000
 
+/* Cross-thread plain values (counters, heartbeat, state): C11 relaxed atomics. They
+ * compile to the same plain mov as CMM_LOAD_SHARED/CMM_STORE_SHARED (volatile), but
+ * are not a data race in the C11 model, so ThreadSanitizer accepts them. */
+#define RE_LOAD_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define RE_STORE_RELAXED(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 /* Single-writer update: a relaxed load and store, which compiles to a plain add. */
 #define RE_STAT_ADD(blk, field, n) \
-	CMM_STORE_SHARED((blk)->c.field, CMM_LOAD_SHARED((blk)->c.field) + (uint64_t)(n))
+	RE_STORE_RELAXED((blk)->c.field, RE_LOAD_RELAXED((blk)->c.field) + (uint64_t)(n))
 #define RE_STAT_SUB(blk, field, n) \
-	CMM_STORE_SHARED((blk)->c.field, CMM_LOAD_SHARED((blk)->c.field) - (uint64_t)(n))
+	RE_STORE_RELAXED((blk)->c.field, RE_LOAD_RELAXED((blk)->c.field) - (uint64_t)(n))
 
 /* The published set of live blocks and the folded counts of workers that left. */
 struct re_stats_registry {

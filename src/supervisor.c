@@ -670,7 +670,7 @@ static void check_stalls(struct supervisor *s)
 
 	for (size_t i = 0; i < s->nslots; i++) {
 		struct slot *sl = &s->slots[i];
-		uint64_t beat = CMM_LOAD_SHARED(sl->block->heartbeat_ms);
+		uint64_t beat = RE_LOAD_RELAXED(sl->block->heartbeat_ms);
 		bool stalled = re_worker_state(sl->w) == RE_WORKER_RUNNING && beat != 0 &&
 			       now - (int64_t)beat > RE_STALL_MS;
 
@@ -904,6 +904,15 @@ static void handle_requests(struct supervisor *s)
 	}
 }
 
+static void exit_at_once(struct supervisor *s)
+{
+	for (size_t i = 0; i < s->nslots; i++) {
+		re_worker_abandon(s->slots[i].w);
+	}
+	fflush(NULL);
+	_exit(1);
+}
+
 static void handle_signal(struct supervisor *s)
 {
 	struct signalfd_siginfo si;
@@ -917,8 +926,7 @@ static void handle_signal(struct supervisor *s)
 		}
 		if (s->draining || sig == SIGQUIT) {
 			re_log_warn("%s: exiting at once, open connections are reset", strsignal(sig));
-			fflush(NULL);
-			_exit(1);
+			exit_at_once(s);
 		}
 		begin_drain(s, strsignal(sig));
 	}
@@ -1181,8 +1189,7 @@ static void serve(struct supervisor *s)
 			timeout = (int)(give_up - now_ms());
 			if (timeout <= 0) {
 				re_log_error("workers did not finish draining in time: exiting");
-				fflush(NULL);
-				_exit(1);
+				exit_at_once(s);
 			}
 		}
 		if (timeout < 0 || timeout > RE_STALL_MS / 2) {

@@ -516,7 +516,7 @@ static void close_listener(struct re_worker *w)
 
 static void start_drain(struct re_worker *w, enum re_block_state why)
 {
-	CMM_STORE_SHARED(w->st->state, why);
+	RE_STORE_RELAXED(w->st->state, why);
 	if (w->draining) {
 		return;
 	}
@@ -539,7 +539,7 @@ static void start_drain(struct re_worker *w, enum re_block_state why)
 
 static void schedule_listener_close(struct re_worker *w)
 {
-	CMM_STORE_SHARED(w->st->state, RE_BLOCK_RETIRING);
+	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RETIRING);
 	if (w->lfd < 0) {
 		atomic_store_explicit(&w->listener_closed, true, memory_order_release);
 		notify_supervisor(w);
@@ -559,7 +559,7 @@ static void finish_listener_close(struct re_worker *w)
 	} while (w->accept_pending);
 	close_listener(w);
 	w->accept_paused = false;
-	CMM_STORE_SHARED(w->st->acceptq_len, 0);
+	RE_STORE_RELAXED(w->st->acceptq_len, 0);
 	if (w->retiring) {
 		w->retire_deadline_set = true;
 		w->retire_deadline = w->now + w->rt->drain_timeout_ms;
@@ -682,10 +682,10 @@ static void sample_accept_queue(struct re_worker *w)
 	uint32_t len, max;
 
 	if (w->lfd >= 0 && re_net_accept_queue(w->lfd, &len, &max) == 0) {
-		CMM_STORE_SHARED(w->st->acceptq_len, len);
-		CMM_STORE_SHARED(w->st->acceptq_max, max);
+		RE_STORE_RELAXED(w->st->acceptq_len, len);
+		RE_STORE_RELAXED(w->st->acceptq_max, max);
 	} else if (w->lfd < 0) {
-		CMM_STORE_SHARED(w->st->acceptq_len, 0);
+		RE_STORE_RELAXED(w->st->acceptq_len, 0);
 	}
 }
 
@@ -786,7 +786,7 @@ static void worker_loop(struct re_worker *w)
 			return;
 		}
 		w->now = clock_ms(w);
-		CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms + w->now);
+		RE_STORE_RELAXED(w->st->heartbeat_ms, w->t0_ms + w->now);
 		w->rt = re_rcu_dereference(*w->p.runtime);
 		RE_STAT_ADD(w->st, epoll_waits, 1);
 		RE_STAT_ADD(w->st, events, n);
@@ -814,7 +814,7 @@ static int worker_setup(struct re_worker *w)
 
 	snprintf(name, sizeof(name), "reuseecho-w%d", w->p.id);
 	(void)pthread_setname_np(pthread_self(), name);
-	CMM_STORE_SHARED(w->st->tid, gettid());
+	RE_STORE_RELAXED(w->st->tid, gettid());
 	if (w->p.cpu >= 0) {
 		int r = re_cpu_pin_self(w->p.cpu);
 
@@ -883,8 +883,8 @@ static void *worker_main(void *arg)
 	w->rt = re_rcu_dereference(*w->p.runtime);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
-	CMM_STORE_SHARED(w->st->heartbeat_ms, w->t0_ms);
-	CMM_STORE_SHARED(w->st->state, RE_BLOCK_RUNNING);
+	RE_STORE_RELAXED(w->st->heartbeat_ms, w->t0_ms);
+	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RUNNING);
 	set_state(w, RE_WORKER_RUNNING);
 	worker_loop(w);
 	urcu_qsbr_unregister_thread();
@@ -995,6 +995,14 @@ int re_worker_stall(struct re_worker *w, unsigned ms)
 {
 	atomic_store_explicit(&w->stall_ms, ms, memory_order_relaxed);
 	return re_worker_command(w, RE_WORKER_CMD_STALL);
+}
+
+void re_worker_abandon(struct re_worker *w)
+{
+	if (w != NULL && w->started) {
+		(void)pthread_detach(w->thread);
+		w->started = false;
+	}
 }
 
 void re_worker_destroy(struct re_worker *w)

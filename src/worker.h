@@ -96,6 +96,8 @@ int re_worker_stall(struct re_worker *w, unsigned ms) __attribute__((warn_unused
 /* Join the thread (if started), close the command eventfd, free. Accepts NULL.
  * Context: supervisor, after the worker reached FAILED or EXITED (or was never
  * started). */
+/* Give up on the thread without joining it (the process is about to _exit). */
+void re_worker_abandon(struct re_worker *w);
 void re_worker_destroy(struct re_worker *w);
 
 #endif

@@ -170,6 +170,7 @@ class Server:
         return text
 
     def stop(self):
+        """SIGTERM; returns the exit status (non-zero after a sanitizer report)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -179,6 +180,7 @@ class Server:
                 self.proc.wait()
         self.proc.stdout.close()
         self.err.close()
+        return self.proc.returncode
 
 
 def ctlproto_words(source_root):
@@ -343,7 +345,9 @@ def main():
             check_server_page(pages["reuseecho"], server, a.source_root)
             check_echoload_page(pages["echoload"], a.echoload, helps["echoload"], server.port)
         finally:
-            server.stop()
+            rc = server.stop()
+        if rc != 0:
+            failures.append("reuseecho exited %s on SIGTERM (a sanitizer report?)" % rc)
     check_ctl_page(pages["reuseecho-ctl"], helps["reuseecho-ctl"])
 
     if failures:

@@ -66,15 +66,19 @@ def start_server(argv, ready_re):
 
 
 def stop_server(proc):
-    """SIGTERM, bounded wait, then SIGKILL: only the process we started."""
-    if proc is None or proc.poll() is not None:
-        return
+    """SIGTERM, bounded wait, then SIGKILL: only the process we started.
+    Returns the exit status (a sanitizer report makes it non-zero)."""
+    if proc is None:
+        return None
+    if proc.poll() is not None:
+        return proc.returncode
     os.kill(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(5)
+        return proc.wait(10)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
+        return None
 
 
 def echoload(exe, port, *args, duration=1.0, warmup=0.2, fmt="--json"):
@@ -184,7 +188,8 @@ def main(argv):
               "reuseecho --csv: header + one row with the JSON keys, clean run")
         check(server.poll() is None, "reuseecho still running after the load")
     finally:
-        stop_server(server)
+        rc = stop_server(server)
+    check(rc == 0, "reuseecho exits 0 on SIGTERM (got %s)" % rc)
 
     for every, corrupting in (("0", False), ("1000", True)):
         server = None

@@ -29,7 +29,7 @@ KiB = 1 << 10
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = 0x1, 0x4, 0x8, 0x10
 EPOLLRDHUP, EPOLLET = 0x2000, 1 << 31
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-                   "runtime error:")
+                   "ThreadSanitizer", "runtime error:")
 
 
 # --- helpers ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ enum re_conn_flag {
 	RE_CONN_LINGER = 1u << 6,	/* FIN sent while draining: discard input to EOF */
 	RE_CONN_IN_READY = 1u << 7,	/* on the worker's ready list */
 	RE_CONN_CLOSED = 1u << 8,	/* fd closed; struct freed at the end of the batch */
+	RE_CONN_BULK = 1u << 9,		/* large reads: echo with splice(2), no user copy */
 };
 
 /* A doubly-linked intrusive list node and head. */

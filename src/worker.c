@@ -17,6 +17,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/filter.h>
 #include <signal.h>
@@ -43,6 +44,12 @@
 #define RE_BUF_POOL_KEEP 64
 #define RE_CONN_SLAB 256
 #define RE_LOG_EVERY_MS 10000		/* rate limit for data-path warnings */
+/* Bulk echo: a connection whose reads reach RE_BULK_ON bytes is echoed with
+ * splice(2) through a per-worker pipe (the kernel moves page references; no byte is
+ * copied into or out of user space); one whose splices fall under RE_BULK_OFF goes
+ * back to recv/send, which is cheaper for small messages. */
+#define RE_BULK_ON (16u * 1024u)
+#define RE_BULK_OFF (4u * 1024u)
 
 enum close_reason {
 	CLOSE_EOF,
@@ -74,6 +81,9 @@ struct re_worker {
 	char listen_tag;		/* epoll data.ptr markers for the two non-conn fds */
 	char cmd_tag;
 	char *scratch;			/* one recv buffer for every connection */
+	int pipe_r;			/* the bulk-echo pipe, empty between uses; -1 = none */
+	int pipe_w;
+	size_t pipe_cap;
 	struct re_conn_pool conns;
 	struct re_buf_pool bufs;
 	struct re_conn_list lru;	/* every open connection, least recently active first */
@@ -287,6 +297,78 @@ static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
 	return 0;
 }
 
+static ssize_t sys_splice(int in, int out, size_t len)
+{
+	/* Raw system call for the same reason as re_net_recv: glibc's splice() is a
+	 * cancellation point. */
+	return (ssize_t)syscall(SYS_splice, in, NULL, out, NULL, len,
+				SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+}
+
+/* Read len bytes the pipe holds into dst (len may be 0). The pipe is empty after. */
+static int pipe_take(struct re_worker *w, char *dst, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = read(w->pipe_r, dst, len);
+
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR) {
+				continue;
+			}
+			return -EIO;	/* cannot happen: the bytes are in the pipe */
+		}
+		dst += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Bulk write-through: n bytes were spliced from the socket into the pipe; splice
+ * them back out. Whatever the socket does not take is copied into the connection's
+ * buffer, so the pipe is empty again for the next connection. */
+static int echo_pipe(struct re_worker *w, struct re_conn *c, size_t n)
+{
+	struct re_buf *b;
+	ssize_t s;
+
+	do {
+		s = sys_splice(w->pipe_r, c->fd, n);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	if (s < 0) {
+		int r = -errno;
+
+		if (r != -EAGAIN && r != -EWOULDBLOCK) {
+			(void)pipe_take(w, w->scratch, n);	/* discard: the peer is gone */
+			return r;
+		}
+		RE_STAT_ADD(w->st, send_eagain, 1);
+		s = 0;
+	}
+	RE_STAT_ADD(w->st, bytes_sent, s);
+	if ((size_t)s == n) {
+		return 0;
+	}
+	b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+	if (b == NULL) {
+		(void)pipe_take(w, w->scratch, n - (size_t)s);
+		return -ENOMEM;
+	}
+	if (pipe_take(w, b->data, n - (size_t)s) < 0) {
+		re_buf_put(&w->bufs, b);
+		return -EIO;
+	}
+	b->len = (uint32_t)(n - (size_t)s);
+	c->out = b;
+	c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+	return 0;
+}
+
+static bool bulk_ok(const struct re_worker *w, const struct re_conn *c, bool lingering)
+{
+	return !lingering && c->out == NULL && (c->flags & RE_CONN_BULK) && w->pipe_r >= 0;
+}
+
 /* Serve one connection: flush, then read and echo within the turn's budget, then
  * finish an EOF or a drain. Every exit leaves the flags saying what is left to do. */
 static void conn_service(struct re_worker *w, struct re_conn *c)
@@ -299,6 +381,9 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 	}
 	while (c->flags & RE_CONN_READABLE) {
 		bool lingering = c->flags & RE_CONN_LINGER;
+		/* A splice can stop short of the queue (the pipe has a bounded number of
+		 * page slots), so a short splice proves nothing: read on to EAGAIN. */
+		bool spliced;
 		char *dst = w->scratch;
 		size_t want = RE_SCRATCH_SIZE;
 		ssize_t n;
@@ -321,7 +406,15 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
 		}
 		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
-		n = re_net_recv(c->fd, dst, want);
+		spliced = bulk_ok(w, c, lingering);
+		if (spliced) {
+			if (want > w->pipe_cap) {
+				want = w->pipe_cap;
+			}
+			n = sys_splice(c->fd, w->pipe_w, want);
+		} else {
+			n = re_net_recv(c->fd, dst, want);
+		}
 		RE_STAT_ADD(w->st, recv_calls, 1);
 		if (n > 0) {
 			int r = 0;
@@ -330,7 +423,15 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			touch(w, c);
 			if (lingering) {
 				/* FIN already sent while draining: input is discarded. */
+			} else if (spliced) {
+				r = echo_pipe(w, c, (size_t)n);
+				if ((size_t)n < RE_BULK_OFF) {
+					c->flags &= ~(uint32_t)RE_CONN_BULK;
+				}
 			} else if (c->out == NULL) {
+				if ((size_t)n >= RE_BULK_ON && w->pipe_r >= 0) {
+					c->flags |= RE_CONN_BULK;
+				}
 				r = echo_scratch(w, c, (size_t)n);
 			} else {
 				c->out->len += (uint32_t)n;
@@ -346,7 +447,7 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			 * EPOLLET every later arrival raises a new edge, so stopping here loses
 			 * nothing and saves the recv that would only return EAGAIN. Not so
 			 * after EPOLLRDHUP: the FIN's edge is spent, so read on to EOF. */
-			if ((size_t)n < want && !(c->flags & RE_CONN_RDHUP)) {
+			if ((size_t)n < want && !(c->flags & RE_CONN_RDHUP) && !spliced) {
 				c->flags &= ~(uint32_t)RE_CONN_READABLE;
 				break;
 			}
@@ -850,6 +951,21 @@ static int worker_setup(struct re_worker *w)
 		fail(w, "malloc", -ENOMEM);
 		return -ENOMEM;
 	}
+	{
+		int p[2];
+
+		/* Optional: without the pipe every echo uses recv/send. */
+		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0) {
+			int cap = fcntl(p[1], F_SETPIPE_SZ, (int)RE_SCRATCH_SIZE);
+
+			if (cap < 0) {
+				cap = fcntl(p[1], F_GETPIPE_SZ);
+			}
+			w->pipe_r = p[0];
+			w->pipe_w = p[1];
+			w->pipe_cap = cap > 0 ? (size_t)cap : 65536;
+		}
+	}
 	return 0;
 }
 
@@ -864,6 +980,12 @@ static void worker_teardown(struct re_worker *w)
 	}
 	free(w->scratch);
 	w->scratch = NULL;
+	if (w->pipe_r >= 0) {
+		(void)close(w->pipe_r);
+		(void)close(w->pipe_w);
+		w->pipe_r = -1;
+		w->pipe_w = -1;
+	}
 	re_buf_pool_finish(&w->bufs);
 	re_conn_pool_finish(&w->conns);
 }
@@ -906,6 +1028,8 @@ struct re_worker *re_worker_create(const struct re_worker_params *params)
 	w->st = params->block;
 	w->lfd = -1;
 	w->epfd = -1;
+	w->pipe_r = -1;
+	w->pipe_w = -1;
 	atomic_init(&w->state, RE_WORKER_STARTING);
 	atomic_init(&w->cmd, 0u);
 	atomic_init(&w->stall_ms, 0u);

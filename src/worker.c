@@ -264,6 +264,35 @@ static int conn_flush(struct re_worker *w, struct re_conn *c)
 	return 0;
 }
 
+/* The socket took s of the n bytes just echoed (s < 0: send's -errno). Counts the
+ * call and returns the bytes sent (EAGAIN counts as 0), or -errno for a dead peer. */
+static ssize_t sent(struct re_worker *w, ssize_t s)
+{
+	if (s < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			return -errno;
+		}
+		RE_STAT_ADD(w->st, send_eagain, 1);
+		s = 0;
+	}
+	RE_STAT_ADD(w->st, bytes_sent, s);
+	return s;
+}
+
+/* A buffer for the len bytes of a write-through that the socket did not take. The
+ * caller fills b->data; the connection now waits for EPOLLOUT. NULL on ENOMEM. */
+static struct re_buf *keep_rest(struct re_worker *w, struct re_conn *c, size_t len)
+{
+	struct re_buf *b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+
+	if (b != NULL) {
+		b->len = (uint32_t)len;
+		c->out = b;
+		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+	}
+	return b;
+}
+
 /* Write-through: echo n bytes straight from the scratch buffer; keep only what the
  * socket did not take. Context: out == NULL, which implies WRITABLE. */
 static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
@@ -275,25 +304,15 @@ static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
 		s = re_net_send(c->fd, w->scratch, n);
 		RE_STAT_ADD(w->st, send_calls, 1);
 	} while (s < 0 && errno == EINTR);
-	if (s < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			return -errno;
-		}
-		RE_STAT_ADD(w->st, send_eagain, 1);
-		s = 0;
+	s = sent(w, s);
+	if (s < 0 || (size_t)s == n) {
+		return s < 0 ? (int)s : 0;
 	}
-	RE_STAT_ADD(w->st, bytes_sent, s);
-	if ((size_t)s == n) {
-		return 0;
-	}
-	b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+	b = keep_rest(w, c, n - (size_t)s);
 	if (b == NULL) {
 		return -ENOMEM;
 	}
 	memcpy(b->data, w->scratch + s, n - (size_t)s);
-	b->len = (uint32_t)(n - (size_t)s);
-	c->out = b;
-	c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
 	return 0;
 }
 
@@ -335,33 +354,20 @@ static int echo_pipe(struct re_worker *w, struct re_conn *c, size_t n)
 		s = sys_splice(w->pipe_r, c->fd, n);
 		RE_STAT_ADD(w->st, send_calls, 1);
 	} while (s < 0 && errno == EINTR);
+	s = sent(w, s);
 	if (s < 0) {
-		int r = -errno;
-
-		if (r != -EAGAIN && r != -EWOULDBLOCK) {
-			(void)pipe_take(w, w->scratch, n);	/* discard: the peer is gone */
-			return r;
-		}
-		RE_STAT_ADD(w->st, send_eagain, 1);
-		s = 0;
+		(void)pipe_take(w, w->scratch, n);	/* discard: the peer is gone */
+		return (int)s;
 	}
-	RE_STAT_ADD(w->st, bytes_sent, s);
 	if ((size_t)s == n) {
 		return 0;
 	}
-	b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+	b = keep_rest(w, c, n - (size_t)s);
 	if (b == NULL) {
 		(void)pipe_take(w, w->scratch, n - (size_t)s);
 		return -ENOMEM;
 	}
-	if (pipe_take(w, b->data, n - (size_t)s) < 0) {
-		re_buf_put(&w->bufs, b);
-		return -EIO;
-	}
-	b->len = (uint32_t)(n - (size_t)s);
-	c->out = b;
-	c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
-	return 0;
+	return pipe_take(w, b->data, n - (size_t)s);
 }
 
 static bool bulk_ok(const struct re_worker *w, const struct re_conn *c, bool lingering)

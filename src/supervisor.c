@@ -675,8 +675,10 @@ static void check_stalls(struct supervisor *s)
 			       now - (int64_t)beat > RE_STALL_MS;
 
 		if (stalled && !sl->stalled) {
-			re_log_error("worker %d: event loop has not turned for %" PRId64
-				     " ms (stalled); its queued connections wait", sl->id, now - (int64_t)beat);
+			/* A warning, not an error: an overloaded host that does not schedule
+			 * the thread looks the same from here as a hung loop. */
+			re_log_warn("worker %d: event loop has not turned for %" PRId64
+				    " ms (stalled); its queued connections wait", sl->id, now - (int64_t)beat);
 		} else if (!stalled && sl->stalled) {
 			re_log_warn("worker %d: event loop turns again", sl->id);
 		}

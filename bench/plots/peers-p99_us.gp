@@ -1,0 +1,60 @@
+set terminal pngcairo size 1200,750 font 'sans,9'
+set output "peers-p99_us.png"
+set datafile separator '\t'
+set grid ytics lc rgb '#dddddd'
+set border 3
+set tics nomirror
+set key top left font ',8' noenhanced
+set termoption noenhanced
+set multiplot layout 2,3 title "p99 latency (us), by case" font ',11'
+set title "pp64-d1"
+set ylabel "p99 latency (us)"
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set xtics rotate by -30 font ',8'
+unset key
+set format y '%g'
+plot "peers-p99_us-pp64-d1.dat" using 1:3:4:xtic(2) skip 1 with boxes lc rgb variable, '' using 1:3:5 skip 1 with labels offset 0,0.6 font ',8'
+set title "pp64-d8"
+set ylabel "p99 latency (us)"
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set xtics rotate by -30 font ',8'
+unset key
+set format y '%g'
+plot "peers-p99_us-pp64-d8.dat" using 1:3:4:xtic(2) skip 1 with boxes lc rgb variable, '' using 1:3:5 skip 1 with labels offset 0,0.6 font ',8'
+set title "stream16k"
+set ylabel "p99 latency (us)"
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set xtics rotate by -30 font ',8'
+unset key
+set format y '%g'
+plot "peers-p99_us-stream16k.dat" using 1:3:4:xtic(2) skip 1 with boxes lc rgb variable, '' using 1:3:5 skip 1 with labels offset 0,0.6 font ',8'
+set title "churn64"
+set ylabel "p99 latency (us)"
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set xtics rotate by -30 font ',8'
+unset key
+set format y '%g'
+plot "peers-p99_us-churn64.dat" using 1:3:4:xtic(2) skip 1 with boxes lc rgb variable, '' using 1:3:5 skip 1 with labels offset 0,0.6 font ',8'
+set title "rate64"
+set ylabel "p99 latency (us)"
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set style fill solid 0.85 noborder
+set boxwidth 0.7
+set xtics rotate by -30 font ',8'
+unset key
+set format y '%g'
+plot "peers-p99_us-rate64.dat" using 1:3:4:xtic(2) skip 1 with boxes lc rgb variable, '' using 1:3:5 skip 1 with labels offset 0,0.6 font ',8'
+unset multiplot

@@ -1258,7 +1258,12 @@ void re_control_probe_features(struct re_features *f)
 		/* A program that always answers "use the kernel's hash" (an index out of
 		 * range): only whether the kernel accepts it matters here. */
 		struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, 0xffffffffu) };
-		struct sock_fprog prog = { .len = 1, .filter = code };
+		struct sock_fprog prog;
+
+		/* memset: the padding after .len goes to the kernel too (valgrind). */
+		memset(&prog, 0, sizeof(prog));
+		prog.len = 1;
+		prog.filter = code;
 
 		f->reuseport = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0;
 		f->cbpf = setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;

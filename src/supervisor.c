@@ -514,6 +514,7 @@ static int steer_away(struct supervisor *s, int member)
 	if (len < 0) {
 		return len;
 	}
+	memset(&s->fprog, 0, sizeof(s->fprog));	/* padding included: it reaches the kernel */
 	s->fprog.len = (unsigned short)len;
 	s->fprog.filter = s->prog;
 	return group_set_bpf(s, &s->fprog, member >= 0 ? member : -1);

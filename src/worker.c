@@ -48,6 +48,8 @@
  * splice(2) through a per-worker pipe (the kernel moves page references; no byte is
  * copied into or out of user space); one whose splices fall under RE_BULK_OFF goes
  * back to recv/send, which is cheaper for small messages. */
+#define RE_HANDSHAKE_WAIT_MS 3000	/* retiring listener: bound on half-open waits */
+#define RE_HANDSHAKE_POLL_MS 20
 #define RE_BULK_ON (16u * 1024u)
 #define RE_BULK_OFF (4u * 1024u)
 
@@ -106,6 +108,9 @@ struct re_worker {
 	uint32_t drain_deadline;
 	bool listener_closing;		/* retire: close the listener at listener_close_at */
 	uint32_t listener_close_at;
+	uint32_t listener_close_limit;	/* stop waiting for half-open handshakes here */
+	bool half_open_scanned;
+	struct half_open *half_open;	/* requests seen when the grace ended */
 	bool retiring;			/* exit once the listener is closed and conns are gone */
 	bool retire_deadline_set;
 	uint32_t retire_deadline;
@@ -654,12 +659,92 @@ static void schedule_listener_close(struct re_worker *w)
 	}
 	w->listener_closing = true;
 	w->listener_close_at = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
+	w->listener_close_limit = w->listener_close_at + RE_HANDSHAKE_WAIT_MS;
 }
 
-/* New connections have been steered away for the grace period: take what the
- * listener still holds, then close it. Nothing queued is reset. */
+/* Half-open handshakes on our port, from /proc/net/tcp{,6} (state 03, SYN_RECV),
+ * identified by their remote address. The table does not say which listener of the
+ * group holds a request, so the caller only waits for the ones it saw first: once
+ * new connections are steered away, a request that reached this listener earlier
+ * and whose final ACK was lost stays until the SYN-ACK retransmission (after 1 s)
+ * completes it into our queue; closing the listener before that would make the
+ * kernel reset that client. Requests of the other listeners come and go in
+ * microseconds. */
+#define RE_HALF_OPEN_MAX 64
+
+struct half_open {
+	size_t n;
+	char remote[RE_HALF_OPEN_MAX][48];
+};
+
+static void scan_half_open(unsigned port, struct half_open *out)
+{
+	static const char *const tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+	char line[512];
+
+	out->n = 0;
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+		FILE *f = fopen(tables[t], "re");
+
+		if (f == NULL) {
+			continue;
+		}
+		while (out->n < RE_HALF_OPEN_MAX && fgets(line, sizeof(line), f) != NULL) {
+			char local[64], remote[64], st[8];
+			const char *colon;
+
+			/* "sl local_address rem_address st ...". */
+			if (sscanf(line, "%*s %63s %63s %7s", local, remote, st) != 3 ||
+			    strcmp(st, "03") != 0) {
+				continue;
+			}
+			colon = strrchr(local, ':');
+			if (colon != NULL && strtoul(colon + 1, NULL, 16) == port) {
+				snprintf(out->remote[out->n++], sizeof(out->remote[0]), "%.47s", remote);
+			}
+		}
+		fclose(f);
+	}
+}
+
+/* True while any request of `first` is still half-open. */
+static bool half_open_remain(unsigned port, const struct half_open *first)
+{
+	struct half_open now;
+
+	if (first->n == 0) {
+		return false;
+	}
+	scan_half_open(port, &now);
+	for (size_t i = 0; i < now.n; i++) {
+		for (size_t j = 0; j < first->n; j++) {
+			if (strcmp(now.remote[i], first->remote[j]) == 0) {
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 static void finish_listener_close(struct re_worker *w)
 {
+	unsigned port = re_net_port(&w->p.addr);
+
+	if (!w->half_open_scanned) {
+		w->half_open_scanned = true;
+		w->half_open = malloc(sizeof(*w->half_open));
+		if (w->half_open != NULL) {
+			scan_half_open(port, w->half_open);
+		}
+	}
+	if (w->half_open != NULL && !due(w->now, w->listener_close_limit) &&
+	    half_open_remain(port, w->half_open)) {
+		/* Keep accepting: the handshake completes into our queue or elsewhere. */
+		w->listener_close_at = w->now + RE_HANDSHAKE_POLL_MS;
+		return;
+	}
+	free(w->half_open);
+	w->half_open = NULL;
 	w->listener_closing = false;
 	do {
 		do_accept(w);
@@ -986,6 +1071,8 @@ static void worker_teardown(struct re_worker *w)
 	}
 	free(w->scratch);
 	w->scratch = NULL;
+	free(w->half_open);
+	w->half_open = NULL;
 	if (w->pipe_r >= 0) {
 		(void)close(w->pipe_r);
 		(void)close(w->pipe_w);

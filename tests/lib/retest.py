@@ -55,6 +55,7 @@ class Server:
         env = dict(os.environ)
         if extra_env:
             env.update(extra_env)
+        self.started_at = time.time()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errfile,
                                      stdin=subprocess.DEVNULL, preexec_fn=preexec_fn, env=env)
         self.pid = self.proc.pid

@@ -203,12 +203,14 @@ class Resize(unittest.TestCase):
         resize_err = []
 
         def resizer():
+            # Every step runs, however long the shrinks take (each retiring listener
+            # waits out a grace period and half-open handshakes): the clients and the
+            # scraper stop only after the last step.
             cur = 4
             try:
                 with retest.ControlClient(self.ctl, timeout=20) as c:
                     for n in (2, 6, 1, 4):
-                        if stop.wait(1.0):
-                            return
+                        time.sleep(1.0)
                         steps.append(("%d->%d" % (cur, n), time.monotonic()))
                         r = c.cmd("threads %d" % n, timeout=20)
                         if r != "OK threads %d\n" % n:
@@ -222,7 +224,8 @@ class Resize(unittest.TestCase):
                    [threading.Thread(target=scraper), threading.Thread(target=resizer)])
         for t in threads:
             t.start()
-        time.sleep(6.0)
+        threads[-1].join(90)            # the resizer: four steps, a second apart
+        time.sleep(1.0)                 # churn on the final worker set too
         stop.set()
         for t in threads:
             t.join(30)

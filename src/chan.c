@@ -12,8 +12,8 @@ int re_chan_init(struct re_chan *ch, int sup_fd, int ctl_fd)
 	if (r != 0) {
 		return -r;
 	}
-	ch->todo = NULL;
-	ch->todo_tail = &ch->todo;
+	ch->pending = NULL;
+	ch->pending_tail = &ch->pending;
 	ch->done = NULL;
 	ch->done_tail = &ch->done;
 	ch->sup_fd = sup_fd;
@@ -33,9 +33,9 @@ static void free_list(struct re_request *r)
 
 void re_chan_finish(struct re_chan *ch)
 {
-	free_list(ch->todo);
+	free_list(ch->pending);
 	free_list(ch->done);
-	ch->todo = NULL;
+	ch->pending = NULL;
 	ch->done = NULL;
 	(void)pthread_mutex_destroy(&ch->lock);
 }
@@ -52,20 +52,20 @@ void re_chan_submit(struct re_chan *ch, struct re_request *r)
 {
 	r->next = NULL;
 	pthread_mutex_lock(&ch->lock);
-	*ch->todo_tail = r;
-	ch->todo_tail = &r->next;
+	*ch->pending_tail = r;
+	ch->pending_tail = &r->next;
 	pthread_mutex_unlock(&ch->lock);
 	ring(ch->sup_fd);
 }
 
-struct re_request *re_chan_take_todo(struct re_chan *ch)
+struct re_request *re_chan_take_pending(struct re_chan *ch)
 {
 	struct re_request *r;
 
 	pthread_mutex_lock(&ch->lock);
-	r = ch->todo;
-	ch->todo = NULL;
-	ch->todo_tail = &ch->todo;
+	r = ch->pending;
+	ch->pending = NULL;
+	ch->pending_tail = &ch->pending;
 	pthread_mutex_unlock(&ch->lock);
 	return r;
 }

@@ -22,8 +22,8 @@ struct re_request {
 
 struct re_chan {
 	pthread_mutex_t lock;
-	struct re_request *todo;	/* control -> supervisor, FIFO */
-	struct re_request **todo_tail;
+	struct re_request *pending;	/* control -> supervisor, FIFO */
+	struct re_request **pending_tail;
 	struct re_request *done;	/* supervisor -> control, FIFO */
 	struct re_request **done_tail;
 	int sup_fd;			/* supervisor's doorbell (eventfd) */
@@ -38,7 +38,7 @@ void re_chan_finish(struct re_chan *ch);
 /* Context: control thread. Takes ownership of r. */
 void re_chan_submit(struct re_chan *ch, struct re_request *r);
 /* Context: supervisor. Returns the queued requests in order (a list), or NULL. */
-struct re_request *re_chan_take_todo(struct re_chan *ch);
+struct re_request *re_chan_take_pending(struct re_chan *ch);
 /* Context: supervisor. Hands r back with status and reply set. */
 void re_chan_complete(struct re_chan *ch, struct re_request *r);
 /* Context: control thread. Returns the completed requests in order, or NULL. */

@@ -792,7 +792,7 @@ static void do_set(struct supervisor *s, struct re_request *r)
 
 static void handle_requests(struct supervisor *s)
 {
-	struct re_request *r = re_chan_take_todo(&s->chan);
+	struct re_request *r = re_chan_take_pending(&s->chan);
 
 	while (r != NULL) {
 		struct re_request *next = r->next;

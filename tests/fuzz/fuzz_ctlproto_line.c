@@ -14,14 +14,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond,     \
-				__FILE__, __LINE__);                                 \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
+#include "fuzz_check.h"
 
 /* The last enumerator of enum re_ctl_verb: update when ctlproto.h gains a verb (or
  * replace with a count enumerator if ctlproto.h grows one). */

@@ -300,7 +300,7 @@ class Drain(unittest.TestCase):
     def test_sigint_like_sigterm(self):
         self.check_idle_clients(signal.SIGINT)
 
-    def test_drain_timeout_resets_stubborn_client(self):
+    def test_drain_timeout_resets_client_that_never_closes(self):
         srv = retest.Server("--threads", 1, "--drain-timeout", 1)
         s = None
         try:
@@ -314,7 +314,7 @@ class Drain(unittest.TestCase):
             # The client neither closes nor sends: after --drain-timeout it is reset.
             rc, _ = wait_exit(srv, 5 * SCALE)
             took = time.monotonic() - t0
-            note("stubborn client: exit %d %.3fs after SIGTERM (--drain-timeout 1)", rc, took)
+            note("client that never closes: exit %d %.3fs after SIGTERM (--drain-timeout 1)", rc, took)
             self.assertEqual(rc, 0, srv.stderr())
             self.assertGreaterEqual(took, 0.9, "exited before --drain-timeout")
             self.assertLess(took, 1.0 + 1.5 * SCALE)

@@ -119,11 +119,11 @@ static double square_root(double x)
 void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret)
 {
 	size_t i, n = live_workers(s);
-	uint64_t max = 0, min = UINT64_MAX;
+	uint64_t max = 0, min = UINT64_MAX, min_nonzero = UINT64_MAX;
 	double mean, d, var = 0.0, sum = 0.0;
 
 	memset(ret, 0, sizeof(*ret));
-	ret->max_min = -1.0;
+	ret->max_min = 1.0;
 	if (n == 0) {
 		return;
 	}
@@ -132,6 +132,11 @@ void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret)
 
 		max = a > max ? a : max;
 		min = a < min ? a : min;
+		if (a > 0) {
+			min_nonzero = a < min_nonzero ? a : min_nonzero;
+		} else {
+			ret->idle_workers++;
+		}
 		sum += (double)a;
 	}
 	mean = sum / (double)n;
@@ -142,7 +147,9 @@ void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret)
 	var /= (double)n;
 	ret->max_accepted = max;
 	ret->min_accepted = min;
-	ret->max_min = min > 0 ? (double)max / (double)min : -1.0;
+	/* A worker that has accepted nothing yet (typically one a grow just started) is
+	 * left out of the ratio rather than making it infinite; cv still counts it. */
+	ret->max_min = min_nonzero != UINT64_MAX ? (double)max / (double)min_nonzero : 1.0;
 	ret->cv = mean > 0.0 ? square_root(var) / mean : 0.0;
 }
 
@@ -303,12 +310,11 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_puts(out, "balance: no live workers\n");
 		return;
 	}
-	re_strbuf_printf(out, "balance: accepted max %" PRIu64 " min %" PRIu64 " max/min ",
-			 im.max_accepted, im.min_accepted);
-	if (im.max_min >= 0.0) {
-		re_strbuf_printf(out, "%.2f", im.max_min);
-	} else {
-		re_strbuf_puts(out, "n/a");
+	re_strbuf_printf(out, "balance: accepted max %" PRIu64 " min %" PRIu64 " max/min %.2f",
+			 im.max_accepted, im.min_accepted, im.max_min);
+	if (im.idle_workers > 0) {
+		re_strbuf_printf(out, " (%zu worker%s without accepts left out)", im.idle_workers,
+				 im.idle_workers == 1 ? "" : "s");
 	}
 	re_strbuf_printf(out, " cv %.3f\n", im.cv);
 }
@@ -401,12 +407,8 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_counters(out, &s->retired);
 	re_strbuf_printf(out, "},\"imbalance\":{\"max_accepted\":%" PRIu64 ",\"min_accepted\":%"
 			 PRIu64 ",\"max_min\":", im.max_accepted, im.min_accepted);
-	if (im.max_min >= 0.0) {
-		json_double(out, im.max_min);
-	} else {
-		re_strbuf_puts(out, "null");
-	}
-	re_strbuf_puts(out, ",\"cv\":");
+	json_double(out, im.max_min);
+	re_strbuf_printf(out, ",\"idle_workers\":%zu,\"cv\":", im.idle_workers);
 	json_double(out, im.cv);
 	re_strbuf_printf(out, "},\"features\":{\"so_reuseport\":%s,\"epollrdhup\":%s,"
 			 "\"reuseport_cbpf\":%s,\"tcp_migrate_req\":",
@@ -459,12 +461,10 @@ static void prom_label_value(struct re_strbuf *out, const char *s, size_t cap)
 }
 
 /* HELP escaping: backslash and line feed only. */
-static void prom_family(struct re_strbuf *out, const char *name, const char *help,
-			const char *type)
+static void prom_help_text(struct re_strbuf *out, const char *help)
 {
 	const char *p;
 
-	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s ", name);
 	for (p = help; *p != '\0'; p++) {
 		if (*p == '\\') {
 			re_strbuf_puts(out, "\\\\");
@@ -474,6 +474,13 @@ static void prom_family(struct re_strbuf *out, const char *name, const char *hel
 			re_strbuf_append(out, p, 1);
 		}
 	}
+}
+
+static void prom_family(struct re_strbuf *out, const char *name, const char *help,
+			const char *type)
+{
+	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s ", name);
+	prom_help_text(out, help);
 	re_strbuf_printf(out, "\n# TYPE " PROM_PREFIX "%s %s\n", name, type);
 }
 
@@ -488,57 +495,107 @@ static void prom_double(struct re_strbuf *out, double v)
 	}
 }
 
-/* reuseecho_<metric>{worker="<worker>"[,<labels>]} <v> */
+/* The per-worker twin of family reuseecho_<metric> is reuseecho_worker_<metric>. */
+#define PROM_WORKER "worker_"
+
+/* # HELP and # TYPE of the family of counters[k]: the process total, or with
+ * per_worker its per-worker twin. */
+static void prom_counter_family(struct re_strbuf *out, size_t k, bool per_worker)
+{
+	bool counter = counters[k].kind == KIND_counter;
+	const char *pre = per_worker ? PROM_WORKER : "";
+
+	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s%s ", pre, counters[k].metric);
+	prom_help_text(out, counters[k].help);
+	if (per_worker) {
+		re_strbuf_puts(out, "; per live worker, the series ends when the worker retires");
+	} else if (counter) {
+		re_strbuf_puts(out, "; whole process, retired workers included");
+	} else {
+		re_strbuf_puts(out, "; whole process");
+	}
+	re_strbuf_printf(out, "\n# TYPE " PROM_PREFIX "%s%s %s\n", pre, counters[k].metric,
+			 counter ? "counter" : "gauge");
+}
+
+/* reuseecho_[worker_]<metric>[{[worker="<id>"][,<labels>]}] <v>: worker NULL for the
+ * process-total family; no braces when there is no label at all. */
 static void prom_counter_sample(struct re_strbuf *out, size_t k, const char *worker,
 				uint64_t v)
 {
 	const char *labels = counters[k].labels;
 
-	re_strbuf_printf(out, PROM_PREFIX "%s{worker=\"%s\"%s%s} %" PRIu64 "\n",
-			 counters[k].metric, worker, labels[0] != '\0' ? "," : "", labels, v);
+	if (worker != NULL) {
+		re_strbuf_printf(out, PROM_PREFIX PROM_WORKER "%s{worker=\"%s\"%s%s}",
+				 counters[k].metric, worker, labels[0] != '\0' ? "," : "",
+				 labels);
+	} else if (labels[0] != '\0') {
+		re_strbuf_printf(out, PROM_PREFIX "%s{%s}", counters[k].metric, labels);
+	} else {
+		re_strbuf_printf(out, PROM_PREFIX "%s", counters[k].metric);
+	}
+	re_strbuf_printf(out, " %" PRIu64 "\n", v);
+}
+
+/* The process total of counters[k]: a counter is s->total (live + retired, so it
+ * never drops when a worker leaves); a gauge is a "now" value, the sum over the live
+ * workers (a retired worker holds nothing). */
+static uint64_t process_value(const struct re_snapshot *s, size_t k)
+{
+	size_t i, nw = live_workers(s);
+	uint64_t sum = 0;
+
+	if (counters[k].kind == KIND_counter) {
+		return counter_value(&s->total, (enum counter_index)k);
+	}
+	for (i = 0; i < nw; i++) {
+		sum += counter_value(&s->workers[i].c, (enum counter_index)k);
+	}
+	return sum;
+}
+
+/* One family per metric name, in first-appearance order, with all of its label sets
+ * under one HELP/TYPE: the process totals (per_worker false) or the per-worker twins.
+ * No series ever receives another's counts, so a sum of increase() over a family's
+ * series is the family's true increase across grows and shrinks. */
+static void prom_counters(const struct re_snapshot *s, struct re_strbuf *out, bool per_worker)
+{
+	size_t i, j, k, nw = live_workers(s);
+	char worker[24];
+
+	for (k = 0; k < NCOUNTERS; k++) {
+		if (family_seen(k)) {
+			continue;
+		}
+		prom_counter_family(out, k, per_worker);
+		for (i = 0; i < (per_worker ? nw : 1); i++) {
+			if (per_worker) {
+				(void)snprintf(worker, sizeof(worker), "%d", s->workers[i].id);
+			}
+			for (j = k; j < NCOUNTERS; j++) {
+				if (strcmp(counters[j].metric, counters[k].metric) != 0) {
+					continue;
+				}
+				if (per_worker) {
+					prom_counter_sample(out, j, worker,
+							    counter_value(&s->workers[i].c,
+									  (enum counter_index)j));
+				} else {
+					prom_counter_sample(out, j, NULL, process_value(s, j));
+				}
+			}
+		}
+	}
 }
 
 void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 {
 	const struct re_features *f = &s->features;
-	size_t nw = live_workers(s);
+	size_t i, nw = live_workers(s);
 	struct re_imbalance im;
-	char worker[24];
-	double ratio;
-	size_t i, k, j;
 
-	/* One family per metric name, in first-appearance order; all of its label sets
-	 * and workers go under one HELP/TYPE. Counters also get worker="retired" so a
-	 * sum over workers never drops when a worker leaves. */
-	for (k = 0; k < NCOUNTERS; k++) {
-		bool counter = counters[k].kind == KIND_counter;
-
-		if (family_seen(k)) {
-			continue;
-		}
-		prom_family(out, counters[k].metric, counters[k].help,
-			    counter ? "counter" : "gauge");
-		for (i = 0; i < nw; i++) {
-			(void)snprintf(worker, sizeof(worker), "%d", s->workers[i].id);
-			for (j = k; j < NCOUNTERS; j++) {
-				if (strcmp(counters[j].metric, counters[k].metric) == 0) {
-					prom_counter_sample(out, j, worker,
-							    counter_value(&s->workers[i].c,
-									  (enum counter_index)j));
-				}
-			}
-		}
-		if (!counter) {
-			continue;
-		}
-		for (j = k; j < NCOUNTERS; j++) {
-			if (strcmp(counters[j].metric, counters[k].metric) == 0) {
-				prom_counter_sample(out, j, "retired",
-						    counter_value(&s->retired,
-								  (enum counter_index)j));
-			}
-		}
-	}
+	prom_counters(s, out, false);
+	prom_counters(s, out, true);
 
 	prom_family(out, "accept_queue_length",
 		    "Connections waiting in the worker's listener accept queue", "gauge");
@@ -583,17 +640,12 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	re_strbuf_puts(out, "\"} 1\n");
 
 	re_report_imbalance(s, &im);
-	if (im.max_min >= 0.0) {
-		ratio = im.max_min;
-	} else {
-		ratio = im.max_accepted > 0 ? INFINITY : 1.0;
-	}
 	prom_family(out, "accept_imbalance_ratio",
-		    "Most over fewest connections accepted by a live worker"
-		    " (+Inf when one accepted none)",
+		    "Most over fewest connections accepted by a live worker, over the workers"
+		    " that accepted at least one (1 when none did)",
 		    "gauge");
 	re_strbuf_puts(out, PROM_PREFIX "accept_imbalance_ratio ");
-	prom_double(out, ratio);
+	prom_double(out, im.max_min);
 	re_strbuf_puts(out, "\n");
 	prom_family(out, "accept_imbalance_cv",
 		    "Coefficient of variation of connections accepted per live worker", "gauge");

@@ -57,14 +57,21 @@ struct re_snapshot {
 };
 
 struct re_imbalance {
-	uint64_t max_accepted;
-	uint64_t min_accepted;
-	double max_min;		/* max/min accepted over live workers; <0 when min == 0 */
-	double cv;		/* coefficient of variation of accepted (stddev / mean); 0 when mean == 0 */
+	uint64_t max_accepted;	/* over live workers */
+	uint64_t min_accepted;	/* over live workers: 0 while one has accepted none */
+	size_t idle_workers;	/* live workers that have accepted none yet */
+	double max_min;		/* max_accepted over the fewest accepted by a live worker
+				 * that accepted at least one; 1 when none did. Always
+				 * finite and >= 1: a worker started by a grow has
+				 * accepted nothing yet, which is not infinite imbalance */
+	double cv;		/* coefficient of variation of accepted (stddev / mean) over
+				 * every live worker; 0 when mean == 0 */
 };
 
 /* Accepted-connection balance over the live workers in s (retired ones are not
- * compared). With no workers: max = min = 0, max_min = -1, cv = 0. Writes *ret.
+ * compared). These are lifetime counts: right after a resize they compare old
+ * workers with new ones; alert on per-worker rates instead (see the man page).
+ * With no workers: max = min = 0, max_min = 1, cv = 0. Writes *ret.
  * Context: any thread. */
 void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret);
 
@@ -83,21 +90,26 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* One line, one object: version, uptime_s, address, port, workers, total{},
  * per_worker[{id, cpu (null when unpinned), tid, state, acceptq_len, acceptq_max,
- * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min (null when
- * min is 0), cv}, features{so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req
- * (null when absent), kernel}. Counter keys are the X-macro field names. Integers
- * print exactly, doubles with %.6g, non-finite doubles as null. */
+ * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min,
+ * idle_workers, cv}, features{so_reuseport, epollrdhup, reuseport_cbpf,
+ * tcp_migrate_req (null when absent), kernel}. Counter keys are the X-macro field
+ * names. total is live + retired and never drops; a sum over per_worker drops when
+ * a worker retires (its counts move to retired). Integers print exactly, doubles
+ * with %.6g, non-finite doubles as null. */
 void re_report_json(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* Text exposition format 0.0.4. Each metric name is one block: one # HELP, one
- * # TYPE, then every sample of that name (all label sets, all workers). Counters
- * get reuseecho_<metric>{worker="<id>"[,<labels>]} per live worker plus
- * worker="retired"; gauges only the live workers. Then accept_queue_length and
- * accept_queue_limit {worker}, worker_info{worker,cpu ("-" unpinned),tid,state} 1,
- * workers, uptime_seconds, build_info{version} 1, accept_imbalance_ratio (+Inf
- * when a worker accepted none and another did, 1 when all accepted none),
+ * # TYPE, then every sample of that name. Every entry of RE_STATS_COUNTERS gives two
+ * families: reuseecho_<metric>[{<labels>}], the process total (counters: s->total,
+ * live + retired, never drops; gauges: the sum over live workers), and
+ * reuseecho_worker_<metric>{worker="<id>"[,<labels>]} per live worker, whose series
+ * simply stop when the worker retires. No series ever takes over another's counts,
+ * so sum(increase()) over either family is right across resizes. Then
+ * accept_queue_length and accept_queue_limit {worker}, worker_info{worker,cpu ("-"
+ * unpinned),tid,state} 1, worker_stalled{worker}, workers, uptime_seconds,
+ * build_info{version} 1, accept_imbalance_ratio (re_imbalance.max_min: finite, >= 1),
  * accept_imbalance_cv, feature_info{so_reuseport,epollrdhup,reuseport_cbpf,
- * tcp_migrate_req ("absent" when -1),kernel} 1. */
+ * tcp_migrate_req ("absent" when -1),kernel,listener_handover} 1. */
 void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* A header line and one line per live worker, fields separated by one or more

@@ -156,10 +156,14 @@ static void check_json(const struct re_strbuf *sb)
 #undef KEY
 }
 
-/* Every line is a # HELP, a # TYPE or a reuseecho_ sample. */
-static void check_prometheus(const struct re_strbuf *sb)
+/* Every line is a # HELP, a # TYPE or a reuseecho_ sample; no series is labelled
+ * worker="retired" (its counts would be counted twice by sum(increase())); the
+ * imbalance ratio is a finite number >= 1. */
+static void check_prometheus(const struct re_strbuf *sb, double want_ratio)
 {
+	static const char ratio[] = "reuseecho_accept_imbalance_ratio ";
 	const char *p, *end;
+	bool seen_ratio = false;
 
 	check_lines(sb);
 	for (p = sb->data; p < sb->data + sb->len; p = end + 1) {
@@ -168,7 +172,22 @@ static void check_prometheus(const struct re_strbuf *sb)
 		CHECK(strncmp(p, "# HELP reuseecho_", 17) == 0 ||
 		      strncmp(p, "# TYPE reuseecho_", 17) == 0 ||
 		      strncmp(p, "reuseecho_", 10) == 0);
+		CHECK(memmem(p, (size_t)(end - p), "worker=\"retired\"", 16) == NULL);
+		if (strncmp(p, ratio, sizeof(ratio) - 1) == 0) {
+			char num[64];
+			size_t n = (size_t)(end - p) - (sizeof(ratio) - 1);
+			double v;
+
+			CHECK(n > 0 && n < sizeof(num));
+			memcpy(num, p + sizeof(ratio) - 1, n);
+			num[n] = '\0';
+			v = strtod(num, NULL);
+			CHECK(isfinite(v) && v >= 1.0);
+			CHECK(v >= want_ratio * (1 - 1e-5) && v <= want_ratio * (1 + 1e-5));
+			seen_ratio = true;
+		}
 	}
+	CHECK(seen_ratio);
 }
 
 /* Every line has exactly nfields blank-separated fields (0: as many as the first
@@ -266,11 +285,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	re_report_imbalance(&s, &imb);
 	if (s.workers == NULL || s.nworkers == 0) {
-		CHECK(imb.max_accepted == 0 && imb.min_accepted == 0 && imb.max_min == -1.0 &&
-		      imb.cv == 0.0);
+		CHECK(imb.max_accepted == 0 && imb.min_accepted == 0 && imb.max_min == 1.0 &&
+		      imb.idle_workers == 0 && imb.cv == 0.0);
 	} else {
+		uint64_t min_nonzero = UINT64_MAX;
+		size_t idle = 0;
+
+		/* Oracle: max over the fewest accepted by a worker that accepted any. */
+		for (i = 0; i < s.nworkers; i++) {
+			if (s.workers[i].c.accepted == 0) {
+				idle++;
+			} else if (s.workers[i].c.accepted < min_nonzero) {
+				min_nonzero = s.workers[i].c.accepted;
+			}
+		}
 		CHECK(imb.min_accepted <= imb.max_accepted);
-		CHECK(imb.max_min == -1.0 || imb.max_min >= 1.0);
+		CHECK(imb.idle_workers == idle);
+		CHECK(isfinite(imb.max_min) && imb.max_min >= 1.0);
+		CHECK(imb.max_min == (idle == s.nworkers ? 1.0 :
+				      (double)imb.max_accepted / (double)min_nonzero));
 		CHECK(isfinite(imb.cv) && imb.cv >= 0.0);
 	}
 	for (i = 0; i < 5; i++) {
@@ -287,7 +320,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	re_strbuf_reset(&sb);
 	re_report_prometheus(&s, &sb);
-	check_prometheus(&sb);
+	check_prometheus(&sb, imb.max_min);
 
 	re_strbuf_reset(&sb);
 	re_report_workers(&s, &sb);

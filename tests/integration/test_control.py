@@ -120,22 +120,31 @@ class Exactness(ControlCase):
         samples = retest.parse_prometheus(metrics)
 
         def prom_sum(name, **labels):
-            vals = [v for n, lab, v in samples if n == name and "worker" in lab
+            vals = [v for n, lab, v in samples if n == name
                     and all(lab.get(k) == x for k, x in labels.items())]
             self.assertTrue(vals, "no samples of %s %s" % (name, labels))
             return int(sum(vals))
 
+        # Process totals carry no worker label; per-worker twins only live workers.
+        self.assertEqual({"worker" in lab for n, lab, _ in samples
+                          if n == "reuseecho_connections_accepted_total"}, {False})
         workers_seen = {lab["worker"] for n, lab, _ in samples
-                        if n == "reuseecho_connections_accepted_total"}
-        self.assertEqual(workers_seen, {"0", "1", "2", "3", "retired"})
-        self.assertEqual(prom_sum("reuseecho_connections_accepted_total"), tot["accepted"])
-        self.assertEqual(prom_sum("reuseecho_bytes_received_total"), tot["bytes_received"])
-        self.assertEqual(prom_sum("reuseecho_bytes_sent_total"), tot["bytes_sent"])
+                        if n == "reuseecho_worker_connections_accepted_total"}
+        self.assertEqual(workers_seen, {"0", "1", "2", "3"})
+        for name, key in (("connections_accepted_total", "accepted"),
+                          ("bytes_received_total", "bytes_received"),
+                          ("bytes_sent_total", "bytes_sent")):
+            self.assertEqual(prom_sum("reuseecho_" + name), tot[key])
+            self.assertEqual(prom_sum("reuseecho_worker_" + name),
+                             sum(w[key] for w in js["per_worker"]))
         self.assertEqual(prom_sum("reuseecho_connections_closed_total", reason="eof"), self.NCLIENTS)
+        self.assertEqual(prom_sum("reuseecho_worker_connections_closed_total", reason="eof"),
+                         self.NCLIENTS)
         self.assertEqual(prom_sum("reuseecho_connections_active"), 0)
+        self.assertEqual(prom_sum("reuseecho_worker_connections_active"), 0)
         for w in js["per_worker"]:
-            self.assertEqual(prom_sum("reuseecho_connections_accepted_total", worker=str(w["id"])),
-                             w["accepted"])
+            self.assertEqual(prom_sum("reuseecho_worker_connections_accepted_total",
+                                      worker=str(w["id"])), w["accepted"])
 
         # The workers table: one row per worker, columns add up.
         lines = table.splitlines()

@@ -363,9 +363,8 @@ static size_t check_prom_shape(const char *out)
 }
 
 /* Sum of the values of samples starting with prefix (e.g.
- * "reuseecho_bytes_sent_total{worker=\"") and containing labels. */
-static uint64_t prom_sum(const char *out, const char *prefix, const char *labels,
-			 bool retired)
+ * "reuseecho_worker_bytes_sent_total{worker=\"") and containing labels. */
+static uint64_t prom_sum(const char *out, const char *prefix, const char *labels)
 {
 	const char *line = out;
 	uint64_t sum = 0;
@@ -373,16 +372,13 @@ static uint64_t prom_sum(const char *out, const char *prefix, const char *labels
 	while (*line != '\0') {
 		const char *eol = strchr(line, '\n');
 		const char *val = eol;
-		bool is_retired;
 		char buf[256];
 		size_t len = (size_t)(eol - line);
 
 		CHECK(len < sizeof(buf));
 		memcpy(buf, line, len);
 		buf[len] = '\0';
-		is_retired = strstr(buf, "worker=\"retired\"") != NULL;
-		if (strncmp(buf, prefix, strlen(prefix)) == 0 && strstr(buf, labels) != NULL &&
-		    is_retired == retired) {
+		if (strncmp(buf, prefix, strlen(prefix)) == 0 && strstr(buf, labels) != NULL) {
 			while (val > line && val[-1] != ' ') {
 				val--;
 			}
@@ -518,28 +514,41 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	(void)snprintf(pat, sizeof(pat), "\"workers\":%zu,", s->nworkers);
 	CHECK_HAS(out, pat);
 
-	/* Prometheus: shape; per counter, live series sum to total - retired and the
-	 * retired series exists for counters only. */
+	/* Prometheus: shape; per X-macro entry, one process-total sample without a
+	 * worker label (counters: total, live + retired; gauges: the live sum) and a
+	 * per-worker twin family whose series sum to the live workers' counts. No
+	 * series anywhere carries the retired counts on their own. */
 	out = render(re_report_prometheus, s, sb);
 	CHECK(check_prom_shape(out) > 0);
+	CHECK_LACKS(out, "worker=\"retired\"");
+	CHECK_LACKS(out, "Inf");
 #define PROM_SUM(field, kind, metric, labels, help) \
 	do { \
 		bool counter = strcmp(#kind, "counter") == 0; \
-		(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"", metric); \
-		CHECK(prom_sum(out, pat, labels, false) == s->total.field - s->retired.field); \
-		(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"retired\"%s%s} %" \
-			       PRIu64 "\n", metric, labels[0] != '\0' ? "," : "", labels, \
-			       s->retired.field); \
-		if (counter) { \
-			CHECK_HAS(out, pat); \
-		} else { \
-			(void)snprintf(pat, sizeof(pat), "reuseecho_%s{worker=\"retired\"", \
-				       metric); \
-			CHECK_LACKS(out, pat); \
+		uint64_t live = 0; \
+		for (i = 0; i < s->nworkers; i++) { \
+			live += s->workers[i].c.field; \
 		} \
+		if (labels[0] != '\0') { \
+			(void)snprintf(pat, sizeof(pat), "\nreuseecho_%s{%s} %" PRIu64 "\n", \
+				       metric, labels, counter ? s->total.field : live); \
+		} else { \
+			(void)snprintf(pat, sizeof(pat), "\nreuseecho_%s %" PRIu64 "\n", metric, \
+				       counter ? s->total.field : live); \
+		} \
+		CHECK_HAS(out, pat); \
+		(void)snprintf(pat, sizeof(pat), "reuseecho_worker_%s{worker=\"", metric); \
+		CHECK(prom_sum(out, pat, labels) == live); \
+		(void)snprintf(pat, sizeof(pat), "\nreuseecho_%s{worker=", metric); \
+		CHECK_LACKS(out, pat); \
 		(void)snprintf(pat, sizeof(pat), "# HELP reuseecho_%s ", metric); \
 		CHECK(count_of(out, pat) == 1); \
 		(void)snprintf(pat, sizeof(pat), "# TYPE reuseecho_%s %s\n", metric, \
+			       counter ? "counter" : "gauge"); \
+		CHECK(count_of(out, pat) == 1); \
+		(void)snprintf(pat, sizeof(pat), "# HELP reuseecho_worker_%s ", metric); \
+		CHECK(count_of(out, pat) == 1); \
+		(void)snprintf(pat, sizeof(pat), "# TYPE reuseecho_worker_%s %s\n", metric, \
 			       counter ? "counter" : "gauge"); \
 		CHECK(count_of(out, pat) == 1); \
 	} while (0);
@@ -566,7 +575,8 @@ static void test_empty(struct re_strbuf *sb)
 
 	re_report_imbalance(&fx.s, &im);
 	CHECK(im.max_accepted == 0 && im.min_accepted == 0);
-	CHECK(im.max_min < 0);
+	CHECK(im.max_min == 1.0);
+	CHECK(im.idle_workers == 0);
 	CHECK(im.cv == 0.0);
 
 	out = render(re_report_json, &fx.s, sb);
@@ -575,10 +585,13 @@ static void test_empty(struct re_strbuf *sb)
 		  "\"total\":{\"accepted\":0,");
 	CHECK_HAS(out, "\"per_worker\":[],\"retired\":{\"accepted\":0,");
 	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":0,\"min_accepted\":0,"
-		  "\"max_min\":null,\"cv\":0}");
+		  "\"max_min\":1,\"idle_workers\":0,\"cv\":0}");
 
 	out = render(re_report_prometheus, &fx.s, sb);
-	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"retired\"} 0\n");
+	/* No worker: the process totals are there, the per-worker families are empty. */
+	CHECK_HAS(out, "\nreuseecho_connections_accepted_total 0\n");
+	CHECK_HAS(out, "# TYPE reuseecho_worker_connections_accepted_total counter\n"
+		  "# HELP ");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 0\n");
 	CHECK_LACKS(out, "worker=\"0\"");
@@ -621,13 +634,16 @@ static void test_one(struct re_strbuf *sb)
 	check_common(&fx.s, sb);
 
 	out = render(re_report_prometheus, &fx.s, sb);
-	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"0\",reason=\"eof\"} 5\n");
-	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"retired\","
-		  "reason=\"eof\"} 0\n");
-	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"0\"} 12\n");
-	CHECK_HAS(out, "# HELP reuseecho_connections_active Connections open now\n"
+	CHECK_HAS(out, "\nreuseecho_worker_connections_closed_total{worker=\"0\",reason=\"eof\"} 5\n");
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{reason=\"eof\"} 5\n");
+	CHECK_HAS(out, "\nreuseecho_worker_connections_accepted_total{worker=\"0\"} 12\n");
+	CHECK_HAS(out, "# HELP reuseecho_connections_active Connections open now; whole process\n"
 		  "# TYPE reuseecho_connections_active gauge\n"
-		  "reuseecho_connections_active{worker=\"0\"} 3\n# HELP ");
+		  "reuseecho_connections_active 3\n# HELP ");
+	CHECK_HAS(out, "# HELP reuseecho_worker_connections_active Connections open now; per live"
+		  " worker, the series ends when the worker retires\n"
+		  "# TYPE reuseecho_worker_connections_active gauge\n"
+		  "reuseecho_worker_connections_active{worker=\"0\"} 3\n# HELP ");
 	CHECK_HAS(out, "# TYPE reuseecho_connections_accepted_total counter\n");
 	CHECK_HAS(out, "\nreuseecho_accept_queue_length{worker=\"0\"} 2\n");
 	CHECK_HAS(out, "\nreuseecho_accept_queue_limit{worker=\"0\"} 4096\n");
@@ -643,13 +659,14 @@ static void test_one(struct re_strbuf *sb)
 	/* All five close reasons sit in one family, in X-macro order. */
 	CHECK(count_of(out, "# HELP reuseecho_connections_closed_total ") == 1);
 	CHECK(count_of(out, "# HELP reuseecho_accept_errors_total ") == 1);
-	CHECK(count_of(out, "\nreuseecho_connections_closed_total{") == 10);
+	CHECK(count_of(out, "\nreuseecho_connections_closed_total{") == 5);
+	CHECK(count_of(out, "\nreuseecho_worker_connections_closed_total{") == 5);
 
 	out = render(re_report_json, &fx.s, sb);
 	CHECK_HAS(out, "\"per_worker\":[{\"id\":0,\"cpu\":0,\"tid\":1000,\"state\":\"running\","
 		  "\"acceptq_len\":2,\"acceptq_max\":4096,\"accepted\":12,\"closed_eof\":5,");
 	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":12,\"min_accepted\":12,"
-		  "\"max_min\":1,\"cv\":0}");
+		  "\"max_min\":1,\"idle_workers\":0,\"cv\":0}");
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
 		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\","
@@ -703,18 +720,19 @@ static void test_three_retired(struct re_strbuf *sb)
 	CHECK_HAS(out, "{\"id\":2,\"cpu\":null,\"tid\":1002,\"state\":\"running\",");
 	CHECK_HAS(out, "{\"id\":1,\"cpu\":1,\"tid\":1001,\"state\":\"draining\",");
 	CHECK_HAS(out, "\"imbalance\":{\"max_accepted\":30,\"min_accepted\":10,"
-		  "\"max_min\":3,\"cv\":0.408248}");
+		  "\"max_min\":3,\"idle_workers\":0,\"cv\":0.408248}");
 
 	out = render(re_report_prometheus, &fx.s, sb);
-	CHECK_HAS(out, "\nreuseecho_connections_accepted_total{worker=\"retired\"} 7\n");
-	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"retired\","
-		  "reason=\"eof\"} 8\n");
-	CHECK_HAS(out, "\nreuseecho_connections_closed_total{worker=\"1\",reason=\"eof\"} 201\n");
+	CHECK_HAS(out, "\nreuseecho_connections_accepted_total 67\n");
+	/* closed_eof: 101 + 201 + 301 live + 8 retired */
+	CHECK_HAS(out, "\nreuseecho_connections_closed_total{reason=\"eof\"} 611\n");
+	CHECK_HAS(out, "\nreuseecho_worker_connections_closed_total{worker=\"1\",reason=\"eof\"} 201\n");
 	CHECK_HAS(out, "\nreuseecho_worker_info{worker=\"2\",cpu=\"-\",tid=\"1002\","
 		  "state=\"running\"} 1\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 3\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 0.408248\n");
-	CHECK_LACKS(out, "reuseecho_connections_active{worker=\"retired\"");
+	/* active: 106 + 206 + 306 live; the retired fixture's 13 is not "open now". */
+	CHECK_HAS(out, "\nreuseecho_connections_active 618\n");
 
 	/* Text: every total appears (fill_counters made them distinct). */
 	out = render(re_report_text, &fx.s, sb);
@@ -740,16 +758,206 @@ static void test_min_zero(struct re_strbuf *sb)
 
 	re_report_imbalance(&fx.s, &im);
 	CHECK(im.max_accepted == 5 && im.min_accepted == 0);
-	CHECK(im.max_min < 0);
+	CHECK(im.max_min == 1.0);	/* the worker without accepts is left out */
+	CHECK(im.idle_workers == 1);
 	CHECK_NEAR(im.cv, 1.0);
 
 	out = render(re_report_json, &fx.s, sb);
-	CHECK_HAS(out, "\"max_min\":null,\"cv\":1}");
+	CHECK_HAS(out, "\"max_min\":1,\"idle_workers\":1,\"cv\":1}");
 	out = render(re_report_prometheus, &fx.s, sb);
-	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio +Inf\n");
+	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 1\n");
 	out = render(re_report_text, &fx.s, sb);
-	CHECK_HAS(out, "max/min n/a cv 1.000\n");
+	CHECK_HAS(out, "max/min 1.00 (1 worker without accepts left out) cv 1.000\n");
+
+	/* Right after a grow: two old workers and two new ones with nothing yet, and
+	 * a worker at UINT64_MAX. Finite every time. */
+	{
+		static const uint64_t grown[] = { 900, 0, 300, 0 };
+		static const uint64_t huge[] = { UINT64_MAX, 1, 0 };
+
+		make(&fx, 4, grown, 7);
+		re_report_imbalance(&fx.s, &im);
+		CHECK_NEAR(im.max_min, 3.0);
+		CHECK(im.idle_workers == 2);
+		CHECK_HAS(render(re_report_prometheus, &fx.s, sb),
+			  "\nreuseecho_accept_imbalance_ratio 3\n");
+		CHECK_HAS(render(re_report_text, &fx.s, sb), "(2 workers without accepts left out)");
+		make(&fx, 3, huge, 0);
+		re_report_imbalance(&fx.s, &im);
+		CHECK(isfinite(im.max_min) && im.max_min > 1e18);
+		CHECK_LACKS(render(re_report_prometheus, &fx.s, sb), "Inf");
+	}
+}
+
+/* The block of family name: from its "# HELP name " line up to the next "# HELP"
+ * (or the end), copied into buf. */
+static const char *family_block(const char *out, const char *name, char *buf, size_t cap)
+{
+	char pat[128];
+	const char *p, *end;
+	size_t len;
+
+	(void)snprintf(pat, sizeof(pat), "# HELP %s ", name);
+	p = strstr(out, pat);
+	CHECK(p != NULL);
+	CHECK(p == out || p[-1] == '\n');
+	end = strstr(p + 1, "\n# HELP ");
+	len = end != NULL ? (size_t)(end - p) + 1 : strlen(p);
+	CHECK(len < cap);
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+#define CHECK_BLOCK(out, name, want) \
+	do { \
+		char blk_[2048]; \
+		const char *got_ = family_block((out), (name), blk_, sizeof(blk_)); \
+		if (strcmp(got_, (want)) != 0) { \
+			fprintf(stderr, "%s:%d: family %s is\n%s\nwant\n%s\n", __FILE__, \
+				__LINE__, (name), got_, (want)); \
+			exit(1); \
+		} \
+	} while (0)
+
+/* Exact exposition after a shrink and a grow: workers 0-2 retired (their final counts
+ * are in retired), 3 and 4 live since the start, 5 just started by a grow. Every
+ * process-total family holds retired + live, every per-worker family only the live
+ * workers' own counts; no "retired" series; the ratio leaves worker 5 out. */
+static void test_exposition_exact(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 40, 10, 0 };
+	struct fixture fx;
+	const char *out;
+	size_t i;
+
+	make(&fx, 3, acc, 0);
+	for (i = 0; i < 3; i++) {
+		memset(&fx.w[i].c, 0, sizeof(fx.w[i].c));
+		fx.w[i].id = 3 + (int)i;
+		fx.w[i].state = RE_VIEW_RUNNING;
+		fx.w[i].c.accepted = acc[i];
+	}
+	fx.w[0].c.closed_eof = 38;
+	fx.w[0].c.closed_idle = 1;
+	fx.w[0].c.active = 1;
+	fx.w[0].c.bytes_sent = 4000;
+	fx.w[1].c.closed_eof = 9;
+	fx.w[1].c.active = 1;
+	fx.w[1].c.bytes_sent = 1000;
+	memset(&fx.s.retired, 0, sizeof(fx.s.retired));
+	fx.s.retired.accepted = 100;
+	fx.s.retired.closed_eof = 95;
+	fx.s.retired.closed_idle = 5;
+	fx.s.retired.bytes_sent = 10000;
+	memset(&fx.s.total, 0, sizeof(fx.s.total));
+	add_counters(&fx.s.total, &fx.s.retired);
+	for (i = 0; i < 3; i++) {
+		add_counters(&fx.s.total, &fx.w[i].c);
+	}
+	check_common(&fx.s, sb);
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK(strncmp(out, "# HELP reuseecho_connections_accepted_total ", 44) == 0);
+	CHECK_BLOCK(out, "reuseecho_connections_accepted_total",
+		    "# HELP reuseecho_connections_accepted_total Connections accepted; whole"
+		    " process, retired workers included\n"
+		    "# TYPE reuseecho_connections_accepted_total counter\n"
+		    "reuseecho_connections_accepted_total 150\n");
+	CHECK_BLOCK(out, "reuseecho_connections_closed_total",
+		    "# HELP reuseecho_connections_closed_total Connections closed, by reason;"
+		    " whole process, retired workers included\n"
+		    "# TYPE reuseecho_connections_closed_total counter\n"
+		    "reuseecho_connections_closed_total{reason=\"eof\"} 142\n"
+		    "reuseecho_connections_closed_total{reason=\"error\"} 0\n"
+		    "reuseecho_connections_closed_total{reason=\"idle\"} 6\n"
+		    "reuseecho_connections_closed_total{reason=\"limit\"} 0\n"
+		    "reuseecho_connections_closed_total{reason=\"drain\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_connections_active",
+		    "# HELP reuseecho_connections_active Connections open now; whole process\n"
+		    "# TYPE reuseecho_connections_active gauge\n"
+		    "reuseecho_connections_active 2\n");
+	CHECK_BLOCK(out, "reuseecho_bytes_sent_total",
+		    "# HELP reuseecho_bytes_sent_total Bytes echoed back to clients; whole"
+		    " process, retired workers included\n"
+		    "# TYPE reuseecho_bytes_sent_total counter\n"
+		    "reuseecho_bytes_sent_total 15000\n");
+	CHECK_BLOCK(out, "reuseecho_accept_errors_total",
+		    "# HELP reuseecho_accept_errors_total accept4(2) failures, by errno class;"
+		    " whole process, retired workers included\n"
+		    "# TYPE reuseecho_accept_errors_total counter\n"
+		    "reuseecho_accept_errors_total{class=\"emfile\"} 0\n"
+		    "reuseecho_accept_errors_total{class=\"other\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_worker_connections_accepted_total",
+		    "# HELP reuseecho_worker_connections_accepted_total Connections accepted;"
+		    " per live worker, the series ends when the worker retires\n"
+		    "# TYPE reuseecho_worker_connections_accepted_total counter\n"
+		    "reuseecho_worker_connections_accepted_total{worker=\"3\"} 40\n"
+		    "reuseecho_worker_connections_accepted_total{worker=\"4\"} 10\n"
+		    "reuseecho_worker_connections_accepted_total{worker=\"5\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_worker_connections_closed_total",
+		    "# HELP reuseecho_worker_connections_closed_total Connections closed, by"
+		    " reason; per live worker, the series ends when the worker retires\n"
+		    "# TYPE reuseecho_worker_connections_closed_total counter\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"eof\"} 38\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"error\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"idle\"} 1\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"limit\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"drain\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"eof\"} 9\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"error\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"idle\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"limit\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"drain\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"eof\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"error\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"idle\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"limit\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"drain\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_worker_connections_active",
+		    "# HELP reuseecho_worker_connections_active Connections open now; per live"
+		    " worker, the series ends when the worker retires\n"
+		    "# TYPE reuseecho_worker_connections_active gauge\n"
+		    "reuseecho_worker_connections_active{worker=\"3\"} 1\n"
+		    "reuseecho_worker_connections_active{worker=\"4\"} 1\n"
+		    "reuseecho_worker_connections_active{worker=\"5\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_worker_bytes_sent_total",
+		    "# HELP reuseecho_worker_bytes_sent_total Bytes echoed back to clients; per"
+		    " live worker, the series ends when the worker retires\n"
+		    "# TYPE reuseecho_worker_bytes_sent_total counter\n"
+		    "reuseecho_worker_bytes_sent_total{worker=\"3\"} 4000\n"
+		    "reuseecho_worker_bytes_sent_total{worker=\"4\"} 1000\n"
+		    "reuseecho_worker_bytes_sent_total{worker=\"5\"} 0\n");
+	CHECK_BLOCK(out, "reuseecho_workers",
+		    "# HELP reuseecho_workers Live worker threads\n"
+		    "# TYPE reuseecho_workers gauge\n"
+		    "reuseecho_workers 3\n");
+	CHECK_BLOCK(out, "reuseecho_accept_imbalance_ratio",
+		    "# HELP reuseecho_accept_imbalance_ratio Most over fewest connections"
+		    " accepted by a live worker, over the workers that accepted at least one"
+		    " (1 when none did)\n"
+		    "# TYPE reuseecho_accept_imbalance_ratio gauge\n"
+		    "reuseecho_accept_imbalance_ratio 4\n");
+	/* Every X-macro entry's metric gives exactly two families: 2 x 14 today. */
+	{
+		size_t fams = 0, k, j;
+		static const char *const metrics[] = {
+#define NAME(field, kind, metric, labels, help) metric,
+			RE_STATS_COUNTERS(NAME)
+#undef NAME
+		};
+
+		for (k = 0; k < sizeof(metrics) / sizeof(metrics[0]); k++) {
+			for (j = 0; j < k && strcmp(metrics[j], metrics[k]) != 0; j++) {
+			}
+			fams += j == k;
+		}
+		CHECK(count_of(out, "# HELP reuseecho_worker_") == fams + 2);	/* + info, stalled */
+	}
+	CHECK_HAS(render(re_report_json, &fx.s, sb),
+		  "\"imbalance\":{\"max_accepted\":40,\"min_accepted\":0,\"max_min\":4,"
+		  "\"idle_workers\":1,\"cv\":");
 }
 
 /* Hostile strings: quotes, backslashes, newlines, a full array with no NUL. */
@@ -851,6 +1059,7 @@ int main(void)
 	test_one(&sb);
 	test_three_retired(&sb);
 	test_min_zero(&sb);
+	test_exposition_exact(&sb);
 	test_escaping(&sb);
 	test_text_durations(&sb);
 	test_oom();

@@ -234,6 +234,44 @@ static const struct wrow *find_row(const struct wrow *rows, int n, long id)
 	return NULL;
 }
 
+/* The process totals of `stats json` ("total": live + retired workers, never drops). */
+struct totals {
+	uint64_t active, accepted, bytes_in, bytes_out;
+};
+
+/* Value of "key": inside [obj, end). Returns 0 or -1 when absent. */
+static int json_u64(const char *obj, const char *end, const char *key, uint64_t *ret)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(obj, pat);
+	if (p == NULL || p >= end) {
+		return -1;
+	}
+	*ret = strtoull(p + strlen(pat), NULL, 10);
+	return 0;
+}
+
+/* Parse the "total" object of a `stats json` reply. Returns 0 or -1. */
+static int parse_totals(const char *js, struct totals *t)
+{
+	const char *obj = strstr(js, "\"total\":{");
+	const char *end = obj != NULL ? strchr(obj, '}') : NULL;
+
+	if (end == NULL) {
+		return -1;
+	}
+	if (json_u64(obj, end, "active", &t->active) < 0 ||
+	    json_u64(obj, end, "accepted", &t->accepted) < 0 ||
+	    json_u64(obj, end, "bytes_received", &t->bytes_in) < 0 ||
+	    json_u64(obj, end, "bytes_sent", &t->bytes_out) < 0) {
+		return -1;
+	}
+	return 0;
+}
+
 static void human_rate(char *buf, size_t len, double bps)
 {
 	const char *unit[] = { "B", "KB", "MB", "GB", "TB" };
@@ -246,6 +284,17 @@ static void human_rate(char *buf, size_t len, double bps)
 	snprintf(buf, len, "%.1f %s/s", bps, unit[u]);
 }
 
+/* (now - then) / dt, or false when there is no rate: no earlier sample, or a value
+ * that went down (which a counter of one worker never does; be safe anyway). */
+static bool rate(uint64_t now, uint64_t then, double dt, double *ret)
+{
+	if (dt <= 0 || now < then) {
+		return false;
+	}
+	*ret = (double)(now - then) / dt;
+	return true;
+}
+
 static volatile sig_atomic_t top_stop;
 
 static void on_signal(int sig)
@@ -254,55 +303,79 @@ static void on_signal(int sig)
 	top_stop = 1;
 }
 
+/* One frame. A worker's rates come from its own previous sample only: a worker new
+ * since the last frame shows "-" until its second one, a retired worker is simply
+ * gone. The "all" row comes from the process totals (live + retired), so a worker
+ * retiring between two frames neither loses its last interval nor inflates it.
+ * prev_tot NULL: first frame, no rates yet. Balance is over the last interval's
+ * accept rates of the workers still accepting. */
 static void draw(const char *path, const struct wrow *cur, int n, const struct wrow *prev, int np,
-		 double dt, bool tty)
+		 const struct totals *tot, const struct totals *prev_tot, double dt, bool tty)
 {
-	uint64_t tot_active = 0, maxacc = 0, minacc = UINT64_MAX;
-	double tot_acc = 0, tot_in = 0, tot_out = 0, sum = 0, sumsq = 0;
-	char in[32], out[32];
+	double maxr = 0, minr = INFINITY, sum = 0, sumsq = 0;
+	int nrates = 0;
+	char in[32], out[32], acc_s[32];
+	double acc, bi, bo;
 
 	if (tty) {
 		fputs("\033[H\033[2J", stdout);
 	}
-	printf("reuseecho-ctl top: %s, %d workers, every 1 s (q quits)\n\n", path, n);
+	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
+	       n == 1 ? "" : "s");
 	printf("%4s %4s %-9s %8s %10s %14s %14s %9s\n", "id", "cpu", "state", "active", "accept/s",
 	       "in", "out", "acceptq");
 	for (int i = 0; i < n; i++) {
 		const struct wrow *r = &cur[i];
 		const struct wrow *p = find_row(prev, np, r->id);
-		double acc = 0, bi = 0, bo = 0;
 
-		if (p != NULL && dt > 0) {
-			acc = (double)(r->accepted - p->accepted) / dt;
-			bi = (double)(r->bytes_in - p->bytes_in) / dt;
-			bo = (double)(r->bytes_out - p->bytes_out) / dt;
+		if (p != NULL && rate(r->accepted, p->accepted, dt, &acc) &&
+		    rate(r->bytes_in, p->bytes_in, dt, &bi) &&
+		    rate(r->bytes_out, p->bytes_out, dt, &bo)) {
+			snprintf(acc_s, sizeof(acc_s), "%.0f", acc);
+			human_rate(in, sizeof(in), bi);
+			human_rate(out, sizeof(out), bo);
+			if (strcmp(r->state, "draining") != 0) {
+				maxr = acc > maxr ? acc : maxr;
+				minr = acc < minr ? acc : minr;
+				sum += acc;
+				sumsq += acc * acc;
+				nrates++;
+			}
+		} else {
+			snprintf(acc_s, sizeof(acc_s), "-");
+			snprintf(in, sizeof(in), "-");
+			snprintf(out, sizeof(out), "-");
 		}
+		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64 "\n", r->id,
+		       r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max);
+	}
+	if (prev_tot != NULL && rate(tot->accepted, prev_tot->accepted, dt, &acc) &&
+	    rate(tot->bytes_in, prev_tot->bytes_in, dt, &bi) &&
+	    rate(tot->bytes_out, prev_tot->bytes_out, dt, &bo)) {
+		snprintf(acc_s, sizeof(acc_s), "%.0f", acc);
 		human_rate(in, sizeof(in), bi);
 		human_rate(out, sizeof(out), bo);
-		printf("%4ld %4s %-9s %8" PRIu64 " %10.0f %14s %14s %4" PRIu64 "/%-4" PRIu64 "\n", r->id,
-		       r->cpu, r->state, r->active, acc, in, out, r->acceptq, r->acceptq_max);
-		tot_active += r->active;
-		tot_acc += acc;
-		tot_in += bi;
-		tot_out += bo;
-		maxacc = r->accepted > maxacc ? r->accepted : maxacc;
-		minacc = r->accepted < minacc ? r->accepted : minacc;
-		sum += (double)r->accepted;
-		sumsq += (double)r->accepted * (double)r->accepted;
+	} else {
+		snprintf(acc_s, sizeof(acc_s), "-");
+		snprintf(in, sizeof(in), "-");
+		snprintf(out, sizeof(out), "-");
 	}
-	human_rate(in, sizeof(in), tot_in);
-	human_rate(out, sizeof(out), tot_out);
-	printf("%4s %4s %-9s %8" PRIu64 " %10.0f %14s %14s\n", "all", "", "", tot_active, tot_acc, in,
+	printf("%4s %4s %-9s %8" PRIu64 " %10s %14s %14s\n", "all", "", "", tot->active, acc_s, in,
 	       out);
-	if (n > 0) {
-		double mean = sum / n;
-		double var = sumsq / n - mean * mean;
-		double cv = mean > 0 ? sqrt(var > 0 ? var : 0) / mean : 0;
+	if (nrates == 0) {
+		printf("\nbalance: no rates yet\n");
+	} else if (maxr == 0) {
+		printf("\nbalance: no accepts in the last interval\n");
+	} else {
+		double mean = sum / nrates;
+		double var = sumsq / nrates - mean * mean;
+		double cv = sqrt(var > 0 ? var : 0) / mean;
 
-		if (minacc > 0) {
-			printf("\nbalance: accepted max/min %.2f, cv %.3f\n", (double)maxacc / (double)minacc, cv);
+		if (minr > 0) {
+			printf("\nbalance: accept/s max/min %.2f, cv %.3f\n", maxr / minr, cv);
 		} else {
-			printf("\nbalance: accepted max/min n/a (a worker accepted none), cv %.3f\n", cv);
+			printf("\nbalance: accept/s max/min n/a (a worker accepted none), cv %.3f\n",
+			       cv);
 		}
 	}
 	fflush(stdout);
@@ -311,6 +384,7 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 static int run_top(const char *path, int timeout_ms, long count)
 {
 	struct re_strbuf pending, reply;
+	struct totals tot, prev_tot;
 	struct wrow *cur = calloc(MAX_WORKERS, sizeof(*cur));
 	struct wrow *prev = calloc(MAX_WORKERS, sizeof(*prev));
 	struct termios saved, raw;
@@ -344,6 +418,14 @@ static int run_top(const char *path, int timeout_ms, long count)
 		double dt;
 		int n;
 
+		if (roundtrip(fd, &pending, "stats json", &reply, timeout_ms) < 0) {
+			rc = 2;
+			break;
+		}
+		if (parse_totals(reply.data ? reply.data : "", &tot) < 0) {
+			rc = 1;
+			break;
+		}
 		if (roundtrip(fd, &pending, "workers", &reply, timeout_ms) < 0) {
 			rc = 2;
 			break;
@@ -355,9 +437,11 @@ static int run_top(const char *path, int timeout_ms, long count)
 			break;
 		}
 		dt = (double)(now.tv_sec - t_prev.tv_sec) + (double)(now.tv_nsec - t_prev.tv_nsec) / 1e9;
-		draw(path, cur, n, prev, frame == 0 ? 0 : np, dt, tty);
+		draw(path, cur, n, prev, frame == 0 ? 0 : np, &tot, frame == 0 ? NULL : &prev_tot, dt,
+		     tty);
 		memcpy(prev, cur, (size_t)n * sizeof(*cur));
 		np = n;
+		prev_tot = tot;
 		t_prev = now;
 		if (count > 0 && frame + 1 >= count) {
 			break;

@@ -154,7 +154,7 @@ def main(argv):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
     except OSError as e:
-        print("SKIP: no IPv4 loopback to test on (%s)" % e)
+        print("SKIPPED: echoload: no IPv4 loopback to test on (%s)" % e)
         return SKIP
 
     usage_checks(exe)

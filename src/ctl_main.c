@@ -264,7 +264,8 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 	if (tty) {
 		fputs("\033[H\033[2J", stdout);
 	}
-	printf("reuseecho-ctl top: %s, %d workers, every 1 s (q quits)\n\n", path, n);
+	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
+	       n == 1 ? "" : "s");
 	printf("%4s %4s %-9s %8s %10s %14s %14s %9s\n", "id", "cpu", "state", "active", "accept/s",
 	       "in", "out", "acceptq");
 	for (int i = 0; i < n; i++) {

@@ -23,7 +23,7 @@ import time
 SKIP = 77
 READY_TIMEOUT = 10.0
 REUSEECHO_READY = re.compile(
-    r"^reuseecho: listening on (\S+):(\d+) with (\d+) workers$")
+    r"^reuseecho: listening on (\S+):(\d+) with (\d+) workers?$")
 CORRUPT_READY = re.compile(r"^corrupt-echo: listening on (\S+):(\d+)$")
 JSON_KEYS = ("mode conns threads size depth duration_s msgs msgs_per_s mb_per_s "
              "p50_us p90_us p99_us p999_us max_us errors mismatches loader_cpu "

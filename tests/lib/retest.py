@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-READY_RE = re.compile(r"^reuseecho: listening on (\[[0-9a-fA-F:.%\w]+\]|[0-9.]+):(\d+) with (\d+) workers$")
+READY_RE = re.compile(r"^reuseecho: listening on (\[[0-9a-fA-F:.%\w]+\]|[0-9.]+):(\d+) with (\d+) workers?$")
 SKIP = 77
 
 

@@ -1,4 +1,4 @@
-"""DESIGN §4-5 from outside: the control socket's counters are exact and agree across
+"""doc/DESIGN.md §4-5 from outside: the control socket's counters are exact and agree across
 formats (JSON, Prometheus, workers table, text), HTTP GET on the same socket and on
 --metrics-listen, runtime settings published through RCU (each checked by what the
 server then does, not only by `config`), socket-file ownership rules, the default

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -507,6 +508,36 @@ class StartupLog(unittest.TestCase):
         srv = Spawned(SAFE + ["--threads", ncpu, "--control", "none"])
         self.assertEqual(srv.stop(), 0, srv.err)
         self.assertNotIn("warn:", srv.err.decode())
+
+
+class SdNotify(unittest.TestCase):
+    """Type=notify: READY=1 with a STATUS naming the address once every worker
+    listens, STOPPING=1 when a drain begins. Only in a build with libsystemd."""
+
+    def test_ready_and_stopping(self):
+        if os.environ.get("REUSEECHO_HAVE_SYSTEMD") != "1":
+            self.skipTest("the server was built without libsystemd (libsystemd-dev), so "
+                          "sd_notify is compiled out")
+        d = tempfile.mkdtemp(prefix="reuseecho-notify-")
+        path = os.path.join(d, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(path)
+            sock.settimeout(5 * SCALE)
+            srv = retest.Server("--threads", 1, "--control", "none",
+                                extra_env={"NOTIFY_SOCKET": path})
+            try:
+                msg = sock.recv(4096).decode()
+                self.assertEqual(msg, "READY=1\nSTATUS=serving 127.0.0.1:%d with 1 worker, "
+                                 "control none" % srv.port)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.stderr())  # one SIGTERM: a drain
+            msg = sock.recv(4096).decode()
+            self.assertTrue(msg.startswith("STOPPING=1\nSTATUS=draining ("), msg)
+        finally:
+            sock.close()
+            os.unlink(path) if os.path.exists(path) else None
+            os.rmdir(d)
 
 
 class DefaultThreads(unittest.TestCase):

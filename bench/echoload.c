@@ -1304,7 +1304,16 @@ struct result {
 	uint64_t max_ns;
 	double pct_us[4];	/* p50, p90, p99, p99.9 */
 	double cpu;
+	double secs;		/* measured window as run: --duration unless stopped early */
+	double ran;		/* seconds from start-up (connects included) to the end */
+	bool early;		/* every loader finished before the window's end */
 };
+
+/* per second over the window as run; 0 when nothing was measured */
+static double per_sec(double x, const struct result *res)
+{
+	return res->secs > 0 ? x / res->secs : 0;
+}
 
 #define FIELD_MAX 32
 
@@ -1336,7 +1345,7 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 			  struct field *f)
 {
 	size_t n = 0;
-	double secs = cfg->duration;
+	double secs = res->secs;
 	unsigned long long depth;
 
 	switch (cfg->mode) {
@@ -1357,8 +1366,8 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 	set_field(&f[n++], "depth", false, false, "%llu", depth);
 	set_field(&f[n++], "duration_s", false, false, "%.3f", secs);
 	set_field(&f[n++], "msgs", false, false, "%llu", (unsigned long long)res->msgs);
-	set_field(&f[n++], "msgs_per_s", false, false, "%.1f", (double)res->msgs / secs);
-	set_field(&f[n++], "mb_per_s", false, false, "%.3f", (double)res->bytes / secs / 1e6);
+	set_field(&f[n++], "msgs_per_s", false, false, "%.1f", per_sec((double)res->msgs, res));
+	set_field(&f[n++], "mb_per_s", false, false, "%.3f", per_sec((double)res->bytes, res) / 1e6);
 	set_field(&f[n++], "p50_us", false, false, "%.1f", res->pct_us[0]);
 	set_field(&f[n++], "p90_us", false, false, "%.1f", res->pct_us[1]);
 	set_field(&f[n++], "p99_us", false, false, "%.1f", res->pct_us[2]);
@@ -1419,18 +1428,23 @@ static void report(const struct config *cfg, const struct result *res)
 		} else {
 			printf(", close %s", cfg->close_rst ? "rst" : "fin");
 		}
+		if (res->early) {
+			printf("\n  duration    %.3f s (run ended early, %.3f s after start; asked "
+			       "for %.3f s warm-up + %.3f s)", res->secs, res->ran, cfg->warmup,
+			       cfg->duration);
+		} else {
+			printf("\n  duration    %.3f s (after %.3f s warm-up)", res->secs,
+			       cfg->warmup);
+		}
 		printf("\n"
-		       "  duration    %.3f s (after %.3f s warm-up)\n"
 		       "  msgs        %llu (%.1f msgs/s)\n"
 		       "  echoed      %llu B (%.3f MB/s)\n"
 		       "  latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n"
 		       "  errors      %llu\n"
 		       "  mismatches  %llu\n"
 		       "  loader CPU  %.1f%% of %u core(s)\n",
-		       cfg->duration, cfg->warmup,
-		       (unsigned long long)res->msgs, (double)res->msgs / cfg->duration,
-		       (unsigned long long)res->bytes,
-		       (double)res->bytes / cfg->duration / 1e6,
+		       (unsigned long long)res->msgs, per_sec((double)res->msgs, res),
+		       (unsigned long long)res->bytes, per_sec((double)res->bytes, res) / 1e6,
 		       res->pct_us[0], res->pct_us[1], res->pct_us[2], res->pct_us[3],
 		       (double)res->max_ns / 1e3,
 		       (unsigned long long)res->errors, (unsigned long long)res->mismatches,
@@ -1500,7 +1514,7 @@ int main(int argc, char **argv)
 	struct run run;
 	struct result res;
 	struct loader *loaders;
-	uint64_t *hist, nofile, live = 0, m_start, m_end, end;
+	uint64_t *hist, nofile, live = 0, m_start, m_end, end, stopped, began = now_ns();
 	double cpu0 = 0, cpu1 = 0, window_s;
 	const char *first_what = NULL;
 	int first_err = 0, r;
@@ -1559,13 +1573,13 @@ int main(int argc, char **argv)
 
 	m_start = run.t0 + secs_to_ns(cfg.warmup);
 	m_end = m_start + secs_to_ns(cfg.duration);
-	end = wait_until(&run, m_start);
-	if (end == m_start) {
+	stopped = wait_until(&run, m_start);
+	end = m_start;		/* the window is empty when the run ends in the warm-up */
+	if (stopped == m_start) {
 		cpu0 = cpu_secs();
 		end = wait_until(&run, m_end);
+		stopped = end;
 		cpu1 = cpu_secs();
-	} else {
-		end = m_start;
 	}
 	for (i = 0; i < cfg.threads; i++) {
 		(void)pthread_join(loaders[i].tid, NULL);
@@ -1573,6 +1587,9 @@ int main(int argc, char **argv)
 
 	memset(&res, 0, sizeof(res));
 	window_s = (double)(end - m_start) / 1e9;
+	res.secs = window_s;
+	res.ran = (double)(stopped - began) / 1e9;
+	res.early = stopped < m_end;
 	res.cpu = window_s > 0 ? (cpu1 - cpu0) / (window_s * cfg.threads) : 0;
 	for (i = 0; i < cfg.threads; i++) {
 		const struct loader_stats *st = &loaders[i].st;

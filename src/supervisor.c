@@ -58,6 +58,7 @@ struct supervisor {
 	const struct re_config *cfg;
 	struct re_addr addr;
 	char address[80];
+	char metrics_address[80];	/* --metrics-listen as bound, "" when off */
 	struct re_cpuset cpus;		/* where workers may be pinned */
 	struct re_runtime *runtime;	/* RCU-published */
 	struct re_stats stats;
@@ -129,8 +130,15 @@ static void raise_nofile(const struct re_config *cfg)
 	}
 }
 
+/* "s" unless n is 1: "1 worker", "2 workers". */
+static const char *plural(size_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
 /* Decide which CPUs workers are pinned to: --cpus must be a subset of the allowed
- * set. Returns 0 or -EINVAL (logged). */
+ * set. Returns 0, -EINVAL (logged) for a --cpus list this process cannot use (a
+ * usage error: exit 2), or another -errno (logged). */
 static int resolve_cpus(struct supervisor *s)
 {
 	struct re_cpuset allowed;
@@ -149,13 +157,26 @@ static int resolve_cpus(struct supervisor *s)
 		if (CPU_ISSET((size_t)c, &s->cfg->cpus.set) && !CPU_ISSET((size_t)c, &allowed.set)) {
 			re_cpu_format_list(&s->cfg->cpus, list, sizeof(list));
 			re_cpu_format_list(&allowed, alist, sizeof(alist));
-			re_log_error("sched_setaffinity --cpus %s: CPU %d is not in the allowed set %s: %s",
-				     list, c, alist, strerror(EINVAL));
+			re_log_error("--cpus %s: CPU %d is not one this process may use "
+				     "(allowed CPUs: %s)", list, c, alist);
 			return -EINVAL;
 		}
 	}
 	s->cpus = s->cfg->cpus;
 	return 0;
+}
+
+/* More workers than CPUs buys nothing: say once what it costs. */
+static void warn_oversubscribed(const struct supervisor *s, size_t workers, const char *how)
+{
+	size_t ncpu = re_cpu_count(&s->cpus);
+
+	if (workers <= ncpu) {
+		return;
+	}
+	re_log_warn("%s %zu is more than the %zu CPU%s workers may use: workers sharing a CPU "
+		    "take turns on it, which adds context switches and queueing delay and no "
+		    "throughput; %zu or fewer avoids it", how, workers, ncpu, plural(ncpu), ncpu);
 }
 
 static int watch(struct supervisor *s, int fd)
@@ -724,6 +745,7 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 		return;
 	}
 	if (want > live) {
+		warn_oversubscribed(s, want, "threads");
 		for (size_t k = live; k < want; k++) {
 			if (spawn_joined(s, why, sizeof(why)) < 0) {
 				break;
@@ -757,11 +779,12 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 			}
 		}
 		steer_release(s);
-		re_log_info("threads: retired %zu listeners by %s%s", live - want,
-			    handover_mechanism(s), lost ? " (some did not close in time)" : "");
+		re_log_info("threads: retired %zu listener%s by %s%s", live - want,
+			    plural(live - want), handover_mechanism(s),
+			    lost ? " (some did not close in time)" : "");
 	}
-	re_log_info("threads: %zu -> %zu workers", live, want);
-	re_notify("STATUS=serving %s with %zu workers", s->address, want);
+	re_log_info("threads: %zu -> %zu worker%s", live, want, plural(want));
+	re_notify("STATUS=serving %s with %zu worker%s", s->address, want, plural(want));
 	snprintf(r->reply, sizeof(r->reply), "threads %zu", want);
 }
 
@@ -785,9 +808,10 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		break;
 	}
 	publish_runtime(s, &next);
-	re_log_info("set %s %" PRIu64, key, r->cmd.value);
 	snprintf(r->reply, sizeof(r->reply), "%s %" PRIu64 "%s", key, r->cmd.value,
 		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT) ? " ms" : "");
+	/* The log says what the reply says, unit included ("set idle-timeout 250 ms"). */
+	re_log_info("set %s", r->reply);
 }
 
 static void handle_requests(struct supervisor *s)
@@ -878,7 +902,8 @@ static void handle_requests(struct supervisor *s)
 			}
 			re_log_info("retire: serving established connections, then exiting");
 			re_notify("STOPPING=1\nSTATUS=retiring after a takeover");
-			snprintf(r->reply, sizeof(r->reply), "retiring %zu workers", s->nslots);
+			snprintf(r->reply, sizeof(r->reply), "retiring %zu worker%s", s->nslots,
+				 plural(s->nslots));
 			break;
 		case RE_CTL_DEBUG_STALL: {
 			bool found = false;
@@ -1043,8 +1068,9 @@ static int takeover(struct supervisor *s, unsigned n, char *why, size_t whylen)
 			return -1;
 		}
 	}
-	re_log_info("takeover: joined %zu listeners of the old instance with %u workers; moving "
-		    "new connections here by %s", nold, n, handover_mechanism(s));
+	re_log_info("takeover: joined %zu listener%s of the old instance with %u worker%s; "
+		    "moving new connections here by %s", nold, plural(nold), n, plural(n),
+		    handover_mechanism(s));
 	for (size_t i = 0; i < nold; i++) {
 		long idx = group_index(s, -1 - old[i]);
 
@@ -1105,6 +1131,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 			return -1;
 		}
 		p.metrics = true;
+		re_net_format_addr(&p.metrics_addr, s->metrics_address, sizeof(s->metrics_address));
 	}
 	if (p.path == NULL && !p.metrics) {
 		return 0;
@@ -1163,13 +1190,16 @@ static int drop_privileges(struct supervisor *s)
 
 static void print_ready(const struct supervisor *s)
 {
-	printf("reuseecho: listening on %s with %zu workers\n", s->address, s->nslots);
+	const char *w = plural(s->nslots);
+
+	printf("reuseecho: listening on %s with %zu worker%s\n", s->address, s->nslots, w);
 	fflush(stdout);
-	re_notify("READY=1\nSTATUS=serving %s with %zu workers, control %s", s->address, s->nslots,
-		  s->control_path[0] ? s->control_path : "none");
-	re_log_info("%zu workers on %s (pinned: %s), control %s, conn-buffer %u, max-conns %" PRIu64
-		    ", idle-timeout %u ms", s->nslots, s->address, s->cfg->no_pin ? "no" : "yes",
-		    s->control_path[0] ? s->control_path : "none", s->runtime->conn_buffer,
+	re_notify("READY=1\nSTATUS=serving %s with %zu worker%s, control %s", s->address,
+		  s->nslots, w, s->control_path[0] ? s->control_path : "none");
+	re_log_info("%zu worker%s on %s (pinned: %s), control %s, metrics %s, conn-buffer %u, "
+		    "max-conns %" PRIu64 ", idle-timeout %u ms", s->nslots, w, s->address,
+		    s->cfg->no_pin ? "no" : "yes", s->control_path[0] ? s->control_path : "none",
+		    s->metrics_address[0] ? s->metrics_address : "off", s->runtime->conn_buffer,
 		    s->runtime->max_conns, s->runtime->idle_timeout_ms);
 }
 
@@ -1271,14 +1301,25 @@ int re_supervisor_run(const struct re_config *cfg)
 	};
 	char why[320];
 	unsigned n;
+	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &s.started);
 	raise_nofile(cfg);
-	if (setup_signals(&s) < 0 || resolve_cpus(&s) < 0 || reserve_port(&s) < 0) {
+	if (setup_signals(&s) < 0) {
+		teardown(&s);
+		return 1;
+	}
+	r = resolve_cpus(&s);
+	if (r < 0) {
+		teardown(&s);
+		return r == -EINVAL ? 2 : 1;	/* --cpus names a CPU we may not use */
+	}
+	if (reserve_port(&s) < 0) {
 		teardown(&s);
 		return 1;
 	}
 	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.cpus);
+	warn_oversubscribed(&s, n, "--threads");
 	s.runtime = malloc(sizeof(*s.runtime));
 	if (s.runtime == NULL || re_stats_init(&s.stats) < 0) {
 		re_log_error("malloc: %s", strerror(ENOMEM));

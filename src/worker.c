@@ -2,7 +2,7 @@
  * buffers and stats block; talks to the supervisor only through its command eventfd,
  * its state word and the RCU-published runtime settings.
  *
- * Edge-triggered rules (DESIGN §2), where each one bites:
+ * Edge-triggered rules (doc/DESIGN.md §2), where each one bites:
  * - every connection is registered once with EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET and
  *   never modified: readiness is tracked in conn flags instead of the interest set;
  * - write-through: data is sent straight from the scratch buffer it was received into;

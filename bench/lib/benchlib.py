@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -234,12 +235,97 @@ def proc_threads(pid):
         return None
 
 
+# Where the load average is read; tests point it at a file they write
+# (tests/integration/test_bench_load.py) to exercise the LOADED marking.
+LOADAVG_PATH = os.environ.get("REUSEECHO_BENCH_LOADAVG", "/proc/loadavg")
+
+
 def loadavg():
     try:
-        with open("/proc/loadavg") as f:
+        with open(LOADAVG_PATH) as f:
             return f.read().split()[0]
     except OSError:
         return ""
+
+
+def load1():
+    """The 1-minute load average as a float, or None where /proc/loadavg is missing."""
+    v = loadavg()
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+class LoadWatch:
+    """The machine's load average around and during every run.
+
+    A daemon thread samples /proc/loadavg every second. begin_run()/end_run()
+    bracket one echoload run and return the 1-minute load before it, after it,
+    and the highest sample in between. A run is LOADED when any of the three
+    exceeds `limit` (default: the number of online CPUs): its figures measure the
+    other work on the machine as much as the servers, and the scripts refuse to
+    present them as publishable (bench/README.md, "Load and trust").
+    The bench's own server and loader threads count too: keep their total at or
+    under the CPU count (the default pinning does) so a quiet machine stays under.
+    """
+
+    def __init__(self, limit=None, period=1.0):
+        self.cpus = os.cpu_count() or 1
+        self.limit = float(limit) if limit is not None else float(self.cpus)
+        self.period = period
+        self.lock = threading.Lock()
+        self.at_start = load1()
+        self.max_all = self.at_start
+        self.run_max = None
+        self.loaded_runs = 0
+        self.runs = 0
+        t = threading.Thread(target=self._loop, name="loadwatch", daemon=True)
+        t.start()
+
+    def _note(self, v):
+        if v is None:
+            return
+        if self.max_all is None or v > self.max_all:
+            self.max_all = v
+        if self.run_max is not None and v > self.run_max:
+            self.run_max = v
+
+    def _loop(self):
+        while True:
+            time.sleep(self.period)
+            v = load1()
+            with self.lock:
+                self._note(v)
+
+    def begin_run(self):
+        v = load1()
+        with self.lock:
+            self.run_max = v if v is not None else -1.0
+            self._note(v)
+        return v
+
+    def end_run(self, res):
+        """Store load_before/load_max/load_after/loaded in the run record `res`."""
+        v = load1()
+        with self.lock:
+            self._note(v)
+            peak = self.run_max if self.run_max is not None and self.run_max >= 0 else None
+            self.run_max = None
+            self.runs += 1
+            vals = [x for x in (res.get("load_before"), peak, v) if x is not None]
+            loaded = bool(vals) and max(vals) > self.limit
+            self.loaded_runs += loaded
+        res["load_max"] = peak
+        res["load_after"] = v
+        res["loaded"] = loaded
+        return loaded
+
+    def summary(self):
+        with self.lock:
+            return {"cpus": self.cpus, "limit": self.limit, "at_start": self.at_start,
+                    "max": self.max_all, "now": load1(), "runs": self.runs,
+                    "loaded_runs": self.loaded_runs}
 
 
 # --------------------------------------------------------------------------
@@ -640,6 +726,7 @@ def run_loader_once(echoload, case, cfg, server, logdir, tag, perf_mode=False):
     out_path = logdir / f"{tag}.stdout"
     err_path = logdir / f"{tag}.stderr"
     res["loadavg"] = loadavg()
+    res["load_before"] = cfg.load_watch.begin_run()
     with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
         t0 = time.monotonic()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
@@ -670,6 +757,9 @@ def run_loader_once(echoload, case, cfg, server, logdir, tag, perf_mode=False):
             _unregister(p)
             syscalls = perf.finish() if perf else None
     res["wall_s"] = round(time.monotonic() - t0, 3)
+    if cfg.load_watch.end_run(res):
+        warn(f"{tag}: LOADED: load average {fmt_load(res)} exceeded {cfg.load_watch.limit:g} "
+             f"(the CPU count unless --max-load): these figures are not fit to publish")
     res["exit"] = p.returncode
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
@@ -721,12 +811,14 @@ def run_loader_once(echoload, case, cfg, server, logdir, tag, perf_mode=False):
 SUMMARY_FIELDS = [
     "script", "server", "workers", "server_cpus", "loader_cpus", "case", "mode", "size", "conns",
     "depth", "rate", "status", "repeats_ok", "repeats", "msgs_per_s", "mb_per_s", "p50_us",
-    "p90_us", "p99_us", "p999_us", "max_us", "errors", "mismatches", "loader_cpu",
+    "p90_us", "p99_us", "p999_us", "max_us", "errors", "mismatches", "loader_cpu", "load_max",
+    "loaded",
     "server_cpu_util", "server_cpu_us_per_msg", "server_user_share", "syscalls_per_msg",
     "msgs_per_s_min", "msgs_per_s_max", "cpu_us_per_msg_min", "cpu_us_per_msg_max", "note",
 ]
 RUN_FIELDS = [
     "script", "server", "workers", "case", "run", "probe", "status", "exit", "wall_s", "loadavg",
+    "load_before", "load_max", "load_after", "loaded",
     "duration_s", "msgs", "msgs_per_s", "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us",
     "max_us", "errors", "mismatches", "loader_cpu", "sample_s", "server_cpu_util",
     "server_cpu_us_per_msg", "server_user_share", "syscalls", "perf_interval_s",
@@ -841,8 +933,33 @@ def run_case(ctx, spec, workers, server_cpus, case):
         # echoload's loader_cpu: busy share of its threads' cores (0..1)
         note.append(f"loader saturated ({lcpu * 100:.0f}% of its cores)" +
                     (": latencies are loader-bound" if case["mode"] == "rate" else ""))
+    peaks = [x for r in runs for x in (r.get("load_before"), r.get("load_max"),
+                                       r.get("load_after")) if x is not None]
+    row["load_max"] = max(peaks) if peaks else None
+    row["loaded"] = any(r.get("loaded") for r in runs)
+    if row["loaded"]:
+        note.insert(0, f"LOADED: load average up to {row['load_max']:g} > "
+                       f"{cfg.load_watch.limit:g}, not fit to publish")
     row["note"] = "; ".join(note)
     return row, runs
+
+
+def load_cell(r):
+    """Table cell: the highest load average seen around a case, LOADED past the limit."""
+    v = _num(r.get("load_max"))
+    loaded = r.get("loaded") in (True, "True", "true", "1")
+    return ("-" if v is None else f"{v:.2f}") + (" LOADED" if loaded else "")
+
+
+LOAD_COL = ("load max", load_cell)
+
+
+def fmt_load(res):
+    """'0.52 before, 1.10 max, 0.61 after' for one run record."""
+    def f(x):
+        return "-" if x is None else f"{x:.2f}"
+    return (f"{f(res.get('load_before'))} before, {f(res.get('load_max'))} max, "
+            f"{f(res.get('load_after'))} after")
 
 
 def fmt_num(v, digits=3):
@@ -869,7 +986,8 @@ def fmt_pct(v):
 def fmt_run(r):
     s = (f"{r['run']}: {r['status']} msgs/s={fmt_num(r.get('msgs_per_s'))} "
          f"p99={fmt_num(r.get('p99_us'))}us cpu/msg={fmt_num(r.get('server_cpu_us_per_msg'))}us "
-         f"util={fmt_pct(r.get('server_cpu_util'))}")
+         f"util={fmt_pct(r.get('server_cpu_util'))} load {fmt_load(r)}"
+         f"{' LOADED' if r.get('loaded') else ''}")
     if r.get("probe"):
         s += f" syscalls/msg={fmt_num(r.get('syscalls_per_msg'))}"
         if r.get("perf_error"):
@@ -937,6 +1055,12 @@ def add_common_args(ap, server_cpus_default="0"):
     g.add_argument("--grace", type=positive_float, default=None, metavar="S",
                    help="extra seconds echoload may take beyond warm-up+duration before it is "
                         "killed (default 10 + duration/2)")
+    g.add_argument("--max-load", type=positive_float, default=None, metavar="LOAD",
+                   help="a run whose 1-minute load average exceeds LOAD before, during or after "
+                        "it is LOADED: marked in every output and table, and the script exits 4 "
+                        "(default: the number of online CPUs)")
+    g.add_argument("--allow-loaded", action="store_true",
+                   help="exit as usual even when runs were LOADED (they stay marked)")
     g.add_argument("--quiet", action="store_true", help="less progress output on stderr")
     return ap
 
@@ -959,6 +1083,11 @@ def make_config(args, server_cpus):
     cfg.loader_args = list(args.loader_arg)
     cfg.server_args = list(args.server_arg)
     cfg.rate = args.rate
+    cfg.allow_loaded = args.allow_loaded
+    cfg.load_watch = LoadWatch(args.max_load)
+    if cfg.load_watch.at_start is not None and cfg.load_watch.at_start > cfg.load_watch.limit:
+        warn(f"the machine is busy before any run: load average {cfg.load_watch.at_start:g} > "
+             f"{cfg.load_watch.limit:g}; every run will be marked LOADED")
     cfg.build = resolve_build_dir(args.build_dir)
     cfg.tmpdir = tempfile.mkdtemp(prefix="reuseecho-bench-")
     atexit.register(shutil.rmtree, cfg.tmpdir, True)
@@ -994,6 +1123,12 @@ def git_head():
             p = gitdir / ref
             if p.exists():
                 return p.read_text().strip()
+            common = gitdir / "commondir"  # a worktree keeps its branches there
+            if common.is_file():
+                gitdir = (gitdir / common.read_text().strip()).resolve()
+                p = gitdir / ref
+                if p.exists():
+                    return p.read_text().strip()
             packed = gitdir / "packed-refs"
             if packed.exists():
                 for line in packed.read_text().splitlines():
@@ -1048,7 +1183,7 @@ class Context:
             "git_head": git_head(),
             "host": host_info(),
             "config": {k: (str(v) if isinstance(v, Path) else v)
-                       for k, v in vars(cfg).items() if k != "tmpdir"},
+                       for k, v in vars(cfg).items() if k not in ("tmpdir", "load_watch")},
             "method": {
                 "server_cpu": "utime+stime of the server process (/proc/PID/stat fields 14,15) "
                               "sampled at warmup+margin and warmup+duration-margin after echoload "
@@ -1080,8 +1215,42 @@ class Context:
         self.summary.append(row)
         self.write()
 
+    def loaded(self):
+        return self.cfg.load_watch.summary()["loaded_runs"] > 0
+
+    def provenance(self):
+        """Lines that say which run a table comes from: date, command, commit, load."""
+        ld = self.cfg.load_watch.summary()
+
+        def f(x):
+            return "-" if x is None else f"{x:.2f}"
+        cmd = " ".join([f"bench/{self.script}"] + [a if a and " " not in a else repr(a)
+                                                    for a in sys.argv[1:]])
+        lines = [f"Run: {self.meta['started']}, `{cmd}`, commit {(self.meta['git_head'] or '?')[:12]}, "
+                 f"load average {f(ld['at_start'])} at start, {f(ld['max'])} max, "
+                 f"{f(ld['now'])} at end on {ld['cpus']} CPUs."]
+        if ld["loaded_runs"]:
+            lines.insert(0, f"LOADED RUN: the load average exceeded {ld['limit']:g} in "
+                            f"{ld['loaded_runs']} of {ld['runs']} runs (max {f(ld['max'])}): "
+                            f"these figures measure the other work on the machine too and are "
+                            f"not fit to publish; rerun on a quiet machine.")
+        return lines
+
+    def finish(self, rc):
+        """The exit status: 4 when runs were LOADED and --allow-loaded was not given."""
+        self.write()
+        if self.loaded():
+            for line in self.provenance()[:1]:
+                print("\n*** " + line + " ***", file=sys.stderr)
+            if not self.cfg.allow_loaded:
+                print("exit 4: LOADED runs (pass --allow-loaded to exit as usual; the marks "
+                      "stay)", file=sys.stderr)
+                return 4
+        return rc
+
     def write(self):
         self.meta["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        self.meta["load"] = self.cfg.load_watch.summary()
         data = dict(self.meta)
         data["skipped"] = self.skipped
         data["summary"] = self.summary

@@ -13,7 +13,7 @@ instance, written the way the well-known tutorials teach it:
 
 So it pays two epoll_ctl calls, an extra epoll_wait wake-up and one wasted
 recv() (the one that returns EAGAIN) per message: that is the point of the
-comparison (see DESIGN.md §2).
+comparison (see doc/DESIGN.md §2).
 
 Beyond the tutorial it is hardened so that a benchmark cannot crash it:
 binary-safe (bytes only, never decoded), resets/EPIPE close just that

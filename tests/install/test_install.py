@@ -32,8 +32,10 @@ def fail(msg):
     sys.exit(1)
 
 
-def note(msg):
-    print("note: " + msg)
+def partial_skip(what, why):
+    """A check this test could not make while the rest passes: printed as a
+    `SKIPPED:` line, which tests/check-skips fails CI on unless allow-listed."""
+    print("SKIPPED: %s: %s" % (what, why))
 
 
 def load_intro(build_root, what):
@@ -140,8 +142,8 @@ def check_list(b, destdir, source_root):
         fail("scdoc is on PATH and -Dman=%s, but the build has no man pages "
              "(reconfigure the build directory)" % b.man_option)
     else:
-        note("no man pages in this build (scdoc not found or -Dman=disabled): "
-             "share/man/man1 not checked")
+        partial_skip("install.man_pages", "no man pages in this build (scdoc not found or "
+                     "-Dman=disabled): share/man/man1 not checked")
 
     got = installed_files(destdir)
     missing, extra = sorted(expected - got), sorted(got - expected)
@@ -191,6 +193,9 @@ def check_list(b, destdir, source_root):
     if b.man_pages:
         print("ok: man pages have their headers%s" %
               (" and render without groff warnings" if shutil.which("groff") else ""))
+        if not shutil.which("groff"):
+            partial_skip("install.groff", "groff not found (Debian package 'groff-base'): "
+                         "man pages not rendered")
 
     # The unit: substituted, pointing at the installed server, sane stop timing.
     with open(under(destdir, b.unit_path), encoding="utf-8") as f:
@@ -243,13 +248,15 @@ def check_list(b, destdir, source_root):
             fail("promtool check config:\n" + r.stdout.decode(errors="replace"))
         print("ok: promtool check config prometheus.yml")
     else:
-        note("promtool not found: prometheus.yml syntax not checked")
+        partial_skip("install.promtool", "promtool not found (Debian package 'prometheus'): "
+                     "prometheus.yml syntax not checked")
 
 
 def check_unit(b, destdir):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        print("SKIP: systemd-analyze not found; the unit was not verified")
+        print("SKIPPED: install_unit: systemd-analyze not found (Debian package 'systemd'); "
+              "the unit was not verified")
         sys.exit(SKIP)
     # systemd-analyze verify checks that ExecStart= names an executable, which here
     # lives under the destdir: verify a copy whose ExecStart points there (check
@@ -272,7 +279,7 @@ def check_unit(b, destdir):
             # Documentation=man:... must name pages that this install provides.
             env["MANPATH"] = under(destdir, b.mandir)
         else:
-            note("no man pages in this build: verifying with --man=no")
+            partial_skip("install_unit.man", "no man pages in this build: verifying with --man=no")
             cmd.append("--man=no")
         cmd.append(unit)
         r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -298,7 +305,7 @@ def main():
 
     meson = [a.meson] if a.meson else ([shutil.which("meson")] if shutil.which("meson") else None)
     if meson is None:
-        print("SKIP: no meson command to run `meson install` with")
+        print("SKIPPED: install: no meson command to run `meson install` with")
         sys.exit(SKIP)
     b = Build(a.build_root)
     with tempfile.TemporaryDirectory(prefix="reuseecho-destdir-") as destdir:

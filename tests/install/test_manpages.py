@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-READY_RE = re.compile(rb"^reuseecho: listening on (\S+):(\d+) with (\d+) workers$")
+READY_RE = re.compile(rb"^reuseecho: listening on (\S+):(\d+) with (\d+) workers?$")
 failures = []
 
 

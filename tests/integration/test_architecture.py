@@ -1,4 +1,4 @@
-"""DESIGN §1 invariants, checked from outside the running process:
+"""doc/DESIGN.md §1 invariants, checked from outside the running process:
 N pinned worker threads named reuseecho-w<i>, N listeners on the port, N epoll
 instances each watching exactly one listener, and no fd watched by two epolls."""
 import os

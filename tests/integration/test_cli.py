@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -144,6 +145,19 @@ class Spawned:
             self.proc.communicate(timeout=10)
         except (subprocess.TimeoutExpired, ValueError):
             pass
+
+
+def cpu_list(cpus):
+    """{0, 1, 2, 5} -> '0-2,5', as the server prints CPU sets."""
+    out, cpus = [], sorted(cpus)
+    i = 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else "%d-%d" % (cpus[i], cpus[j]))
+        i = j + 1
+    return ",".join(out)
 
 
 def echo_once(host, port, payload, timeout=5.0):
@@ -293,11 +307,11 @@ class Usage(unittest.TestCase):
 
 
 class StartupFailure(unittest.TestCase):
-    def startup_error(self, args, needles, within=None):
+    def startup_error(self, args, needles, within=None, rc=1):
         t0 = time.monotonic()
         r = run(args)
         took = time.monotonic() - t0
-        self.assertEqual(r.returncode, 1, "%r: rc %s, stderr %r" % (args, r.returncode, r.stderr))
+        self.assertEqual(r.returncode, rc, "%r: rc %s, stderr %r" % (args, r.returncode, r.stderr))
         self.assertEqual(r.stdout, b"", "no ready line on failure")
         err = r.stderr.decode(errors="replace")
         self.assertTrue(err.endswith("\n") and err.count("\n") == 1,
@@ -333,18 +347,33 @@ class StartupFailure(unittest.TestCase):
                            ["bind", "192.0.2.1", "Cannot assign requested address"])
 
     def test_cpu_outside_affinity(self):
+        # A CPU the process may not use cannot be satisfied: a usage error (exit 2)
+        # naming the flag and the CPUs that are allowed.
         allowed = os.sched_getaffinity(0)
         outside = min(set(range(max(allowed) + 2)) - allowed)
+        want = "(allowed CPUs: %s)" % cpu_list(allowed)
         for cpu in (1000, outside):
             with self.subTest(cpu=cpu):
-                self.startup_error(SAFE + ["--cpus", cpu],
-                                   ["CPU %d" % cpu, "Invalid argument"])
+                err = self.startup_error(SAFE + ["--cpus", cpu], [want], rc=2)
+                self.assertEqual(err, "reuseecho: error: --cpus %d: CPU %d is not one this "
+                                 "process may use %s\n" % (cpu, cpu, want))
         # One good CPU and one bad one: still refused, naming the bad one.
         self.startup_error(SAFE + ["--cpus", "%d,%d" % (min(allowed), outside)],
-                           ["CPU %d" % outside, "Invalid argument"])
+                           ["--cpus %d,%d: CPU %d is not" % (min(allowed), outside, outside),
+                            want], rc=2)
 
 
 class ReadyLine(unittest.TestCase):
+    def test_one_worker_is_singular(self):
+        srv = Spawned(SAFE + ["--threads", 1, "--control", "none"])
+        rc = srv.stop()
+        self.assertEqual(rc, 0, srv.err)
+        self.assertEqual(srv.out.decode(),
+                         "reuseecho: listening on 127.0.0.1:%d with 1 worker\n" % srv.port)
+        self.assertIn("reuseecho: info: 1 worker on 127.0.0.1:%d (pinned: yes)" % srv.port,
+                      srv.err.decode())
+        self.assertNotIn("1 workers", srv.err.decode())
+
     def test_exactly_one_stdout_line_ipv4(self):
         srv = Spawned(SAFE + ["--threads", 2])
         try:
@@ -368,7 +397,7 @@ class ReadyLine(unittest.TestCase):
             rc = srv.stop()
         self.assertEqual(rc, 0, srv.err)
         self.assertEqual(srv.out.decode(),
-                         "reuseecho: listening on [::1]:%d with 1 workers\n" % srv.port)
+                         "reuseecho: listening on [::1]:%d with 1 worker\n" % srv.port)
 
     def test_bracketed_bind_accepted(self):
         if not ipv6_loopback():
@@ -379,7 +408,7 @@ class ReadyLine(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.err)
         self.assertEqual(srv.out.decode(),
-                         "reuseecho: listening on [::1]:%d with 1 workers\n" % srv.port)
+                         "reuseecho: listening on [::1]:%d with 1 worker\n" % srv.port)
 
     def test_ipv6_any_is_dual_stack(self):
         if not ipv6_loopback():
@@ -437,6 +466,78 @@ class ReadyLine(unittest.TestCase):
             for s in socks:
                 s.close()
             self.assertEqual(srv.stop(), 0, srv.stderr())
+
+
+class StartupLog(unittest.TestCase):
+    """The start-up info line names every endpoint, and a worker count above the CPU
+    count is warned about once, saying what it costs."""
+
+    def info_line(self, err, port):
+        lines = [l for l in err.splitlines() if l.startswith("reuseecho: info: ") and
+                 " on 127.0.0.1:%d (pinned" % port in l]
+        self.assertEqual(len(lines), 1, err)
+        return lines[0]
+
+    def test_metrics_address_logged(self):
+        mport = retest.free_tcp_port()
+        srv = Spawned(SAFE + ["--threads", 1, "--control", "none",
+                              "--metrics-listen", "127.0.0.1:%d" % mport])
+        self.assertEqual(srv.stop(), 0, srv.err)
+        line = self.info_line(srv.err.decode(), srv.port)
+        self.assertIn(", control none, metrics 127.0.0.1:%d, " % mport, line)
+
+    def test_metrics_off_logged(self):
+        srv = Spawned(SAFE + ["--threads", 1, "--control", "none"])
+        self.assertEqual(srv.stop(), 0, srv.err)
+        self.assertIn(", control none, metrics off, ", self.info_line(srv.err.decode(), srv.port))
+
+    def test_threads_above_cpus_warns_once(self):
+        ncpu = len(os.sched_getaffinity(0))
+        srv = Spawned(SAFE + ["--threads", ncpu + 1, "--control", "none"])
+        self.assertEqual(srv.workers, ncpu + 1)
+        self.assertEqual(srv.stop(), 0, srv.err)
+        warns = [l for l in srv.err.decode().splitlines() if l.startswith("reuseecho: warn: ")]
+        self.assertEqual(warns, [
+            "reuseecho: warn: --threads %d is more than the %d CPU%s workers may use: workers "
+            "sharing a CPU take turns on it, which adds context switches and queueing delay "
+            "and no throughput; %d or fewer avoids it"
+            % (ncpu + 1, ncpu, "" if ncpu == 1 else "s", ncpu)])
+
+    def test_threads_at_cpus_does_not_warn(self):
+        ncpu = len(os.sched_getaffinity(0))
+        srv = Spawned(SAFE + ["--threads", ncpu, "--control", "none"])
+        self.assertEqual(srv.stop(), 0, srv.err)
+        self.assertNotIn("warn:", srv.err.decode())
+
+
+class SdNotify(unittest.TestCase):
+    """Type=notify: READY=1 with a STATUS naming the address once every worker
+    listens, STOPPING=1 when a drain begins. Only in a build with libsystemd."""
+
+    def test_ready_and_stopping(self):
+        if os.environ.get("REUSEECHO_HAVE_SYSTEMD") != "1":
+            self.skipTest("the server was built without libsystemd (libsystemd-dev), so "
+                          "sd_notify is compiled out")
+        d = tempfile.mkdtemp(prefix="reuseecho-notify-")
+        path = os.path.join(d, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(path)
+            sock.settimeout(5 * SCALE)
+            srv = retest.Server("--threads", 1, "--control", "none",
+                                extra_env={"NOTIFY_SOCKET": path})
+            try:
+                msg = sock.recv(4096).decode()
+                self.assertEqual(msg, "READY=1\nSTATUS=serving 127.0.0.1:%d with 1 worker, "
+                                 "control none" % srv.port)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.stderr())  # one SIGTERM: a drain
+            msg = sock.recv(4096).decode()
+            self.assertTrue(msg.startswith("STOPPING=1\nSTATUS=draining ("), msg)
+        finally:
+            sock.close()
+            os.unlink(path) if os.path.exists(path) else None
+            os.rmdir(d)
 
 
 class DefaultThreads(unittest.TestCase):

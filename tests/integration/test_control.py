@@ -1,4 +1,4 @@
-"""DESIGN §4-5 from outside: the control socket's counters are exact and agree across
+"""doc/DESIGN.md §4-5 from outside: the control socket's counters are exact and agree across
 formats (JSON, Prometheus, workers table, text), HTTP GET on the same socket and on
 --metrics-listen, runtime settings published through RCU (each checked by what the
 server then does, not only by `config`), socket-file ownership rules, the default
@@ -303,6 +303,20 @@ class RuntimeConfig(ControlCase):
             s.close()
         self.stop(srv)
 
+    def test_set_is_logged_with_units(self):
+        # "set idle-timeout 250ms" was logged as a bare "250": the log says what the
+        # reply says, unit included.
+        srv = self.start("--threads", 1)
+        for line, reply in (("set idle-timeout 250ms", "idle-timeout 250 ms"),
+                            ("set idle-timeout 1.5", "idle-timeout 1500 ms"),
+                            ("set drain-timeout 3", "drain-timeout 3000 ms"),
+                            ("set max-conns 7", "max-conns 7")):
+            self.assertEqual(retest.ctl_command(srv.ctl, line), "OK %s\n" % reply)
+            retest.wait_until(lambda: "reuseecho: info: set %s\n" % reply in srv.stderr(),
+                              timeout=5, what="'set %s' in the log" % reply)
+        self.assertNotRegex(srv.stderr(), r"set idle-timeout \d+\n")
+        self.stop(srv)
+
     def test_idle_timeout(self):
         srv = self.start("--threads", 2)
         before = srv.connect()
@@ -310,6 +324,7 @@ class RuntimeConfig(ControlCase):
         t_before = time.monotonic()
         self.assertEqual(retest.ctl_command(srv.ctl, "set idle-timeout 0.5"),
                          "OK idle-timeout 500 ms\n")
+
         self.assertEqual(self.config(srv)["idle-timeout"], "0.500")
         after = srv.connect()
         retest.echo_check(after, b"pong")

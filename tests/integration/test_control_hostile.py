@@ -1,4 +1,4 @@
-"""DESIGN §5 bounds under hostile control clients: garbage, over-long lines, too many
+"""doc/DESIGN.md §5 bounds under hostile control clients: garbage, over-long lines, too many
 clients, clients that never read, half-sent HTTP requests and idle clients. After
 each, the server must still echo and still answer `stats`."""
 import json

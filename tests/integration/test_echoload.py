@@ -23,7 +23,7 @@ import time
 SKIP = 77
 READY_TIMEOUT = 10.0
 REUSEECHO_READY = re.compile(
-    r"^reuseecho: listening on (\S+):(\d+) with (\d+) workers$")
+    r"^reuseecho: listening on (\S+):(\d+) with (\d+) workers?$")
 CORRUPT_READY = re.compile(r"^corrupt-echo: listening on (\S+):(\d+)$")
 JSON_KEYS = ("mode conns threads size depth duration_s msgs msgs_per_s mb_per_s "
              "p50_us p90_us p99_us p999_us max_us errors mismatches loader_cpu "
@@ -141,6 +141,36 @@ def usage_checks(exe):
           "(missing: %s)" % missing)
 
 
+def closed_port_checks(exe):
+    """Against a port nobody listens on echoload quits at once: it must say how long
+    it really ran, not the --duration it was asked for (it printed 'duration 10.000 s'
+    after 0.03 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on port now (bound, never listened, closed).
+    t0 = time.monotonic()
+    p = subprocess.run([exe, "--port", str(port), "--conns", "4"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=30)
+    wall = time.monotonic() - t0
+    out = p.stdout.decode(errors="replace")
+    check(p.returncode == 1, "closed port: exit 1 (got %d)" % p.returncode)
+    m = re.search(r"^  duration    (\d+\.\d{3}) s \(run ended early, (\d+\.\d{3}) s after "
+                  r"start; asked for 1\.000 s warm-up \+ 10\.000 s\)$", out, re.M)
+    if check(m is not None, "closed port: the duration line says the run ended early "
+             "(got %r)" % out):
+        check(m.group(1) == "0.000", "closed port: measured duration 0.000 s (got %s)"
+              % m.group(1))
+        check(float(m.group(2)) <= wall + 0.001,
+              "closed port: ran %s s, no more than the %.3f s it took" % (m.group(2), wall))
+    check(wall < 5, "closed port: quits at once (took %.2f s)" % wall)
+    rc, rec, _ = echoload(exe, port, "--conns", "4", duration=10, warmup=1)
+    if check(rec is not None, "closed port --json: one JSON object"):
+        check(rec.get("duration_s") == 0 and rec.get("msgs_per_s") == 0,
+              "closed port --json: duration_s 0 and msgs_per_s 0 (got %s, %s)"
+              % (rec.get("duration_s"), rec.get("msgs_per_s")))
+
+
 def main(argv):
     if len(argv) != 4:
         print("usage: test_echoload.py ECHOLOAD REUSEECHO CORRUPT_ECHO", file=sys.stderr)
@@ -154,10 +184,11 @@ def main(argv):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
     except OSError as e:
-        print("SKIP: no IPv4 loopback to test on (%s)" % e)
+        print("SKIPPED: echoload: no IPv4 loopback to test on (%s)" % e)
         return SKIP
 
     usage_checks(exe)
+    closed_port_checks(exe)
 
     server = None
     try:
@@ -180,6 +211,9 @@ def main(argv):
         for label, args, min_msgs in runs:
             rc, rec, _ = echoload(exe, port, *args)
             expect_clean("reuseecho " + label, rc, rec, min_msgs)
+            if rec is not None:
+                check(rec.get("duration_s") == 1.0, "reuseecho %s: duration_s 1.000, the whole "
+                      "window (got %s)" % (label, rec.get("duration_s")))
 
         rc, rec, _ = echoload(exe, port, "--conns", "4", duration=0.5, fmt="--csv")
         check(rc == 0 and rec is not None and rec.get("errors") == "0"

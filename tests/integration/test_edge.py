@@ -1,4 +1,4 @@
-"""DESIGN §2-3, the edge-triggered rules done properly, checked from outside:
+"""doc/DESIGN.md §2-3, the edge-triggered rules done properly, checked from outside:
 accept bursts, register-once / write-through / short-read-ends-the-drain (strace and
 /proc/PID/fdinfo), fairness between a streamer and ping-pong clients, per-connection
 backpressure, half-close, resets mid-transfer (and no SIGPIPE), and stale events when a

@@ -1,4 +1,4 @@
-"""DESIGN §4 resize: `threads N` grows and shrinks the worker set while serving; a
+"""doc/DESIGN.md §4 resize: `threads N` grows and shrinks the worker set while serving; a
 retiring worker serves its connections to the end and its counts fold into
 "retired" in the same publication that removes it, so scraped totals never go
 backwards and nothing is lost or counted twice."""

@@ -70,7 +70,11 @@ def finish():
 
 
 def skip(reason):
-    sys.stdout.write("SKIP: %s\n" % reason)
+    """Exit 77 with the `SKIPPED: what: why` line that tests/check-skips looks for."""
+    what = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    if what.startswith("test_"):
+        what = what[len("test_"):]
+    sys.stdout.write("SKIPPED: %s: %s\n" % (what, " ".join(str(reason).split())))
     sys.stdout.flush()
     sys.exit(SKIP)
 
@@ -129,8 +133,7 @@ def reexec_in_netns(require=True):
                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=20)
         if r.returncode != 0:
             # No ip(8): the sysfs-free way is not available in the stdlib; give up.
-            sys.stdout.write("SKIP: cannot bring lo up in the namespace: %s\n" % r.stdout.strip())
-            sys.exit(SKIP)
+            skip("cannot bring lo up in the namespace: %s" % r.stdout.strip())
         return True
     ok, why = unshare_works()
     if not ok:

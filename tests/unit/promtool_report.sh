@@ -6,7 +6,7 @@ set -u
 
 dump=$1
 if ! command -v promtool >/dev/null 2>&1; then
-	echo "SKIP: promtool not found (Debian package 'prometheus' provides it)"
+	echo "SKIPPED: promtool-report: promtool not found (Debian package 'prometheus' provides it)"
 	exit 77
 fi
 

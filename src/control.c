@@ -2,8 +2,8 @@
  * optional TCP metrics listener, a wake eventfd and up to RE_CONTROL_MAX_CLIENTS
  * clients. Replies are written without blocking and bounded per client, so a client
  * that never reads cannot stall this thread, the supervisor or a worker.
- * Statistics are read as a QSBR reader (online only while copying); changes are sent
- * to the supervisor over the request channel, and their replies come back the same way.
+ * Commands are answered by ctlcmd.c; changes are sent to the supervisor over the
+ * request channel, and their replies come back the same way.
  */
 #include "control.h"
 
@@ -12,7 +12,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
-#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -23,11 +22,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <urcu/urcu-qsbr.h>
 
+#include "ctlcmd.h"
 #include "ctlproto.h"
 #include "rcu.h"
 #include "strbuf.h"
@@ -81,8 +80,8 @@ struct re_control {
 	char lfd_tag, mfd_tag, wake_tag;
 	size_t nreal;		/* clients that count against the limit */
 	uint64_t next_gen;
-	struct re_worker_view *views;
-	size_t views_cap;
+	struct re_control_counters ctr;	/* shown in stats */
+	struct re_ctlcmd cmd;
 	struct client clients[CLIENT_SLOTS];
 	/* Clients over the limit: told "ERR busy" (or 503) at once and FIN'd, then held
 	 * only as an fd until their FIN, so the refusal is never turned into a reset. */
@@ -111,104 +110,6 @@ static void set_state(struct re_control *c, enum re_control_state s)
 {
 	atomic_store_explicit(&c->state, (int)s, memory_order_release);
 	notify_supervisor(c);
-}
-
-static void read_migrate_counters(struct re_features *f);
-
-/* --- snapshot ------------------------------------------------------------------- */
-
-static enum re_worker_run_state view_state(uint32_t st)
-{
-	switch (st) {
-	case RE_BLOCK_DRAINING:
-	case RE_BLOCK_RETIRING:
-		return RE_VIEW_DRAINING;
-	default:
-		return RE_VIEW_RUNNING;
-	}
-}
-
-/* Copy the registry into s (views owned by c). Returns 0 or -ENOMEM. Also reports
- * whether every worker is healthy for /healthz. */
-static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_healthy,
-			 char *why, size_t whylen)
-{
-	const struct re_stats_registry *reg;
-	int64_t now = mono_ms();
-	size_t running = 0;
-	bool healthy = true;
-	int r = 0;
-
-	memset(s, 0, sizeof(*s));
-	s->version = c->p.version;
-	s->uptime_s = (double)(now - ((int64_t)c->p.started.tv_sec * 1000 +
-				      c->p.started.tv_nsec / 1000000)) / 1000.0;
-	snprintf(s->address, sizeof(s->address), "%s", c->p.address);
-	s->port = c->p.port;
-	s->features = c->p.features;
-	read_migrate_counters(&s->features);
-	if (why != NULL && whylen > 0) {
-		why[0] = '\0';
-	}
-
-	re_rcu_thread_online();
-	reg = re_rcu_dereference(c->p.stats->reg);
-	if (reg->n > c->views_cap) {
-		struct re_worker_view *nv = realloc(c->views, reg->n * sizeof(*nv));
-
-		if (nv == NULL) {
-			r = -ENOMEM;
-			goto out;
-		}
-		c->views = nv;
-		c->views_cap = reg->n;
-	}
-	s->workers = c->views;
-	s->nworkers = reg->n;
-	s->retired = reg->retired;
-	s->total = reg->retired;
-	for (size_t i = 0; i < reg->n; i++) {
-		const struct re_stats_block *b = reg->blocks[i];
-		struct re_worker_view *v = &c->views[i];
-		uint32_t st = RE_LOAD_RELAXED(b->state);
-		uint64_t beat = RE_LOAD_RELAXED(b->heartbeat_ms);
-
-		v->id = b->worker_id;
-		v->cpu = b->cpu;
-		v->tid = RE_LOAD_RELAXED(b->tid);
-		v->acceptq_len = RE_LOAD_RELAXED(b->acceptq_len);
-		v->acceptq_max = RE_LOAD_RELAXED(b->acceptq_max);
-		v->state = view_state(st);
-		re_stats_snapshot(b, &v->c);
-		re_stats_accumulate(&s->total, &v->c);
-		if (st == RE_BLOCK_RUNNING && beat != 0 && now - (int64_t)beat > RE_STALL_MS) {
-			v->state = RE_VIEW_STALLED;
-			if (healthy && why != NULL) {
-				snprintf(why, whylen, "worker %d loop stalled for %" PRId64 " ms", v->id,
-					 now - (int64_t)beat);
-			}
-			healthy = false;
-		} else if (st == RE_BLOCK_DRAINING) {
-			if (healthy && why != NULL) {
-				snprintf(why, whylen, "shutting down");
-			}
-			healthy = false;
-		} else if (st == RE_BLOCK_RUNNING) {
-			running++;
-		}
-	}
-out:
-	re_rcu_thread_offline();
-	if (running == 0 && healthy) {
-		healthy = false;
-		if (why != NULL) {
-			snprintf(why, whylen, "no worker running");
-		}
-	}
-	if (ret_healthy != NULL) {
-		*ret_healthy = healthy;
-	}
-	return r;
 }
 
 /* --- client plumbing --------------------------------------------------------------- */
@@ -248,114 +149,16 @@ static void client_close(struct re_control *c, struct client *cl)
 
 static void reply_err(struct client *cl, const char *reason)
 {
-	re_strbuf_printf(&cl->out, "ERR %s\n\n", reason);
-}
-
-static void http_reply(struct client *cl, int status, const char *ctype, const char *body,
-		       size_t blen, bool head)
-{
-	const char *text;
-
-	switch (status) {
-	case 200: text = "OK"; break;
-	case 400: text = "Bad Request"; break;
-	case 404: text = "Not Found"; break;
-	case 405: text = "Method Not Allowed"; break;
-	case 414: text = "URI Too Long"; break;
-	case 431: text = "Request Header Fields Too Large"; break;
-	case 500: text = "Internal Server Error"; break;
-	case 503: text = "Service Unavailable"; break;
-	case 505: text = "HTTP Version Not Supported"; break;
-	default: text = "Error"; break;
-	}
-	re_strbuf_printf(&cl->out,
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-			 status, text, ctype, blen, status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (!head) {
-		re_strbuf_append(&cl->out, body, blen);
-	}
-	cl->closing = true;
+	re_ctlcmd_err(&cl->out, reason);
 }
 
 static void http_error(struct client *cl, int status)
 {
-	char body[64];
-	int n = snprintf(body, sizeof(body), "error %d\n", status);
-
-	http_reply(cl, status, "text/plain; charset=utf-8", body, (size_t)n, false);
+	re_ctlcmd_http_error(&cl->out, status);
+	cl->closing = true;
 }
 
 /* --- commands ------------------------------------------------------------------------ */
-
-static const char help_text[] =
-	"commands (one per line; every reply ends with an empty line):\n"
-	"  help                this list\n"
-	"  stats               counters, human text (totals include retired workers)\n"
-	"  stats json          the same as one JSON object\n"
-	"  workers             per-worker table (raw cumulative values)\n"
-	"  metrics             Prometheus text format 0.0.4\n"
-	"  config              settings in force\n"
-	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer or drain-timeout\n"
-	"  threads N           grow or shrink the worker set while serving\n"
-	"  features            kernel features reuseecho relies on\n"
-	"  health              OK when every worker runs\n"
-	"  shutdown            drain and exit, as on SIGTERM\n"
-	"  listeners           (handover) SO_REUSEPORT group order of our listeners\n"
-	"  retire-listener ID  (handover) close worker ID's listener without losing a\n"
-	"                      queued connection; it keeps serving its connections\n"
-	"  retire              (handover) stop accepting, serve established connections\n"
-	"                      until they close or the drain timeout passes, then exit\n"
-	"  quit                close this connection\n"
-	"HTTP GET on the same socket: /metrics /stats /healthz\n";
-
-static void format_seconds(struct re_strbuf *sb, const char *key, uint32_t ms)
-{
-	if (ms % 1000 == 0) {
-		re_strbuf_printf(sb, "%s %u\n", key, ms / 1000);
-	} else {
-		re_strbuf_printf(sb, "%s %u.%03u\n", key, ms / 1000, ms % 1000);
-	}
-}
-
-static void reply_config(struct re_control *c, struct client *cl)
-{
-	const struct re_runtime *rt;
-	struct re_snapshot s;
-	size_t live = 0;
-
-	if (take_snapshot(c, &s, NULL, NULL, 0) < 0) {
-		reply_err(cl, "out of memory");
-		return;
-	}
-	for (size_t i = 0; i < s.nworkers; i++) {
-		live += s.workers[i].state != RE_VIEW_DRAINING;
-	}
-	re_strbuf_printf(&cl->out, "threads %zu\naddress %s\nbacklog %d\n", live, c->p.address,
-			 c->p.backlog);
-	re_rcu_thread_online();
-	rt = re_rcu_dereference(*c->p.runtime);
-	re_strbuf_printf(&cl->out, "max-conns %" PRIu64 "\n", rt->max_conns);
-	format_seconds(&cl->out, "idle-timeout", rt->idle_timeout_ms);
-	re_strbuf_printf(&cl->out, "conn-buffer %u\n", rt->conn_buffer);
-	format_seconds(&cl->out, "drain-timeout", rt->drain_timeout_ms);
-	re_rcu_thread_offline();
-	re_strbuf_printf(&cl->out, "control %s\n\n", c->p.path ? c->p.path : "none");
-}
-
-typedef void (*report_fn)(const struct re_snapshot *s, struct re_strbuf *out);
-
-static void reply_report(struct re_control *c, struct client *cl, report_fn fn)
-{
-	struct re_snapshot s;
-
-	if (take_snapshot(c, &s, NULL, NULL, 0) < 0) {
-		reply_err(cl, "out of memory");
-		return;
-	}
-	fn(&s, &cl->out);
-	re_strbuf_puts(&cl->out, "\n");
-}
 
 static void submit(struct re_control *c, struct client *cl, const struct re_ctl_cmd *cmd)
 {
@@ -375,72 +178,14 @@ static void submit(struct re_control *c, struct client *cl, const struct re_ctl_
 static void handle_line(struct re_control *c, struct client *cl, const char *line, size_t len)
 {
 	struct re_ctl_cmd cmd;
-	char err[200];
-	bool healthy;
-	struct re_snapshot s;
-	int r = re_ctlproto_parse_line(line, len, &cmd, err, sizeof(err));
 
-	if (r < 0) {
-		reply_err(cl, err);
-		return;
-	}
-	if (r == 0) {
-		return;		/* blank line: nothing to answer */
-	}
-	switch (cmd.verb) {
-	case RE_CTL_HELP:
-		re_strbuf_puts(&cl->out, help_text);
-		re_strbuf_puts(&cl->out, "\n");
+	switch (re_ctlcmd_line(&c->cmd, line, len, &cl->out, &cmd)) {
+	case RE_CTLCMD_REPLIED:
 		break;
-	case RE_CTL_STATS:
-		reply_report(c, cl, re_report_text);
-		break;
-	case RE_CTL_STATS_JSON:
-		reply_report(c, cl, re_report_json);
-		break;
-	case RE_CTL_WORKERS:
-		reply_report(c, cl, re_report_workers);
-		break;
-	case RE_CTL_METRICS:
-		reply_report(c, cl, re_report_prometheus);
-		break;
-	case RE_CTL_FEATURES: {
-		struct re_features f = c->p.features;
-
-		read_migrate_counters(&f);
-		re_report_features(&f, &cl->out);
-		re_strbuf_puts(&cl->out, "\n");
-		break;
-	}
-	case RE_CTL_CONFIG:
-		reply_config(c, cl);
-		break;
-	case RE_CTL_HEALTH:
-		if (take_snapshot(c, &s, &healthy, err, sizeof(err)) < 0) {
-			reply_err(cl, "out of memory");
-		} else if (healthy) {
-			re_strbuf_puts(&cl->out, "OK\n\n");
-		} else {
-			reply_err(cl, err);
-		}
-		break;
-	case RE_CTL_QUIT:
-		re_strbuf_puts(&cl->out, "OK bye\n\n");
+	case RE_CTLCMD_CLOSE:
 		cl->closing = true;
 		break;
-	case RE_CTL_DEBUG_STALL:
-		if (!c->p.debug_hooks) {
-			reply_err(cl, "unknown command 'debug' (try 'help')");
-			break;
-		}
-		submit(c, cl, &cmd);
-		break;
-	case RE_CTL_SET:
-	case RE_CTL_THREADS:
-	case RE_CTL_SHUTDOWN:
-	case RE_CTL_LISTENERS:
-	case RE_CTL_RETIRE_LISTENER:
-	case RE_CTL_RETIRE:
+	case RE_CTLCMD_SUBMIT:
 		submit(c, cl, &cmd);
 		break;
 	}
@@ -448,46 +193,8 @@ static void handle_line(struct re_control *c, struct client *cl, const char *lin
 
 static void handle_http(struct re_control *c, struct client *cl, size_t head_len)
 {
-	struct re_http_req req;
-	struct re_snapshot s;
-	struct re_strbuf body;
-	bool healthy;
-	char why[200];
-	int status = re_ctlproto_parse_http(cl->in, head_len, &req);
-
-	if (status != 0) {
-		http_error(cl, status);
-		return;
-	}
-	re_strbuf_init(&body, CLIENT_OUT_MAX);
-	if (take_snapshot(c, &s, &healthy, why, sizeof(why)) < 0) {
-		http_error(cl, 500);
-	} else if (strcmp(req.path, "/metrics") == 0) {
-		re_report_prometheus(&s, &body);
-		http_reply(cl, 200, "text/plain; version=0.0.4; charset=utf-8", body.data, body.len,
-			   req.head);
-	} else if (strcmp(req.path, "/stats") == 0) {
-		re_report_json(&s, &body);
-		http_reply(cl, 200, "application/json", body.data, body.len, req.head);
-	} else if (strcmp(req.path, "/healthz") == 0) {
-		if (healthy) {
-			re_strbuf_puts(&body, "ok\n");
-		} else {
-			re_strbuf_printf(&body, "unhealthy: %s\n", why);
-		}
-		http_reply(cl, healthy ? 200 : 503, "text/plain; charset=utf-8", body.data, body.len,
-			   req.head);
-	} else if (strcmp(req.path, "/") == 0) {
-		re_strbuf_puts(&body, "reuseecho: /metrics /stats /healthz\n");
-		http_reply(cl, 200, "text/plain; charset=utf-8", body.data, body.len, req.head);
-	} else {
-		http_error(cl, 404);
-	}
-	if (body.oom) {
-		re_strbuf_reset(&cl->out);
-		http_error(cl, 500);
-	}
-	re_strbuf_finish(&body);
+	re_ctlcmd_http(&c->cmd, cl->in, head_len, &cl->out);
+	cl->closing = true;
 }
 
 /* Find the end of an HTTP head: the byte after "\r\n\r\n" or "\n\n". 0 = not yet. */
@@ -1039,6 +746,7 @@ static int control_setup(struct re_control *c)
 	if (add_fd(c, c->p.chan->ctl_fd, &c->wake_tag) < 0) {
 		return -1;
 	}
+	re_ctlcmd_init(&c->cmd, &c->p, &c->ctr);
 	if (c->p.path != NULL) {
 		c->lfd = open_unix(c);
 		if (c->lfd < 0 || add_fd(c, c->lfd, &c->lfd_tag) < 0) {
@@ -1086,8 +794,7 @@ static void control_teardown(struct re_control *c)
 		(void)close(c->epfd);
 		c->epfd = -1;
 	}
-	free(c->views);
-	c->views = NULL;
+	re_ctlcmd_finish(&c->cmd);
 }
 
 static void *control_main(void *arg)
@@ -1180,116 +887,4 @@ void re_control_destroy(struct re_control *c)
 		(void)pthread_join(c->thread, NULL);
 	}
 	free(c);
-}
-
-static int read_sysctl_int(const char *path)
-{
-	char buf[32];
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		return -1;
-	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	(void)close(fd);
-	if (n <= 0) {
-		return -1;
-	}
-	buf[n] = '\0';
-	return atoi(buf);
-}
-
-/* TcpExt TcpMigrateReqSuccess/Failure from /proc/net/netstat (a header line of names
- * followed by a line of values); -1 when the kernel has no such counters. */
-static void read_migrate_counters(struct re_features *f)
-{
-	char buf[8192];
-	char *names, *values, *save1 = NULL, *save2 = NULL;
-	ssize_t n;
-	int fd = open("/proc/net/netstat", O_RDONLY | O_CLOEXEC);
-
-	f->migrate_success = -1;
-	f->migrate_failure = -1;
-	if (fd < 0) {
-		return;
-	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	(void)close(fd);
-	if (n <= 0) {
-		return;
-	}
-	buf[n] = '\0';
-	names = strstr(buf, "TcpExt:");
-	if (names == NULL) {
-		return;
-	}
-	values = strchr(names, '\n');
-	if (values == NULL || strncmp(values + 1, "TcpExt:", 7) != 0) {
-		return;
-	}
-	*values++ = '\0';
-	{
-		char *eol = strchr(values, '\n');
-
-		if (eol != NULL) {
-			*eol = '\0';
-		}
-	}
-	for (char *a = strtok_r(names, " ", &save1), *b = strtok_r(values, " ", &save2);
-	     a != NULL && b != NULL; a = strtok_r(NULL, " ", &save1), b = strtok_r(NULL, " ", &save2)) {
-		if (strcmp(a, "TCPMigrateReqSuccess") == 0) {
-			f->migrate_success = strtoll(b, NULL, 10);
-		} else if (strcmp(a, "TCPMigrateReqFailure") == 0) {
-			f->migrate_failure = strtoll(b, NULL, 10);
-		}
-	}
-}
-
-void re_control_probe_features(struct re_features *f)
-{
-	struct utsname u;
-	int one = 1;
-	int fd;
-
-	memset(f, 0, sizeof(*f));
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		/* A program that always answers "use the kernel's hash" (an index out of
-		 * range): only whether the kernel accepts it matters here. */
-		struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, 0xffffffffu) };
-		struct sock_fprog prog;
-
-		/* memset: the padding after .len goes to the kernel too (valgrind). */
-		memset(&prog, 0, sizeof(prog));
-		prog.len = 1;
-		prog.filter = code;
-
-		f->reuseport = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0;
-		f->cbpf = setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
-		(void)close(fd);
-	}
-	fd = epoll_create1(EPOLL_CLOEXEC);
-	if (fd >= 0) {
-		int sv[2];
-
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
-			struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
-
-			f->rdhup = epoll_ctl(fd, EPOLL_CTL_ADD, sv[0], &ev) == 0;
-			(void)close(sv[0]);
-			(void)close(sv[1]);
-		}
-		(void)close(fd);
-	}
-	f->migrate_req = read_sysctl_int("/proc/sys/net/ipv4/tcp_migrate_req");
-	if (f->cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL) {
-		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "cbpf+migrate" : "cbpf");
-	} else {
-		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "migrate" : "none");
-	}
-	read_migrate_counters(f);
-	if (uname(&u) == 0) {
-		snprintf(f->kernel, sizeof(f->kernel), "%.63s", u.release);
-	}
 }

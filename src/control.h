@@ -59,7 +59,4 @@ void re_control_stop(struct re_control *c);
 /* Join (if started) and free. Accepts NULL. */
 void re_control_destroy(struct re_control *c);
 
-/* Probe the kernel features reported by `features`. Context: supervisor, start-up. */
-void re_control_probe_features(struct re_features *f);
-
 #endif

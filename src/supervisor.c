@@ -28,6 +28,7 @@
 #include "chan.h"
 #include "control.h"
 #include "cpu.h"
+#include "kfeatures.h"
 #include "log.h"
 #include "net.h"
 #include "notify.h"
@@ -1286,7 +1287,7 @@ int re_supervisor_run(const struct re_config *cfg)
 		return 1;
 	}
 	*s.runtime = cfg->rt;
-	re_control_probe_features(&s.features);
+	re_kfeatures_probe(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
 	s.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;

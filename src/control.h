@@ -1,6 +1,7 @@
 /* control: the control thread. Serves the control socket (line protocol and HTTP GET)
- * and the optional TCP metrics listener on its own epoll instance, so a slow or
- * hostile scraper never delays the supervisor or a worker. Reads statistics as a QSBR
+ * and the optional TCP metrics listener on its own epoll instance, each with its own
+ * client budget, so a slow or hostile scraper never delays the supervisor or a worker
+ * and never crowds out the admin socket. Reads statistics as a QSBR
  * reader; changes go to the supervisor through the request channel.
  * The supervisor creates, starts, stops and destroys it; the thread owns its fds.
  */

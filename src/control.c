@@ -1227,6 +1227,18 @@ void re_control_stop(struct re_control *c)
 	(void)!write(c->p.chan->ctl_fd, &one, sizeof(one));
 }
 
+void re_control_unlink_now(const struct re_control *c)
+{
+	struct stat st;
+
+	if (c == NULL || !atomic_load_explicit(&c->path_bound, memory_order_acquire)) {
+		return;
+	}
+	if (lstat(c->path, &st) == 0 && st.st_dev == c->sock_dev && st.st_ino == c->sock_ino) {
+		(void)unlink(c->path);
+	}
+}
+
 void re_control_destroy(struct re_control *c)
 {
 	if (c == NULL) {

@@ -60,4 +60,10 @@ void re_control_stop(struct re_control *c);
 /* Join (if started) and free. Accepts NULL. */
 void re_control_destroy(struct re_control *c);
 
+/* Remove the control socket's path now, if the thread bound it and the path is still
+ * that socket (same device and inode: a takeover successor may own the path by now).
+ * Only lstat and unlink, on data fixed once the socket was bound: fit for the path
+ * that _exit()s at once (a second signal). Accepts NULL. Context: any thread. */
+void re_control_unlink_now(const struct re_control *c);
+
 #endif

@@ -913,6 +913,8 @@ static void exit_at_once(struct supervisor *s)
 	for (size_t i = 0; i < s->nslots; i++) {
 		re_worker_abandon(s->slots[i].w);
 	}
+	/* The control thread's teardown will not run: remove our socket's path here. */
+	re_control_unlink_now(s->control);
 	fflush(NULL);
 	_exit(1);
 }

@@ -1,12 +1,14 @@
 """The control plane under pressure: separate client budgets for the admin (Unix) socket
 and --metrics-listen (a TCP flood never reaches the admin socket; the longest-idle TCP
 client makes room for a new one), the TCP request-head deadline, the admin socket at
-the fd limit (a reserve of descriptors), and no busy loop on a half-closed client."""
+the fd limit (a reserve of descriptors), no busy loop on a half-closed client, a second
+signal (SIGQUIT) that leaves no socket file."""
 import errno
 import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -340,6 +342,15 @@ class HalfClose(ControlCase):
         self.assertTrue(r.stdout.endswith(b"\n\n"), r.stdout[-80:])
         self.assertIn(b"\ncontrol: unix clients ", r.stdout)
         self.finish()
+
+
+class SecondSignal(ControlCase):
+    def test_sigquit_removes_the_socket(self):
+        srv = self.start()
+        srv.send_signal(signal.SIGQUIT)
+        rc = srv.proc.wait(10 * SCALE)
+        self.assertEqual(rc, 1, srv.stderr())
+        self.assertFalse(os.path.lexists(self.ctl), "SIGQUIT left the control socket behind")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 and --metrics-listen (a TCP flood never reaches the admin socket; the longest-idle TCP
 client makes room for a new one), the TCP request-head deadline, the admin socket at
 the fd limit (a reserve of descriptors), no busy loop on a half-closed client, a second
-signal (SIGQUIT) that leaves no socket file."""
+signal that leaves no socket file, and reuseecho-ctl passing '-3' through."""
 import errno
 import os
 import resource
@@ -341,6 +341,21 @@ class HalfClose(ControlCase):
         self.assertTrue(r.stdout.startswith(b"reuseecho "), r.stdout[:80])
         self.assertTrue(r.stdout.endswith(b"\n\n"), r.stdout[-80:])
         self.assertIn(b"\ncontrol: unix clients ", r.stdout)
+        self.finish()
+
+
+class Ctl(ControlCase):
+    def test_negative_value_reaches_the_server(self):
+        self.start()
+        r = retest.run_ctl("-c", self.ctl, "set", "idle-timeout", "-3")
+        self.assertEqual((r.returncode, r.stdout, r.stderr),
+                         (1, "ERR idle-timeout: bad value '-3'\n", ""))
+        # Options still work before the command, and not after it.
+        r = retest.run_ctl("-t", "5", "-c", self.ctl, "health")
+        self.assertEqual((r.returncode, r.stdout), (0, "OK\n"), r.stderr)
+        r = retest.run_ctl("-c", self.ctl, "health", "-t", "5")
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stdout.startswith("ERR "), r.stdout)
         self.finish()
 
 

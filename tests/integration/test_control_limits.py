@@ -362,6 +362,7 @@ class Ctl(ControlCase):
 class SecondSignal(ControlCase):
     def test_sigquit_removes_the_socket(self):
         srv = self.start()
+        self.assertEqual(srv.control_path, self.ctl)
         srv.send_signal(signal.SIGQUIT)
         rc = srv.proc.wait(10 * SCALE)
         self.assertEqual(rc, 1, srv.stderr())

@@ -46,6 +46,7 @@
 #define RESERVE_FDS RE_CONTROL_FD_RESERVE
 #define RESERVE_RETRY_MS 1000		/* refill the reserve at most this often */
 #define MAX_EVENTS 32
+#define PER_TURN_COMMANDS 1		/* commands run per client per loop turn */
 #define NO_DEADLINE INT64_MAX
 
 /* A client's life. The deadline belongs to the state: READING, the idle timeout (Unix)
@@ -79,6 +80,7 @@ struct client {
 	unsigned peer;			/* PEER_* */
 	int fd;
 	bool watched;			/* registered with epoll (with interest) */
+	bool ready;			/* held-back commands can run: no event will say so */
 	uint32_t interest;
 	uint64_t gen;
 	int64_t deadline;
@@ -357,13 +359,17 @@ static void consume_input(struct client *cl, size_t n)
 	cl->inlen -= n;
 }
 
-/* Run every complete command the client sent, in order, until one has to wait for
- * the supervisor, the client is closing, or the reply backlog is high. */
+/* Run the next complete command the client sent (PER_TURN_COMMANDS at most), in
+ * order, unless one has to wait for the supervisor, the client is closing, or the
+ * reply backlog is high. The rest wait for the client's next turn (see "ready"), so
+ * a client that pipelines thousands of `metrics` delays another by one reply each. */
 static void process_input(struct re_control *c, struct client *cl, int64_t now)
 {
 	bool tcp = cl->listener == RE_CONTROL_TCP;
+	int budget = PER_TURN_COMMANDS;
 
-	while (cl->state == CL_READING && cl->out.len < CLIENT_OUT_HIGH && cl->inlen > 0) {
+	while (budget > 0 && cl->state == CL_READING && cl->out.len < CLIENT_OUT_HIGH &&
+	       cl->inlen > 0) {
 		char *nl = memchr(cl->in, '\n', cl->inlen);
 		size_t len;
 
@@ -416,6 +422,7 @@ static void process_input(struct re_control *c, struct client *cl, int64_t now)
 		}
 		run_line(c, cl, cl->in, len, now);
 		consume_input(cl, len + 1);
+		budget--;
 	}
 }
 
@@ -459,21 +466,24 @@ static bool client_settle(struct re_control *c, struct client *cl, int64_t now)
 		update_interest(c, cl);
 		return true;
 	}
-	for (int round = 0; round < 64; round++) {
+	cl->ready = false;
+	if (client_flush(c, cl, now) < 0) {
+		client_close(c, cl);	/* the peer is gone: drop what it will never read */
+		return false;
+	}
+	/* Commands held back (by the per-turn budget or the reply backlog): no new input
+	 * may come to trigger them, so while a round made progress and more can run, the
+	 * client is "ready" and the loop comes back to it without waiting. */
+	if (cl->state == CL_READING && cl->inlen > 0 && cl->out.len < CLIENT_OUT_HIGH) {
 		size_t before = cl->inlen;
-		enum client_state st = cl->state;
 
+		process_input(c, cl, now);
 		if (client_flush(c, cl, now) < 0) {
-			client_close(c, cl);	/* the peer is gone: drop what it will never read */
+			client_close(c, cl);
 			return false;
 		}
-		if (cl->state != CL_READING || cl->inlen == 0 || cl->out.len >= CLIENT_OUT_HIGH) {
-			break;
-		}
-		process_input(c, cl, now);
-		if (cl->inlen == before && cl->state == st) {
-			break;		/* an incomplete command: wait for more input */
-		}
+		cl->ready = cl->state == CL_READING && cl->inlen > 0 && cl->inlen < before &&
+			    cl->out.len < CLIENT_OUT_HIGH;
 	}
 	if (cl->out.oom) {
 		/* Reply larger than CLIENT_OUT_MAX: say so and close. */
@@ -808,6 +818,20 @@ static void take_replies(struct re_control *c, int64_t now)
 	}
 }
 
+/* Give each client with runnable held-back commands its next round. */
+static void run_ready(struct re_control *c, int64_t now)
+{
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		for (size_t k = 0; k < c->lis[i].nslots; k++) {
+			struct client *cl = &c->lis[i].slots[k];
+
+			if (cl->state != CL_FREE && cl->ready) {
+				(void)client_settle(c, cl, now);
+			}
+		}
+	}
+}
+
 static void expire_client(struct re_control *c, struct client *cl, int64_t now)
 {
 	switch (cl->state) {
@@ -873,6 +897,9 @@ static int next_timeout(const struct re_control *c, int64_t now)
 		for (size_t k = 0; k < l->nslots; k++) {
 			const struct client *cl = &l->slots[k];
 
+			if (cl->state != CL_FREE && cl->ready) {
+				return 0;
+			}
 			if (cl->state != CL_FREE && cl->deadline < t) {
 				t = cl->deadline;
 			}
@@ -926,6 +953,7 @@ static void control_loop(struct re_control *c)
 			}
 		}
 		take_replies(c, now);
+		run_ready(c, now);
 		expire_clients(c, now);
 		resume_listeners(c, now);
 		if (c->reserve_retry_at != 0 && now >= c->reserve_retry_at) {

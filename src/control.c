@@ -40,7 +40,7 @@
 #define CLIENT_OUT_MAX (32u * 1024u * 1024u)
 #define UNIX_SLOTS RE_CONTROL_MAX_CLIENTS
 #define TCP_SLOTS RE_CONTROL_MAX_TCP_CLIENTS
-#define MAX_REJECTS 256			/* admin clients over budget waiting for their FIN */
+#define MAX_REJECTS 256			/* refused clients waiting for their FIN */
 #define LINGER_MS 2000			/* after our FIN: wait this long for the peer's */
 #define ACCEPT_BACKOFF_MS 100		/* a listener that cannot accept rests this long */
 #define RESERVE_FDS RE_CONTROL_FD_RESERVE
@@ -130,8 +130,8 @@ struct re_control {
 	int64_t reserve_retry_at;	/* 0 = full, nothing to retry */
 	struct client unix_clients[UNIX_SLOTS];
 	struct client tcp_clients[TCP_SLOTS];
-	/* Admin clients over budget: told "ERR busy" at once and FIN'd, then held only
-	 * as an fd until their FIN, so the refusal is never turned into a reset. */
+	/* Clients over budget: told "ERR busy" (or 503) at once and FIN'd, then held
+	 * only as an fd until their FIN, so the refusal is never turned into a reset. */
 	struct reject {
 		int fd;
 		int64_t deadline;
@@ -588,17 +588,26 @@ static void reject_close(struct re_control *c, struct reject *rj)
 	rj->fd = -1;
 }
 
-/* Over the admin budget: answer at once, send FIN, and keep only the fd until the
- * client's FIN (or LINGER_MS), so that close() never resets the refusal away. */
-static void reject_busy(struct re_control *c, int fd, int64_t now)
+/* Over the budget (admin socket: full; TCP: full of clients admitted this turn):
+ * answer "ERR busy" or 503 at once, send FIN, and keep only the fd until the client's
+ * FIN (or LINGER_MS), so that close() never resets the refusal away. */
+static void reject_busy(struct re_control *c, int fd, enum re_control_listener kind, int64_t now)
 {
 	static const char busy[] = "ERR busy\n\n";
+	static const char busy_http[] =
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		"Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 	struct reject *rj = NULL, *oldest = NULL;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
 
-	c->ctr.refused_busy++;
 	/* A new socket's send buffer is empty: this short reply always fits. */
-	(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (kind == RE_CONTROL_TCP) {
+		c->ctr.refused_tcp++;
+		(void)!send(fd, busy_http, sizeof(busy_http) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else {
+		c->ctr.refused_busy++;
+		(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
 	if (shutdown(fd, SHUT_WR) < 0) {
 		release_fd(c, fd);
 		return;
@@ -713,15 +722,10 @@ static void admit(struct re_control *c, struct listener *l, int fd, int64_t now)
 		}
 	}
 	if (cl == NULL && l->kind == RE_CONTROL_TCP) {
-		cl = evict_longest_idle(c, l);
-		if (cl == NULL) {
-			c->ctr.refused_tcp++;	/* a whole budget arrived in one turn */
-			release_fd(c, fd);
-			return;
-		}
+		cl = evict_longest_idle(c, l);	/* NULL: a whole budget arrived this turn */
 	}
 	if (cl == NULL) {
-		reject_busy(c, fd, now);
+		reject_busy(c, fd, l->kind, now);
 		return;
 	}
 	memset(cl, 0, offsetof(struct client, in));

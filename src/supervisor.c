@@ -1125,6 +1125,33 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 	return wait_started(s, s->nslots, s->control, why, whylen);
 }
 
+/* After --user: removing the control socket at exit needs write permission on its
+ * directory, which root had and the user may not (/run, for one). Say so once now,
+ * rather than leave the file behind silently. */
+static void warn_socket_stays(const struct supervisor *s)
+{
+	char dir[sizeof(s->control_path)];
+	char *slash;
+
+	if (s->control_path[0] == '\0') {
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", s->control_path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+	} else if (slash == dir) {
+		dir[1] = '\0';
+	} else {
+		*slash = '\0';
+	}
+	if (access(dir, W_OK) < 0) {
+		re_log_warn("control socket %s will be left behind at exit: %s is not writable by "
+			    "--user %s (%s); use a directory the user owns (systemd: RuntimeDirectory=)",
+			    s->control_path, dir, s->cfg->user, strerror(errno));
+	}
+}
+
 /* --user: give up root once every socket is bound. Order matters: supplementary
  * groups, then the group, then the user (after setuid there is no right left to
  * change groups). Then prove it: setuid(0) must now fail. The control socket is
@@ -1161,6 +1188,7 @@ static int drop_privileges(struct supervisor *s)
 	}
 	re_log_info("running as %s (uid %u, gid %u)", s->cfg->user, (unsigned)pw.pw_uid,
 		    (unsigned)pw.pw_gid);
+	warn_socket_stays(s);
 	return 0;
 }
 

@@ -338,6 +338,7 @@ static void reply_config(struct re_control *c, struct client *cl)
 	re_strbuf_printf(&cl->out, "max-conns %" PRIu64 "\n", rt->max_conns);
 	format_seconds(&cl->out, "idle-timeout", rt->idle_timeout_ms);
 	re_strbuf_printf(&cl->out, "conn-buffer %u\n", rt->conn_buffer);
+	re_strbuf_printf(&cl->out, "max-buffered %" PRIu64 "\n", rt->max_buffered);
 	format_seconds(&cl->out, "drain-timeout", rt->drain_timeout_ms);
 	re_rcu_thread_offline();
 	re_strbuf_printf(&cl->out, "control %s\n\n", c->p.path ? c->p.path : "none");

@@ -233,6 +233,8 @@ static const struct text_item text_layout[] = {
 	{ "loop", "events", IDX_events, false },
 	{ "loop", "ready requeues", IDX_ready_requeues, false },
 	{ "loop", "backpressure pauses", IDX_backpressure_pauses, false },
+	{ "loop", "budget pauses", IDX_budget_pauses, false },
+	{ "memory", "buffered", IDX_buffer_bytes, true },
 	{ "accept errors", "emfile", IDX_accept_errors_fd, false },
 	{ "accept errors", "other", IDX_accept_errors_other, false },
 };

@@ -61,6 +61,7 @@ struct supervisor {
 	struct re_cpuset cpus;		/* where workers may be pinned */
 	struct re_runtime *runtime;	/* RCU-published */
 	struct re_stats stats;
+	struct re_buf_budget *budget;	/* --max-buffered accounting, shared by workers */
 	struct slot *slots;		/* live and retiring workers, by ascending id */
 	size_t nslots;
 	size_t cap;
@@ -273,6 +274,7 @@ static int spawn_one(struct supervisor *s)
 		.backlog = s->cfg->backlog,
 		.runtime = &s->runtime,
 		.stats = &s->stats,
+		.budget = s->budget,
 		.notify_fd = s->notify_fd,
 	};
 	struct slot *sl;
@@ -783,6 +785,11 @@ static void do_set(struct supervisor *s, struct re_request *r)
 	case RE_KEY_DRAIN_TIMEOUT:
 		next.drain_timeout_ms = (uint32_t)r->cmd.value;
 		break;
+	case RE_KEY_MAX_BUFFERED:
+		/* Lowering it below what is held frees nothing at once: buffers drain as
+		 * clients read, and none grows until the total is under the new limit. */
+		next.max_buffered = r->cmd.value;
+		break;
 	}
 	publish_runtime(s, &next);
 	re_log_info("set %s %" PRIu64, key, r->cmd.value);
@@ -1167,10 +1174,11 @@ static void print_ready(const struct supervisor *s)
 	fflush(stdout);
 	re_notify("READY=1\nSTATUS=serving %s with %zu workers, control %s", s->address, s->nslots,
 		  s->control_path[0] ? s->control_path : "none");
-	re_log_info("%zu workers on %s (pinned: %s), control %s, conn-buffer %u, max-conns %" PRIu64
-		    ", idle-timeout %u ms", s->nslots, s->address, s->cfg->no_pin ? "no" : "yes",
-		    s->control_path[0] ? s->control_path : "none", s->runtime->conn_buffer,
-		    s->runtime->max_conns, s->runtime->idle_timeout_ms);
+	re_log_info("%zu workers on %s (pinned: %s), control %s, conn-buffer %u, max-buffered %" PRIu64
+		    ", max-conns %" PRIu64 ", idle-timeout %u ms", s->nslots, s->address,
+		    s->cfg->no_pin ? "no" : "yes", s->control_path[0] ? s->control_path : "none",
+		    s->runtime->conn_buffer, s->runtime->max_buffered, s->runtime->max_conns,
+		    s->runtime->idle_timeout_ms);
 }
 
 static void serve(struct supervisor *s)
@@ -1239,6 +1247,8 @@ static void teardown(struct supervisor *s)
 	s->nslots = 0;
 	re_stats_finish(&s->stats);
 	free(s->runtime);
+	free(s->budget);
+	s->budget = NULL;
 	if (s->chan_ready) {
 		re_chan_finish(&s->chan);
 	}
@@ -1280,12 +1290,14 @@ int re_supervisor_run(const struct re_config *cfg)
 	}
 	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.cpus);
 	s.runtime = malloc(sizeof(*s.runtime));
-	if (s.runtime == NULL || re_stats_init(&s.stats) < 0) {
+	s.budget = aligned_alloc(64, sizeof(*s.budget));
+	if (s.runtime == NULL || s.budget == NULL || re_stats_init(&s.stats) < 0) {
 		re_log_error("malloc: %s", strerror(ENOMEM));
 		teardown(&s);
 		return 1;
 	}
 	*s.runtime = cfg->rt;
+	re_buf_budget_init(s.budget);
 	re_control_probe_features(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */

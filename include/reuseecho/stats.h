@@ -28,6 +28,8 @@
 	X(send_calls, counter, "send_calls_total", "", "send(2) calls on client sockets") \
 	X(send_eagain, counter, "send_eagain_total", "", "Sends that found the socket buffer full") \
 	X(backpressure_pauses, counter, "backpressure_pauses_total", "", "Times reading stopped because unsent output reached --conn-buffer") \
+	X(budget_pauses, counter, "budget_pauses_total", "", "Times reading stopped because --max-buffered had no room for more unsent output") \
+	X(buffer_bytes, gauge, "buffer_bytes", "", "Bytes of connection buffers allocated or reserved, counted against --max-buffered") \
 	X(ready_requeues, counter, "ready_requeues_total", "", "Connections put back on the ready list after using their per-wakeup budget") \
 	X(epoll_waits, counter, "epoll_waits_total", "", "epoll_wait(2) calls") \
 	X(events, counter, "events_total", "", "epoll events handled") \

@@ -62,6 +62,7 @@ struct supervisor {
 	struct re_runtime *runtime;	/* RCU-published */
 	struct re_stats stats;
 	struct re_buf_budget *budget;	/* --max-buffered accounting, shared by workers */
+	struct re_stats_counters drain_base;	/* process totals when the drain began */
 	struct slot *slots;		/* live and retiring workers, by ascending id */
 	size_t nslots;
 	size_t cap;
@@ -613,6 +614,8 @@ static void begin_drain(struct supervisor *s, const char *why)
 	re_log_info("%s: draining (up to %u ms); a second signal exits at once", why,
 		    s->runtime->drain_timeout_ms);
 	re_notify("STOPPING=1\nSTATUS=draining (%s)", why);
+	/* The supervisor is the registry's only updater: its pointer stays valid. */
+	re_stats_total(s->stats.reg, &s->drain_base);
 	s->draining = true;
 	command_all(s, RE_WORKER_CMD_DRAIN);
 }
@@ -1231,6 +1234,26 @@ static void serve(struct supervisor *s)
 	}
 }
 
+/* The drain's outcome, from the registry (live blocks and retired totals alike):
+ * connections that ended during the drain, gracefully or reset at the timeout.
+ * Context: after serve(), workers stopped, before teardown. */
+static void log_drain_outcome(struct supervisor *s)
+{
+	struct re_stats_counters now;
+	uint64_t closed, reset;
+
+	if (!s->draining || s->stats.reg == NULL) {
+		return;
+	}
+	re_stats_total(s->stats.reg, &now);
+	closed = (now.closed_eof + now.closed_error + now.closed_idle + now.closed_limit +
+		  now.closed_drain) -
+		 (s->drain_base.closed_eof + s->drain_base.closed_error + s->drain_base.closed_idle +
+		  s->drain_base.closed_limit + s->drain_base.closed_drain);
+	reset = now.reset_drain - s->drain_base.reset_drain;
+	re_log_info("drain: %" PRIu64 " closed, %" PRIu64 " reset at timeout", closed - reset, reset);
+}
+
 static void teardown(struct supervisor *s)
 {
 	command_all(s, RE_WORKER_CMD_STOP);
@@ -1346,6 +1369,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	}
 	print_ready(&s);
 	serve(&s);
+	log_drain_outcome(&s);
 	teardown(&s);
 	if (s.status == 0) {
 		re_log_info("drained: exiting");

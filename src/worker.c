@@ -25,8 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -264,6 +266,27 @@ static void touch(struct re_worker *w, struct re_conn *c)
 	}
 }
 
+/* A close that resets the connection is counted twice: once in closed_<why> like
+ * every close (so accepted == sum of closed), and once in reset_<why>. */
+static void count_reset(struct re_stats_block *st, enum close_reason why)
+{
+	switch (why) {
+	case CLOSE_EOF:
+	case CLOSE_ERROR:
+		RE_STAT_ADD(st, reset_error, 1);
+		break;
+	case CLOSE_IDLE:
+		RE_STAT_ADD(st, reset_idle, 1);
+		break;
+	case CLOSE_LIMIT:
+		RE_STAT_ADD(st, reset_limit, 1);
+		break;
+	case CLOSE_DRAIN:
+		RE_STAT_ADD(st, reset_drain, 1);
+		break;
+	}
+}
+
 static void count_close(struct re_stats_block *st, enum close_reason why)
 {
 	switch (why) {
@@ -285,8 +308,10 @@ static void count_close(struct re_stats_block *st, enum close_reason why)
 	}
 }
 
-/* SO_LINGER {1, 0}: close() sends RST at once. Used only for intended aborts (limit,
- * drain timeout); a finished connection is closed gracefully after its input. */
+/* SO_LINGER {1, 0}: close() sends RST at once. Used for every close that cannot be
+ * graceful (limit, drain timeout, an idle connection with unread input or unsent
+ * output, a buffer we could not allocate), so that each reset is deliberate and
+ * counted; a finished connection is closed gracefully after its input. */
 static void close_fd(int fd, bool abort)
 {
 	if (abort) {
@@ -319,6 +344,9 @@ static void conn_close(struct re_worker *w, struct re_conn *c, enum close_reason
 	w->graveyard = c;
 	RE_STAT_SUB(w->st, active, 1);
 	count_close(w->st, why);
+	if (abort) {
+		count_reset(w->st, why);
+	}
 	if (w->accept_paused) {
 		w->accept_pending = true;	/* an fd was freed: retry accept now */
 	}
@@ -665,7 +693,9 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 				}
 			}
 			if (r < 0) {
-				conn_close(w, c, CLOSE_ERROR, false);
+				/* No memory for the remainder: those bytes are lost, so the
+				 * client must not see a clean end. Otherwise the peer is gone. */
+				conn_close(w, c, CLOSE_ERROR, r == -ENOMEM);
 				return;
 			}
 			/* A short read means the receive queue was empty at that instant. Under
@@ -735,6 +765,7 @@ static void accept_one(struct re_worker *w, int fd)
 			/* Over --max-conns: the client sees its connection reset at once. */
 			close_fd(fd, true);
 			RE_STAT_ADD(w->st, closed_limit, 1);
+			RE_STAT_ADD(w->st, reset_limit, 1);
 			return;
 		}
 	}
@@ -742,6 +773,7 @@ static void accept_one(struct re_worker *w, int fd)
 	if (c == NULL) {
 		close_fd(fd, true);
 		RE_STAT_ADD(w->st, closed_error, 1);
+		RE_STAT_ADD(w->st, reset_error, 1);
 		return;
 	}
 	c->fd = fd;
@@ -753,6 +785,7 @@ static void accept_one(struct re_worker *w, int fd)
 		close_fd(fd, true);
 		re_conn_put(&w->conns, c);
 		RE_STAT_ADD(w->st, closed_error, 1);
+		RE_STAT_ADD(w->st, reset_error, 1);
 		return;
 	}
 	RE_STAT_ADD(w->st, active, 1);
@@ -1095,6 +1128,14 @@ static void sample_accept_queue(struct re_worker *w)
 	}
 }
 
+/* Bytes queued in the socket's receive queue that we have not read. */
+static bool unread_input(int fd)
+{
+	int n = 0;
+
+	return ioctl(fd, SIOCINQ, &n) == 0 && n > 0;
+}
+
 /* Budget-paused connections get no edge when another worker frees room: while any
  * wait, try them again every RE_BUDGET_RETRY_MS if a buffer step fits. */
 static void retry_budget_paused(struct re_worker *w)
@@ -1120,7 +1161,13 @@ static void run_timers(struct re_worker *w)
 	}
 	if (idle != 0) {
 		while (w->lru.head != NULL && due(w->now, w->lru.head->last_active + idle)) {
-			conn_close(w, w->lru.head, CLOSE_IDLE, false);
+			struct re_conn *c = w->lru.head;
+
+			/* Graceful only when nothing is lost: with unsent output the client
+			 * would see a clean end to a short echo, and with unread input
+			 * close() resets anyway (the kernel's rule). Reset those on purpose
+			 * and count them. */
+			conn_close(w, c, CLOSE_IDLE, c->out != NULL || unread_input(c->fd));
 		}
 	}
 	if (w->nbudget_paused > 0 && due(w->now, w->budget_retry_at)) {

@@ -21,6 +21,10 @@
 	X(closed_idle, counter, "connections_closed_total", "reason=\"idle\"", "Connections closed, by reason") \
 	X(closed_limit, counter, "connections_closed_total", "reason=\"limit\"", "Connections closed, by reason") \
 	X(closed_drain, counter, "connections_closed_total", "reason=\"drain\"", "Connections closed, by reason") \
+	X(reset_idle, counter, "connections_reset_total", "reason=\"idle\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_drain, counter, "connections_reset_total", "reason=\"drain\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_limit, counter, "connections_reset_total", "reason=\"limit\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_error, counter, "connections_reset_total", "reason=\"error\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
 	X(active, gauge, "connections_active", "", "Connections open now") \
 	X(bytes_received, counter, "bytes_received_total", "", "Bytes received from clients") \
 	X(bytes_sent, counter, "bytes_sent_total", "", "Bytes echoed back to clients") \

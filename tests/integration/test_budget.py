@@ -362,6 +362,7 @@ class Budget(unittest.TestCase):
         self.assertLess(sampler.max_kb, rss_limit_kb)
         self.assertLess(ping_max, 2.0, "a ping-pong round trip took %.2f s" % ping_max)
         self.assertEqual(st["closed_error"], 0)
+        self.assertEqual(st["reset_error"] + st["reset_idle"] + st["reset_limit"], 0)
         for p in pingers:
             p.close()
         retest.wait_until(lambda: total(self.path, "active") == 0, 20, what="all closed")

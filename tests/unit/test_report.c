@@ -783,7 +783,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 9);
+	CHECK(count_lines(out) == 10);
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);

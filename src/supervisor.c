@@ -63,6 +63,8 @@ struct supervisor {
 	struct re_cpuset cpus;		/* where workers may be pinned */
 	struct re_runtime *runtime;	/* RCU-published */
 	struct re_stats stats;
+	struct re_buf_budget *budget;	/* --max-buffered accounting, shared by workers */
+	struct re_stats_counters drain_base;	/* process totals when the drain began */
 	struct slot *slots;		/* live and retiring workers, by ascending id */
 	size_t nslots;
 	size_t cap;
@@ -295,6 +297,7 @@ static int spawn_one(struct supervisor *s)
 		.backlog = s->cfg->backlog,
 		.runtime = &s->runtime,
 		.stats = &s->stats,
+		.budget = s->budget,
 		.notify_fd = s->notify_fd,
 	};
 	struct slot *sl;
@@ -633,6 +636,8 @@ static void begin_drain(struct supervisor *s, const char *why)
 	re_log_info("%s: draining (up to %u ms); a second signal exits at once", why,
 		    s->runtime->drain_timeout_ms);
 	re_notify("STOPPING=1\nSTATUS=draining (%s)", why);
+	/* The supervisor is the registry's only updater: its pointer stays valid. */
+	re_stats_total(s->stats.reg, &s->drain_base);
 	s->draining = true;
 	command_all(s, RE_WORKER_CMD_DRAIN);
 }
@@ -806,6 +811,11 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		break;
 	case RE_KEY_DRAIN_TIMEOUT:
 		next.drain_timeout_ms = (uint32_t)r->cmd.value;
+		break;
+	case RE_KEY_MAX_BUFFERED:
+		/* Lowering it below what is held frees nothing at once: buffers drain as
+		 * clients read, and none grows until the total is under the new limit. */
+		next.max_buffered = r->cmd.value;
 		break;
 	}
 	publish_runtime(s, &next);
@@ -1228,10 +1238,11 @@ static void print_ready(const struct supervisor *s)
 	re_notify("READY=1\nSTATUS=serving %s with %zu worker%s, control %s", s->address,
 		  s->nslots, w, s->control_path[0] ? s->control_path : "none");
 	re_log_info("%zu worker%s on %s (pinned: %s), control %s, metrics %s, conn-buffer %u, "
-		    "max-conns %" PRIu64 ", idle-timeout %u ms", s->nslots, w, s->address,
-		    s->cfg->no_pin ? "no" : "yes", s->control_path[0] ? s->control_path : "none",
+		    "max-buffered %" PRIu64 ", max-conns %" PRIu64 ", idle-timeout %u ms", s->nslots, w,
+		    s->address, s->cfg->no_pin ? "no" : "yes",
+		    s->control_path[0] ? s->control_path : "none",
 		    s->metrics_address[0] ? s->metrics_address : "off", s->runtime->conn_buffer,
-		    s->runtime->max_conns, s->runtime->idle_timeout_ms);
+		    s->runtime->max_buffered, s->runtime->max_conns, s->runtime->idle_timeout_ms);
 }
 
 static void serve(struct supervisor *s)
@@ -1284,6 +1295,26 @@ static void serve(struct supervisor *s)
 	}
 }
 
+/* The drain's outcome, from the registry (live blocks and retired totals alike):
+ * connections that ended during the drain, gracefully or reset at the timeout.
+ * Context: after serve(), workers stopped, before teardown. */
+static void log_drain_outcome(struct supervisor *s)
+{
+	struct re_stats_counters now;
+	uint64_t closed, reset;
+
+	if (!s->draining || s->stats.reg == NULL) {
+		return;
+	}
+	re_stats_total(s->stats.reg, &now);
+	closed = (now.closed_eof + now.closed_error + now.closed_idle + now.closed_limit +
+		  now.closed_drain) -
+		 (s->drain_base.closed_eof + s->drain_base.closed_error + s->drain_base.closed_idle +
+		  s->drain_base.closed_limit + s->drain_base.closed_drain);
+	reset = now.reset_drain - s->drain_base.reset_drain;
+	re_log_info("drain: %" PRIu64 " closed, %" PRIu64 " reset at timeout", closed - reset, reset);
+}
+
 static void teardown(struct supervisor *s)
 {
 	command_all(s, RE_WORKER_CMD_STOP);
@@ -1300,6 +1331,8 @@ static void teardown(struct supervisor *s)
 	s->nslots = 0;
 	re_stats_finish(&s->stats);
 	free(s->runtime);
+	free(s->budget);
+	s->budget = NULL;
 	if (s->chan_ready) {
 		re_chan_finish(&s->chan);
 	}
@@ -1352,12 +1385,14 @@ int re_supervisor_run(const struct re_config *cfg)
 	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.cpus);
 	warn_oversubscribed(&s, n, "--threads");
 	s.runtime = malloc(sizeof(*s.runtime));
-	if (s.runtime == NULL || re_stats_init(&s.stats) < 0) {
+	s.budget = aligned_alloc(64, sizeof(*s.budget));
+	if (s.runtime == NULL || s.budget == NULL || re_stats_init(&s.stats) < 0) {
 		re_log_error("malloc: %s", strerror(ENOMEM));
 		teardown(&s);
 		return 1;
 	}
 	*s.runtime = cfg->rt;
+	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
@@ -1406,6 +1441,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	}
 	print_ready(&s);
 	serve(&s);
+	log_drain_outcome(&s);
 	teardown(&s);
 	if (s.status == 0) {
 		re_log_info("drained: exiting");

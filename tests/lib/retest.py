@@ -14,6 +14,17 @@ import tempfile
 import time
 import unittest
 
+# One factor for every timing window: the meson test setups set it for slow builds
+# (asan/tsan 3, valgrind 10). wait_until scales its deadline by it; tests scale their
+# own windows with scaled().
+SCALE = float(os.environ.get("REUSEECHO_TEST_SCALE", "1") or "1")
+
+
+def scaled(seconds):
+    """A timing window, stretched for sanitizer and valgrind builds."""
+    return seconds * SCALE
+
+
 READY_RE = re.compile(r"^reuseecho: listening on (\[[0-9a-fA-F:.%\w]+\]|[0-9.]+):(\d+) with (\d+) workers?$")
 SKIP = 77
 
@@ -31,7 +42,9 @@ def binary(name="reuseecho"):
 
 
 def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
-    """Poll pred() until it returns a truthy value or the deadline passes."""
+    """Poll pred() until it returns a truthy value or the deadline (timeout seconds,
+    times SCALE) passes."""
+    timeout *= SCALE
     deadline = time.monotonic() + timeout
     while True:
         v = pred()

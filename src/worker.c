@@ -35,6 +35,7 @@
 
 #include "cpu.h"
 #include "log.h"
+#include "mclock.h"
 #include "rcu.h"
 
 #define RE_MAX_EVENTS 256
@@ -57,6 +58,36 @@
 /* --max-buffered: connections whose buffer could not grow are retried this often
  * while any wait, since budget freed by another worker raises no edge here. */
 #define RE_BUDGET_RETRY_MS 20
+
+/* The worker's lifecycle is two small state machines sharing one timer.
+ *
+ * The listener: OPEN → GRACE (a retire asked to close it: keep accepting for the
+ * grace period) → HALF_OPEN_WAIT (keep accepting while handshakes that were half-open
+ * when the grace ended may still complete into our queue) → CLOSED. A drain or stop
+ * goes to CLOSED from any state.
+ *
+ * The worker: SERVE → RETIRE (exit once the listener is closed and the connections
+ * are gone, or the drain timeout after the listener closed passed) or DRAIN (echo
+ * what is queued, FIN every connection, exit when they are gone or at the drain
+ * timeout) → STOP (reset everything, exit this turn). RETIRE can become DRAIN.
+ *
+ * `deadline` is the listener's next step while the listener is timed (GRACE,
+ * HALF_OPEN_WAIT), and the end of the drain timeout once the listener is CLOSED and
+ * the worker RETIREs or DRAINs; never both, since a worker arms its exit deadline
+ * only when its listener is closed. */
+enum lst_state {
+	LST_OPEN,
+	LST_GRACE,
+	LST_HALF_OPEN_WAIT,
+	LST_CLOSED,
+};
+
+enum wk_state {
+	WK_SERVE,
+	WK_RETIRE,
+	WK_DRAIN,
+	WK_STOP,
+};
 
 enum close_reason {
 	CLOSE_EOF,
@@ -99,26 +130,18 @@ struct re_worker {
 	struct re_conn *graveyard;	/* closed this turn, freed at its end */
 	const struct re_runtime *rt;	/* valid until the next quiescent state */
 	struct re_stats_block *st;
-	struct timespec t0;
-	uint64_t t0_ms;			/* t0 in ms, for the heartbeat */
-	uint32_t now;			/* ms since t0, sampled once per turn */
+	uint64_t now64;			/* CLOCK_MONOTONIC ms, sampled once per turn */
+	uint32_t now;			/* its low 32 bits: every timer below (re_due) */
 	bool accept_pending;		/* the listener may hold more: accept next turn */
 	bool accept_paused;		/* accept failed (EMFILE...): retry at accept_retry_at */
 	uint32_t accept_retry_at;
 	uint32_t next_sample;
 	uint32_t last_accept_log;
 	bool accept_logged;
-	bool draining;
-	bool stopping;
-	uint32_t drain_deadline;
-	bool listener_closing;		/* retire: close the listener at listener_close_at */
-	uint32_t listener_close_at;
-	uint32_t listener_close_limit;	/* stop waiting for half-open handshakes here */
-	bool half_open_scanned;
-	struct half_open *half_open;	/* requests seen when the grace ended */
-	bool retiring;			/* exit once the listener is closed and conns are gone */
-	bool retire_deadline_set;
-	uint32_t retire_deadline;
+	enum lst_state lst;
+	enum wk_state wk;
+	uint32_t deadline;		/* see enum lst_state */
+	struct half_open *half_open;	/* HALF_OPEN_WAIT: requests seen when the grace ended */
 	/* --max-buffered. `charged` bytes are taken from the shared budget: the pool's
 	 * allocated buffers plus a write-through reserve (charged - allocated) that
 	 * covers the remainder of any one read into the scratch buffer. In steady state
@@ -129,18 +152,13 @@ struct re_worker {
 	uint32_t budget_retry_at;
 };
 
-/* Wrap-safe "at is now or in the past" on the 32-bit millisecond clock. */
-static bool due(uint32_t now, uint32_t at)
+/* Sample the clock for this turn and beat: the heartbeat is the full 64-bit value
+ * (the supervisor and the control thread compare it with their own re_mono_ms()). */
+static void clock_tick(struct re_worker *w)
 {
-	return (int32_t)(now - at) >= 0;
-}
-
-static uint32_t clock_ms(const struct re_worker *w)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint32_t)((ts.tv_sec - w->t0.tv_sec) * 1000 + (ts.tv_nsec - w->t0.tv_nsec) / 1000000);
+	w->now64 = re_mono_ms();
+	w->now = (uint32_t)w->now64;
+	RE_STORE_RELAXED(w->st->heartbeat_ms, w->now64);
 }
 
 static void notify_supervisor(struct re_worker *w)
@@ -790,7 +808,7 @@ static void accept_one(struct re_worker *w, int fd)
 	}
 	RE_STAT_ADD(w->st, active, 1);
 	re_conn_list_append(&w->lru, c, RE_LRU);
-	if (w->draining) {
+	if (w->wk == WK_DRAIN) {
 		c->flags |= RE_CONN_DRAIN;
 		ready_push(w, c);
 	}
@@ -809,7 +827,7 @@ static void accept_failed(struct re_worker *w, int err)
 	 * after fds free up: retry on a timer (and whenever a connection closes). */
 	w->accept_paused = true;
 	w->accept_retry_at = w->now + RE_ACCEPT_RETRY_MS;
-	if (!w->accept_logged || due(w->now, w->last_accept_log + RE_LOG_EVERY_MS)) {
+	if (!w->accept_logged || re_due(w->now, w->last_accept_log + RE_LOG_EVERY_MS)) {
 		w->accept_logged = true;
 		w->last_accept_log = w->now;
 		re_log_warn("worker %d: accept4: %s%s", w->p.id, strerror(err),
@@ -873,21 +891,62 @@ static void close_listener(struct re_worker *w)
 	}
 }
 
-static void start_drain(struct re_worker *w, enum re_block_state why)
+/* Is `deadline` the listener's next step, the worker's exit, or unused? */
+static bool listener_timed(const struct re_worker *w)
 {
-	RE_STORE_RELAXED(w->st->state, why);
-	if (w->draining) {
+	return w->lst == LST_GRACE || w->lst == LST_HALF_OPEN_WAIT;
+}
+
+static bool exit_timed(const struct re_worker *w)
+{
+	return w->lst == LST_CLOSED && (w->wk == WK_RETIRE || w->wk == WK_DRAIN);
+}
+
+static void half_open_forget(struct re_worker *w)
+{
+	free(w->half_open);
+	w->half_open = NULL;
+}
+
+/* The listener is closed: take what its queue holds first (closing a listener resets
+ * every connection still in its accept queue), then tell the supervisor. A retiring
+ * worker's drain timeout starts now. */
+static void listener_to_closed(struct re_worker *w)
+{
+	if (w->lfd >= 0) {
+		do {
+			do_accept(w);
+		} while (w->accept_pending);
+		close_listener(w);
+	}
+	half_open_forget(w);
+	w->lst = LST_CLOSED;
+	w->accept_paused = false;
+	RE_STORE_RELAXED(w->st->acceptq_len, 0);
+	if (w->wk == WK_RETIRE) {
+		w->deadline = w->now + w->rt->drain_timeout_ms;
+	}
+	atomic_store_explicit(&w->listener_closed, true, memory_order_release);
+	notify_supervisor(w);
+}
+
+static void start_drain(struct re_worker *w)
+{
+	uint32_t at = w->now + w->rt->drain_timeout_ms;
+
+	RE_STORE_RELAXED(w->st->state, RE_BLOCK_DRAINING);
+	if (w->wk == WK_DRAIN || w->wk == WK_STOP) {
 		return;
 	}
-	w->draining = true;
-	w->drain_deadline = w->now + w->rt->drain_timeout_ms;
-	/* Closing a listener resets every connection still in its accept queue: take
-	 * them first, then close. */
-	do {
-		do_accept(w);
-	} while (w->accept_pending);
-	close_listener(w);
-	w->accept_paused = false;
+	/* A retire whose timeout already runs keeps the earlier of the two ends. */
+	if (exit_timed(w) && re_due(at, w->deadline)) {
+		at = w->deadline;
+	}
+	w->wk = WK_DRAIN;
+	if (w->lst != LST_CLOSED) {
+		listener_to_closed(w);
+	}
+	w->deadline = at;
 	for (struct re_conn *c = w->lru.head; c != NULL; c = c->lru.next) {
 		/* An arrival whose edge is still in epoll's queue must be echoed too:
 		 * force one read on every connection. */
@@ -896,17 +955,42 @@ static void start_drain(struct re_worker *w, enum re_block_state why)
 	}
 }
 
-static void schedule_listener_close(struct re_worker *w)
+/* RETIRE (exit_after) or CLOSE_LISTENER: close the listener after the grace period,
+ * or at once when it is closed already (a takeover's retire-listener came first). */
+static void start_retire(struct re_worker *w, bool exit_after)
 {
-	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RETIRING);
-	if (w->lfd < 0) {
-		atomic_store_explicit(&w->listener_closed, true, memory_order_release);
-		notify_supervisor(w);
+	if (w->wk == WK_DRAIN || w->wk == WK_STOP) {
 		return;
 	}
-	w->listener_closing = true;
-	w->listener_close_at = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
-	w->listener_close_limit = w->listener_close_at + RE_HANDSHAKE_WAIT_MS;
+	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RETIRING);
+	if (exit_after && w->wk == WK_SERVE) {
+		w->wk = WK_RETIRE;
+		if (w->lst == LST_CLOSED) {
+			w->deadline = w->now + w->rt->drain_timeout_ms;
+		}
+	}
+	switch (w->lst) {
+	case LST_OPEN:
+		w->lst = LST_GRACE;
+		w->deadline = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
+		break;
+	case LST_GRACE:
+	case LST_HALF_OPEN_WAIT:
+		break;		/* already on its way */
+	case LST_CLOSED:
+		atomic_store_explicit(&w->listener_closed, true, memory_order_release);
+		notify_supervisor(w);
+		break;
+	}
+}
+
+static void stop_now(struct re_worker *w)
+{
+	w->wk = WK_STOP;
+	close_listener(w);
+	half_open_forget(w);
+	w->lst = LST_CLOSED;
+	close_all(w, CLOSE_DRAIN, true);
 }
 
 /* Half-open handshakes on our port, from /proc/net/tcp{,6} (state 03, SYN_RECV),
@@ -920,6 +1004,7 @@ static void schedule_listener_close(struct re_worker *w)
 #define RE_HALF_OPEN_MAX 64
 
 struct half_open {
+	uint32_t limit;		/* stop waiting here (worker clock) */
 	size_t n;
 	char remote[RE_HALF_OPEN_MAX][48];
 };
@@ -973,38 +1058,27 @@ static bool half_open_remain(unsigned port, const struct half_open *first)
 	return false;
 }
 
-static void finish_listener_close(struct re_worker *w)
+/* The listener's timer fired: the grace ended (scan once for half-open requests),
+ * or it is time to look at them again. */
+static void listener_step(struct re_worker *w)
 {
 	unsigned port = re_net_port(&w->p.addr);
 
-	if (!w->half_open_scanned) {
-		w->half_open_scanned = true;
+	if (w->lst == LST_GRACE) {
+		w->lst = LST_HALF_OPEN_WAIT;
 		w->half_open = malloc(sizeof(*w->half_open));
 		if (w->half_open != NULL) {
 			scan_half_open(port, w->half_open);
+			w->half_open->limit = w->now + RE_HANDSHAKE_WAIT_MS;
 		}
 	}
-	if (w->half_open != NULL && !due(w->now, w->listener_close_limit) &&
+	if (w->half_open != NULL && !re_due(w->now, w->half_open->limit) &&
 	    half_open_remain(port, w->half_open)) {
 		/* Keep accepting: the handshake completes into our queue or elsewhere. */
-		w->listener_close_at = w->now + RE_HANDSHAKE_POLL_MS;
+		w->deadline = w->now + RE_HANDSHAKE_POLL_MS;
 		return;
 	}
-	free(w->half_open);
-	w->half_open = NULL;
-	w->listener_closing = false;
-	do {
-		do_accept(w);
-	} while (w->accept_pending);
-	close_listener(w);
-	w->accept_paused = false;
-	RE_STORE_RELAXED(w->st->acceptq_len, 0);
-	if (w->retiring) {
-		w->retire_deadline_set = true;
-		w->retire_deadline = w->now + w->rt->drain_timeout_ms;
-	}
-	atomic_store_explicit(&w->listener_closed, true, memory_order_release);
-	notify_supervisor(w);
+	listener_to_closed(w);
 }
 
 static void set_bpf(struct re_worker *w)
@@ -1041,21 +1115,16 @@ static void handle_command(struct re_worker *w)
 	(void)!read(w->cmd_fd, &v, sizeof(v));	/* EAGAIN: already reset */
 	cmd = atomic_exchange_explicit(&w->cmd, 0u, memory_order_acq_rel);
 	if (cmd & RE_WORKER_CMD_STOP) {
-		close_listener(w);
-		close_all(w, CLOSE_DRAIN, true);
-		w->stopping = true;
+		stop_now(w);
 		return;
 	}
 	if (cmd & RE_WORKER_CMD_BPF) {
 		set_bpf(w);
 	}
 	if (cmd & RE_WORKER_CMD_DRAIN) {
-		start_drain(w, RE_BLOCK_DRAINING);
+		start_drain(w);
 	} else if (cmd & (RE_WORKER_CMD_RETIRE | RE_WORKER_CMD_CLOSE_LISTENER)) {
-		w->retiring |= (cmd & RE_WORKER_CMD_RETIRE) != 0;
-		if (!w->listener_closing) {
-			schedule_listener_close(w);
-		}
+		start_retire(w, (cmd & RE_WORKER_CMD_RETIRE) != 0);
 	}
 #ifdef RE_DEBUG_HOOKS
 	if (cmd & RE_WORKER_CMD_STALL) {
@@ -1156,11 +1225,11 @@ static void run_timers(struct re_worker *w)
 {
 	uint32_t idle = w->rt->idle_timeout_ms;
 
-	if (w->accept_paused && due(w->now, w->accept_retry_at)) {
+	if (w->accept_paused && re_due(w->now, w->accept_retry_at)) {
 		do_accept(w);
 	}
 	if (idle != 0) {
-		while (w->lru.head != NULL && due(w->now, w->lru.head->last_active + idle)) {
+		while (w->lru.head != NULL && re_due(w->now, w->lru.head->last_active + idle)) {
 			struct re_conn *c = w->lru.head;
 
 			/* Graceful only when nothing is lost: with unsent output the client
@@ -1170,27 +1239,19 @@ static void run_timers(struct re_worker *w)
 			conn_close(w, c, CLOSE_IDLE, c->out != NULL || unread_input(c->fd));
 		}
 	}
-	if (w->nbudget_paused > 0 && due(w->now, w->budget_retry_at)) {
+	if (w->nbudget_paused > 0 && re_due(w->now, w->budget_retry_at)) {
 		retry_budget_paused(w);
 	}
-	if (w->listener_closing && due(w->now, w->listener_close_at)) {
-		finish_listener_close(w);
+	if (listener_timed(w) && re_due(w->now, w->deadline)) {
+		listener_step(w);
 	}
-	if ((w->draining && due(w->now, w->drain_deadline)) ||
-	    (w->retire_deadline_set && due(w->now, w->retire_deadline))) {
+	if (exit_timed(w) && re_due(w->now, w->deadline)) {
 		close_all(w, CLOSE_DRAIN, true);
 	}
-	if (due(w->now, w->next_sample)) {
+	if (re_due(w->now, w->next_sample)) {
 		sample_accept_queue(w);
 		w->next_sample = w->now + RE_SAMPLE_MS;
 	}
-}
-
-static int32_t until(uint32_t now, uint32_t at)
-{
-	int32_t d = (int32_t)(at - now);
-
-	return d > 0 ? d : 0;
 }
 
 /* Milliseconds epoll_wait may block: 0 while work is left over, else the nearest
@@ -1202,34 +1263,24 @@ static int next_timeout(const struct re_worker *w)
 	if (w->nready > 0 || w->accept_pending) {
 		return 0;
 	}
-	t = until(w->now, w->next_sample);
+	t = re_until(w->now, w->next_sample);
 	if (w->accept_paused) {
-		int32_t a = until(w->now, w->accept_retry_at);
+		int32_t a = re_until(w->now, w->accept_retry_at);
 
 		t = a < t ? a : t;
 	}
 	if (w->rt->idle_timeout_ms != 0 && w->lru.head != NULL) {
-		int32_t a = until(w->now, w->lru.head->last_active + w->rt->idle_timeout_ms);
+		int32_t a = re_until(w->now, w->lru.head->last_active + w->rt->idle_timeout_ms);
 
 		t = a < t ? a : t;
 	}
-	if (w->draining) {
-		int32_t a = until(w->now, w->drain_deadline);
-
-		t = a < t ? a : t;
-	}
-	if (w->listener_closing) {
-		int32_t a = until(w->now, w->listener_close_at);
-
-		t = a < t ? a : t;
-	}
-	if (w->retire_deadline_set) {
-		int32_t a = until(w->now, w->retire_deadline);
+	if (listener_timed(w) || exit_timed(w)) {
+		int32_t a = re_until(w->now, w->deadline);
 
 		t = a < t ? a : t;
 	}
 	if (w->nbudget_paused > 0) {
-		int32_t a = until(w->now, w->budget_retry_at);
+		int32_t a = re_until(w->now, w->budget_retry_at);
 
 		t = a < t ? a : t;
 	}
@@ -1255,6 +1306,11 @@ static void worker_loop(struct re_worker *w)
 		if (timeout != 0) {
 			re_rcu_thread_online();
 		}
+		/* The settings read before the wait may have been freed during it (or at
+		 * the quiescent state): load them again before anything uses them, the
+		 * next_timeout() of an interrupted wait included. */
+		w->rt = re_rcu_dereference(*w->p.runtime);
+		clock_tick(w);
 		if (n < 0) {
 			if (errno == EINTR) {
 				continue;
@@ -1262,9 +1318,6 @@ static void worker_loop(struct re_worker *w)
 			fail(w, "epoll_wait", -errno);
 			return;
 		}
-		w->now = clock_ms(w);
-		RE_STORE_RELAXED(w->st->heartbeat_ms, w->t0_ms + w->now);
-		w->rt = re_rcu_dereference(*w->p.runtime);
 		RE_STAT_ADD(w->st, epoll_waits, 1);
 		RE_STAT_ADD(w->st, events, n);
 		for (int i = 0; i < n; i++) {
@@ -1276,8 +1329,7 @@ static void worker_loop(struct re_worker *w)
 		}
 		run_timers(w);
 		reap(w);
-		if (w->stopping || ((w->draining || (w->retiring && w->lfd < 0)) &&
-				    w->lru.head == NULL)) {
+		if (w->wk == WK_STOP || (exit_timed(w) && w->lru.head == NULL)) {
 			return;
 		}
 	}
@@ -1356,8 +1408,7 @@ static void worker_teardown(struct re_worker *w)
 	}
 	free(w->scratch);
 	w->scratch = NULL;
-	free(w->half_open);
-	w->half_open = NULL;
+	half_open_forget(w);
 	if (w->pipe_r >= 0) {
 		(void)close(w->pipe_r);
 		(void)close(w->pipe_w);
@@ -1378,8 +1429,8 @@ static void *worker_main(void *arg)
 {
 	struct re_worker *w = arg;
 
-	clock_gettime(CLOCK_MONOTONIC, &w->t0);
-	w->t0_ms = (uint64_t)w->t0.tv_sec * 1000 + (uint64_t)w->t0.tv_nsec / 1000000;
+	w->now64 = re_mono_ms();
+	w->now = (uint32_t)w->now64;
 	if (worker_setup(w) < 0) {
 		worker_teardown(w);
 		set_state(w, RE_WORKER_FAILED);
@@ -1390,7 +1441,7 @@ static void *worker_main(void *arg)
 	budget_refill(w);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
-	RE_STORE_RELAXED(w->st->heartbeat_ms, w->t0_ms);
+	clock_tick(w);
 	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RUNNING);
 	set_state(w, RE_WORKER_RUNNING);
 	worker_loop(w);

@@ -15,6 +15,7 @@
 
 #include "kfeatures.h"
 #include "rcu.h"
+#include "worker.h"
 
 #define BODY_MAX (32u * 1024u * 1024u)	/* the largest reply body (a client's cap too) */
 
@@ -235,6 +236,30 @@ static void reply_report(struct re_ctlcmd *k, struct re_strbuf *out, report_fn f
 	re_strbuf_puts(out, "\n");
 }
 
+/* Test builds: arm worker id's next multi-event batch to close every connection
+ * after its first connection event (see re_worker_debug_close_mid_batch). */
+static void debug_close_mid_batch(struct re_ctlcmd *k, int id, struct re_strbuf *out)
+{
+	const struct re_stats_registry *reg;
+	bool found = false;
+
+	re_rcu_thread_online();
+	reg = re_rcu_dereference(k->p->stats->reg);
+	for (size_t i = 0; i < reg->n; i++) {
+		found |= reg->blocks[i]->worker_id == id;
+	}
+	re_rcu_thread_offline();
+	if (!found) {
+		char why[64];
+
+		snprintf(why, sizeof(why), "no worker %d", id);
+		re_ctlcmd_err(out, why);
+		return;
+	}
+	re_worker_debug_close_mid_batch(id);
+	re_strbuf_printf(out, "OK worker %d closes its connections mid-batch\n\n", id);
+}
+
 enum re_ctlcmd_outcome re_ctlcmd_line(struct re_ctlcmd *k, const char *line, size_t len,
 				      struct re_strbuf *out, struct re_ctl_cmd *ret_cmd)
 {
@@ -291,6 +316,13 @@ enum re_ctlcmd_outcome re_ctlcmd_line(struct re_ctlcmd *k, const char *line, siz
 	case RE_CTL_QUIT:
 		re_strbuf_puts(out, "OK bye\n\n");
 		return RE_CTLCMD_CLOSE;
+	case RE_CTL_DEBUG_CLOSE_MID_BATCH:
+		if (!k->p->debug_hooks) {
+			re_ctlcmd_err(out, "unknown command 'debug' (try 'help')");
+			break;
+		}
+		debug_close_mid_batch(k, cmd.worker, out);
+		break;
 	case RE_CTL_DEBUG_STALL:
 		if (!k->p->debug_hooks) {
 			re_ctlcmd_err(out, "unknown command 'debug' (try 'help')");

@@ -225,6 +225,16 @@ int re_ctlproto_parse_line(const char *line, size_t len, struct re_ctl_cmd *ret,
 		*ret = cmd;
 		return 1;
 	}
+	if (strcmp(tok[0], "debug") == 0 && n == 3 && strcmp(tok[1], "close-mid-batch") == 0) {
+		if (re_config_parse_uint(tok[2], 0, 1000000, &v) < 0) {
+			snprintf(err, errlen, "usage: debug close-mid-batch WORKER");
+			return -EINVAL;
+		}
+		cmd.verb = RE_CTL_DEBUG_CLOSE_MID_BATCH;
+		cmd.worker = (int)v;
+		*ret = cmd;
+		return 1;
+	}
 	snprintf(err, errlen, "unknown command '%.32s' (try 'help')", tok[0]);
 	return -EINVAL;
 }

@@ -25,6 +25,7 @@ enum re_ctl_verb {
 	RE_CTL_SHUTDOWN,
 	RE_CTL_QUIT,
 	RE_CTL_DEBUG_STALL,	/* test builds only (-Ddebug_hooks=true) */
+	RE_CTL_DEBUG_CLOSE_MID_BATCH,	/* test builds only: see re_worker_debug_close_mid_batch */
 	RE_CTL_LISTENERS,	/* handover: SO_REUSEPORT group order of our listeners */
 	RE_CTL_RETIRE_LISTENER,	/* handover: close one worker's listener, nothing lost */
 	RE_CTL_RETIRE,		/* handover: every worker serves out its connections, exit */
@@ -43,7 +44,7 @@ struct re_ctl_cmd {
 	enum re_ctl_key key;	/* RE_CTL_SET */
 	uint64_t value;		/* SET: parsed value (ms for timeouts); THREADS: count;
 				 * DEBUG_STALL: milliseconds */
-	int worker;		/* DEBUG_STALL, RETIRE_LISTENER */
+	int worker;		/* DEBUG_STALL, DEBUG_CLOSE_MID_BATCH, RETIRE_LISTENER */
 };
 
 /* Parse one command line (without its "\n"; a trailing "\r" and surrounding blanks

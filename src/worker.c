@@ -1169,6 +1169,55 @@ static void dispatch(struct re_worker *w, const struct epoll_event *ev)
 	}
 }
 
+#ifdef RE_DEBUG_HOOKS
+/* The worker id armed by re_worker_debug_close_mid_batch, -1 = none. */
+static atomic_int debug_close_mid_batch_id = -1;
+
+static bool is_conn_event(const struct re_worker *w, const struct epoll_event *ev)
+{
+	return ev->data.ptr != &w->listen_tag && ev->data.ptr != &w->cmd_tag;
+}
+
+/* Test builds: evs[0, done) are dispatched. When armed for this worker, evs[done - 1]
+ * was a connection event and a later one is too, reset every connection now: the
+ * later events of the batch are stale, exactly what a stop mid-batch produces. */
+static void debug_close_mid_batch(struct re_worker *w, const struct epoll_event *evs, int done,
+				  int n)
+{
+	int id = w->p.id;
+	size_t open = 0, stale = 0;
+
+	if (atomic_load_explicit(&debug_close_mid_batch_id, memory_order_relaxed) != id ||
+	    !is_conn_event(w, &evs[done - 1])) {
+		return;
+	}
+	for (int i = done; i < n; i++) {
+		const struct re_conn *c = evs[i].data.ptr;
+
+		stale += is_conn_event(w, &evs[i]) && !(c->flags & RE_CONN_CLOSED);
+	}
+	if (stale == 0 ||
+	    !atomic_compare_exchange_strong(&debug_close_mid_batch_id, &id, -1)) {
+		return;
+	}
+	for (const struct re_conn *c = w->lru.head; c != NULL; c = c->lru.next) {
+		open++;
+	}
+	close_all(w, CLOSE_DRAIN, true);
+	re_log_info("worker %d: debug: reset %zu connections mid-batch, %zu later events "
+		    "of the batch are stale", w->p.id, open, stale);
+}
+#endif
+
+void re_worker_debug_close_mid_batch(int id)
+{
+#ifdef RE_DEBUG_HOOKS
+	atomic_store_explicit(&debug_close_mid_batch_id, id, memory_order_relaxed);
+#else
+	(void)id;
+#endif
+}
+
 /* Serve the connections that were on the ready list when the pass began; any that
  * use up their budget again go to the back for the next turn. */
 static void run_ready(struct re_worker *w)
@@ -1322,6 +1371,11 @@ static void worker_loop(struct re_worker *w)
 		RE_STAT_ADD(w->st, events, n);
 		for (int i = 0; i < n; i++) {
 			dispatch(w, &evs[i]);
+#ifdef RE_DEBUG_HOOKS
+			if (i + 1 < n) {
+				debug_close_mid_batch(w, evs, i + 1, n);
+			}
+#endif
 		}
 		run_ready(w);
 		if (w->accept_pending) {

@@ -94,6 +94,12 @@ int re_worker_bpf_result(const struct re_worker *w);
  * while online), so stall detection can be tested. Context: supervisor. */
 int re_worker_stall(struct re_worker *w, unsigned ms) __attribute__((warn_unused_result));
 
+/* Test builds: the next time worker id gets an epoll batch with a connection event
+ * after another connection event, it resets every connection right after the first
+ * one, so the rest of the batch are stale events for closed connections; it logs how
+ * many. Context: any thread (one process-wide request slot). */
+void re_worker_debug_close_mid_batch(int id);
+
 /* Join the thread (if started), close the command eventfd, free. Accepts NULL.
  * Context: supervisor, after the worker reached FAILED or EXITED (or was never
  * started). */

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-void re_buf_pool_init(struct re_buf_pool *p, uint32_t max_free)
+void re_buf_pool_init(struct re_buf_pool *p, uint64_t max_free_bytes)
 {
 	memset(p, 0, sizeof(*p));
-	p->max_free = max_free;
+	p->max_free_bytes = max_free_bytes;
 }
 
 void re_buf_pool_finish(struct re_buf_pool *p)
@@ -22,6 +22,35 @@ void re_buf_pool_finish(struct re_buf_pool *p)
 		free(b);
 	}
 	p->nfree = 0;
+	p->free_bytes = 0;
+}
+
+/* Can re_buf_size_for(need, limit) return cap for some need? */
+static bool size_possible(uint32_t cap, uint32_t limit)
+{
+	return cap == limit || (cap < limit && cap % RE_BUF_STEP == 0);
+}
+
+uint64_t re_buf_pool_trim(struct re_buf_pool *p, uint32_t limit)
+{
+	struct re_buf **link = &p->free;
+	uint64_t freed = 0;
+
+	while (*link != NULL) {
+		struct re_buf *b = *link;
+
+		if (size_possible(b->cap, limit)) {
+			link = &b->next;
+			continue;
+		}
+		*link = b->next;
+		p->nfree--;
+		p->free_bytes -= b->cap;
+		p->allocated -= b->cap;
+		freed += b->cap;
+		free(b);
+	}
+	return freed;
 }
 
 struct re_buf *re_buf_get(struct re_buf_pool *p, uint32_t cap)
@@ -35,6 +64,7 @@ struct re_buf *re_buf_get(struct re_buf_pool *p, uint32_t cap)
 		if (b->cap == cap) {
 			*link = b->next;
 			p->nfree--;
+			p->free_bytes -= b->cap;
 			b->next = NULL;
 			b->off = 0;
 			b->len = 0;
@@ -58,7 +88,7 @@ void re_buf_put(struct re_buf_pool *p, struct re_buf *b)
 	if (b == NULL) {
 		return;
 	}
-	if (p->nfree >= p->max_free || b->cap > RE_BUF_POOL_MAX_CAP) {
+	if (p->free_bytes + b->cap > p->max_free_bytes || b->cap > RE_BUF_POOL_MAX_CAP) {
 		p->allocated -= b->cap;
 		free(b);
 		return;
@@ -66,6 +96,7 @@ void re_buf_put(struct re_buf_pool *p, struct re_buf *b)
 	b->next = p->free;
 	p->free = b;
 	p->nfree++;
+	p->free_bytes += b->cap;
 }
 
 uint32_t re_buf_tail(struct re_buf *b)

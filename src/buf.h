@@ -27,7 +27,8 @@ struct re_buf {
 struct re_buf_pool {
 	struct re_buf *free;
 	uint32_t nfree;
-	uint32_t max_free;	/* buffers kept for reuse; the rest go back to malloc */
+	uint64_t free_bytes;	/* capacity of the pooled buffers */
+	uint64_t max_free_bytes;	/* pooled capacity kept for reuse; the rest is freed */
 	uint64_t allocated;	/* bytes currently allocated (in use or pooled) */
 };
 
@@ -42,8 +43,8 @@ struct re_buf_budget {
 	char pad[64 - sizeof(uint64_t)];	/* the counter has its cache line to itself */
 };
 
-/* Initialise a pool that keeps up to max_free idle buffers. */
-void re_buf_pool_init(struct re_buf_pool *p, uint32_t max_free);
+/* Initialise a pool that keeps idle buffers of up to max_free_bytes in all. */
+void re_buf_pool_init(struct re_buf_pool *p, uint64_t max_free_bytes);
 
 /* Free every pooled buffer. Buffers still held by connections must be put first. */
 void re_buf_pool_finish(struct re_buf_pool *p);
@@ -53,8 +54,13 @@ void re_buf_pool_finish(struct re_buf_pool *p);
 struct re_buf *re_buf_get(struct re_buf_pool *p, uint32_t cap);
 
 /* Return b to the pool when it is small (cap <= RE_BUF_POOL_MAX_CAP) and the pool has
- * room, else to malloc; p->allocated says which. Accepts NULL. */
+ * room for its bytes, else to malloc; p->allocated says which. Accepts NULL. */
 void re_buf_put(struct re_buf_pool *p, struct re_buf *b);
+
+/* After --conn-buffer changed to limit: free the pooled buffers whose size
+ * re_buf_size_for() can no longer produce (they would never be reused). Returns the
+ * bytes freed. */
+uint64_t re_buf_pool_trim(struct re_buf_pool *p, uint32_t limit);
 
 /* Make the free tail contiguous and as large as possible: moves pending bytes to the
  * front when the tail is short. Returns the tail size. */

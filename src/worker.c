@@ -44,7 +44,7 @@
 #define RE_ACCEPT_BUDGET 64		/* accepts per loop turn */
 #define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
 #define RE_SAMPLE_MS 250		/* accept-queue sampling and heartbeat period */
-#define RE_BUF_POOL_KEEP 64
+#define RE_BUF_POOL_BYTES (256u * 1024u)	/* idle buffers a worker keeps for reuse */
 #define RE_CONN_SLAB 256
 #define RE_LOG_EVERY_MS 10000		/* rate limit for data-path warnings */
 /* Bulk echo: a connection whose reads reach RE_BULK_ON bytes is echoed with
@@ -148,6 +148,7 @@ struct re_worker {
 	 * the reserve is full and a read checks it with a plain compare: the shared
 	 * counter is touched only when a buffer is allocated, grown or freed. */
 	uint64_t charged;
+	uint32_t pool_limit;		/* the --conn-buffer the pooled buffers were sized for */
 	size_t nbudget_paused;		/* connections with RE_CONN_BUDGET */
 	uint32_t budget_retry_at;
 };
@@ -254,6 +255,18 @@ static bool reserve_covers(struct re_worker *w, size_t want)
 	}
 	budget_refill(w);
 	return reserve_now(w) >= need;
+}
+
+/* After `set conn-buffer`: pooled buffers of sizes no longer asked for would sit in
+ * the pool, charged, forever. Free them and give their bytes back. */
+static void pool_follow_limit(struct re_worker *w)
+{
+	if (w->rt->conn_buffer != w->pool_limit) {
+		w->pool_limit = w->rt->conn_buffer;
+		if (re_buf_pool_trim(&w->bufs, w->pool_limit) > 0) {
+			budget_settle(w);
+		}
+	}
 }
 
 static void budget_unpause(struct re_worker *w, struct re_conn *c)
@@ -1367,6 +1380,7 @@ static void worker_loop(struct re_worker *w)
 			fail(w, "epoll_wait", -errno);
 			return;
 		}
+		pool_follow_limit(w);
 		RE_STAT_ADD(w->st, epoll_waits, 1);
 		RE_STAT_ADD(w->st, events, n);
 		for (int i = 0; i < n; i++) {
@@ -1492,6 +1506,7 @@ static void *worker_main(void *arg)
 	}
 	urcu_qsbr_register_thread();
 	w->rt = re_rcu_dereference(*w->p.runtime);
+	w->pool_limit = w->rt->conn_buffer;
 	budget_refill(w);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
@@ -1533,7 +1548,7 @@ struct re_worker *re_worker_create(const struct re_worker_params *params)
 	atomic_init(&w->bpf_acks, 0u);
 	atomic_init(&w->listener_closed, false);
 	re_conn_pool_init(&w->conns, RE_CONN_SLAB);
-	re_buf_pool_init(&w->bufs, RE_BUF_POOL_KEEP);
+	re_buf_pool_init(&w->bufs, RE_BUF_POOL_BYTES);
 	w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->cmd_fd < 0) {
 		int e = errno;

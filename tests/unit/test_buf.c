@@ -46,7 +46,7 @@ static void test_pool(void)
 	struct re_buf_pool p;
 	struct re_buf *small, *big, *again;
 
-	re_buf_pool_init(&p, 2);
+	re_buf_pool_init(&p, 4096 + 8192);	/* bytes */
 	small = re_buf_get(&p, 4096);
 	big = re_buf_get(&p, 65536);
 	CHECK(small != NULL && big != NULL);
@@ -60,11 +60,43 @@ static void test_pool(void)
 	CHECK(again->off == 0 && again->len == 0);
 	re_buf_put(&p, again);
 	re_buf_put(&p, re_buf_get(&p, 8192));
-	re_buf_put(&p, re_buf_get(&p, 12288));	/* pool full (2): freed */
+	CHECK(p.free_bytes == 4096 + 8192);
+	re_buf_put(&p, re_buf_get(&p, 12288));	/* no room for 12K more bytes: freed */
 	CHECK(p.nfree == 2 && p.allocated == 4096 + 8192);
+	again = re_buf_get(&p, 8192);		/* one out: room for 8K again, not 12K */
+	re_buf_put(&p, re_buf_get(&p, 12288));
+	CHECK(p.nfree == 1 && p.free_bytes == 4096);
+	re_buf_put(&p, again);
+	CHECK(p.nfree == 2 && p.free_bytes == 4096 + 8192);
 	re_buf_put(&p, NULL);
 	re_buf_pool_finish(&p);
-	CHECK(p.allocated == 0 && p.nfree == 0);
+	CHECK(p.allocated == 0 && p.nfree == 0 && p.free_bytes == 0);
+}
+
+/* A --conn-buffer change trims the sizes the pool will never be asked for again. */
+static void test_pool_trim(void)
+{
+	struct re_buf_pool p;
+	struct re_buf *a, *b, *c;
+
+	re_buf_pool_init(&p, 1u << 20);
+	a = re_buf_get(&p, 10000);	/* --conn-buffer 10000: its cap size */
+	b = re_buf_get(&p, 8192);
+	c = re_buf_get(&p, 4096);
+	CHECK(a != NULL && b != NULL && c != NULL);
+	re_buf_put(&p, a);
+	re_buf_put(&p, b);
+	re_buf_put(&p, c);
+	CHECK(p.nfree == 3 && p.allocated == 10000 + 8192 + 4096);
+	CHECK(re_buf_pool_trim(&p, 10000) == 0);	/* unchanged limit: all still usable */
+	CHECK(re_buf_pool_trim(&p, 262144) == 10000);	/* 10000 is no step multiple */
+	CHECK(p.nfree == 2 && p.free_bytes == 8192 + 4096 && p.allocated == 8192 + 4096);
+	CHECK(re_buf_pool_trim(&p, 6000) == 8192);	/* above the new cap */
+	CHECK(p.nfree == 1 && p.allocated == 4096);
+	CHECK(re_buf_get(&p, 4096) == c);		/* what is left is reused */
+	re_buf_put(&p, c);
+	re_buf_pool_finish(&p);
+	CHECK(p.allocated == 0);
 }
 
 static void test_grow(void)
@@ -72,7 +104,7 @@ static void test_grow(void)
 	struct re_buf_pool p;
 	struct re_buf *b;
 
-	re_buf_pool_init(&p, 4);
+	re_buf_pool_init(&p, 65536);
 	b = re_buf_get(&p, 4096);
 	CHECK(b != NULL);
 	for (uint32_t i = 0; i < 4096; i++) {
@@ -168,6 +200,7 @@ int main(void)
 {
 	test_sizes();
 	test_pool();
+	test_pool_trim();
 	test_grow();
 	test_budget();
 	test_budget_threads();

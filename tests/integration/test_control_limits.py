@@ -21,7 +21,7 @@ import retest  # noqa: E402
 import unittest  # noqa: E402
 
 WRAPPER = os.environ.get("REUSEECHO_WRAPPER", "").split()
-SCALE = 10.0 if WRAPPER else 1.0
+SCALE = retest.SCALE	# REUSEECHO_TEST_SCALE: 10 in the valgrind setup
 TCP_BUDGET = 64
 HEADER_TIMEOUT = 5.0
 FD_RESERVE = 8

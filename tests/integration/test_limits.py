@@ -14,7 +14,7 @@ import unittest  # noqa: E402
 
 WRAPPER = os.environ.get("REUSEECHO_WRAPPER", "").split()
 # Deadlines stretch when the server runs under a wrapper such as valgrind.
-SCALE = 10.0 if WRAPPER else 1.0
+SCALE = retest.SCALE	# REUSEECHO_TEST_SCALE: 10 in the valgrind setup
 
 
 def note(fmt, *args):

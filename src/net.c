@@ -3,11 +3,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int re_net_parse_addr(const char *host, unsigned port, struct re_addr *ret)
@@ -180,4 +184,92 @@ int re_net_accept_queue(int fd, uint32_t *ret_len, uint32_t *ret_max)
 	*ret_len = ti.tcpi_unacked;
 	*ret_max = ti.tcpi_sacked;
 	return 0;
+}
+
+/* One SOCK_DIAG_BY_FAMILY dump of `family` TCP sockets in SYN_RECV on local `port`. */
+static int syn_recv_dump(int fd, int family, unsigned port, struct re_net_peer *out, size_t max,
+			 size_t *n)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 req;
+	} msg;
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	/* Aligned for struct nlmsghdr; a dump part is at most a page or two. */
+	long buf[8192 / sizeof(long)];
+
+	memset(&msg, 0, sizeof(msg));
+	msg.nlh.nlmsg_len = sizeof(msg);
+	msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	msg.nlh.nlmsg_seq = 1;
+	msg.req.sdiag_family = (uint8_t)family;
+	msg.req.sdiag_protocol = IPPROTO_TCP;
+	/* The kernel matches request sockets (TCP_NEW_SYN_RECV) for this bit too, and
+	 * compares idiag_sport itself. */
+	msg.req.idiag_states = 1u << TCP_SYN_RECV;
+	msg.req.id.idiag_sport = htons((uint16_t)port);
+	msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+		return -errno;
+	}
+	for (;;) {
+		ssize_t got = recv(fd, buf, sizeof(buf), 0);
+		const struct nlmsghdr *h;
+		int left = (int)got;
+
+		if (got < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -errno;
+		}
+		if (got == 0) {
+			return -EPROTO;	/* the kernel never ends a dump without DONE */
+		}
+		for (h = (const struct nlmsghdr *)(void *)buf; NLMSG_OK(h, left);
+		     h = NLMSG_NEXT(h, left)) {
+			const struct inet_diag_msg *d = NLMSG_DATA(h);
+
+			if (h->nlmsg_type == NLMSG_DONE) {
+				return 0;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+
+				return e->error < 0 ? e->error : -EPROTO;
+			}
+			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*d))) {
+				continue;
+			}
+			if (ntohs(d->id.idiag_sport) != port || *n >= max) {
+				continue;	/* (the kernel filtered already) */
+			}
+			memset(&out[*n], 0, sizeof(out[*n]));
+			out[*n].family = d->idiag_family;
+			out[*n].port = d->id.idiag_dport;
+			memcpy(out[*n].addr, d->id.idiag_dst,
+			       d->idiag_family == AF_INET ? 4 : sizeof(out[*n].addr));
+			(*n)++;
+		}
+	}
+}
+
+int re_net_syn_recv(unsigned port, struct re_net_peer *out, size_t max, size_t *ret_n)
+{
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	int r;
+
+	*ret_n = 0;
+	if (fd < 0) {
+		return -errno;
+	}
+	r = syn_recv_dump(fd, AF_INET, port, out, max, ret_n);
+	if (r == 0) {
+		r = syn_recv_dump(fd, AF_INET6, port, out, max, ret_n);
+	}
+	(void)close(fd);
+	return r;
 }

@@ -64,4 +64,19 @@ int re_net_listen_reuseport(const struct re_addr *a, int backlog, const char **r
 int re_net_accept_queue(int fd, uint32_t *ret_len, uint32_t *ret_max)
 	__attribute__((warn_unused_result));
 
+/* A TCP peer: family, port (network order) and address (4 or 16 bytes, zero-padded). */
+struct re_net_peer {
+	uint16_t family;
+	uint16_t port;
+	uint8_t addr[16];
+};
+
+/* Half-open connection requests (SYN_RECV) to local TCP port `port`, IPv4 and IPv6,
+ * in this network namespace, from one NETLINK_SOCK_DIAG dump per family filtered by
+ * the kernel on state and source port (no table walk in user space). Stores up to max
+ * peers in out[] and their count in *ret_n (more may exist when *ret_n == max).
+ * Returns 0 or -errno (no sock_diag: the caller cannot see half-open requests). */
+int re_net_syn_recv(unsigned port, struct re_net_peer *out, size_t max, size_t *ret_n)
+	__attribute__((warn_unused_result));
+
 #endif

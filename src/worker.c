@@ -52,7 +52,7 @@
  * copied into or out of user space); one whose splices fall under RE_BULK_OFF goes
  * back to recv/send, which is cheaper for small messages. */
 #define RE_HANDSHAKE_WAIT_MS 3000	/* retiring listener: bound on half-open waits */
-#define RE_HANDSHAKE_POLL_MS 20
+#define RE_HANDSHAKE_POLL_MS 100	/* one sock_diag dump walks every TCP socket of the netns */
 #define RE_BULK_ON (16u * 1024u)
 #define RE_BULK_OFF (4u * 1024u)
 /* --max-buffered: connections whose buffer could not grow are retried this often
@@ -1006,64 +1006,41 @@ static void stop_now(struct re_worker *w)
 	close_all(w, CLOSE_DRAIN, true);
 }
 
-/* Half-open handshakes on our port, from /proc/net/tcp{,6} (state 03, SYN_RECV),
- * identified by their remote address. The table does not say which listener of the
- * group holds a request, so the caller only waits for the ones it saw first: once
- * new connections are steered away, a request that reached this listener earlier
- * and whose final ACK was lost stays until the SYN-ACK retransmission (after 1 s)
- * completes it into our queue; closing the listener before that would make the
- * kernel reset that client. Requests of the other listeners come and go in
- * microseconds. */
+/* Half-open handshakes on our port (SYN_RECV, from one sock_diag query per family),
+ * identified by their remote address and port. The kernel does not say which
+ * listener of the group holds a request, so the caller only waits for the ones it
+ * saw first: once new connections are steered away, a request that reached this
+ * listener earlier and whose final ACK was lost stays until the SYN-ACK
+ * retransmission (after 1 s) completes it into our queue; closing the listener
+ * before that would make the kernel reset that client. Requests of the other
+ * listeners come and go in microseconds. A failed query counts as none seen. */
 #define RE_HALF_OPEN_MAX 64
 
 struct half_open {
 	uint32_t limit;		/* stop waiting here (worker clock) */
 	size_t n;
-	char remote[RE_HALF_OPEN_MAX][48];
+	struct re_net_peer peer[RE_HALF_OPEN_MAX];
 };
 
 static void scan_half_open(unsigned port, struct half_open *out)
 {
-	static const char *const tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
-	char line[512];
-
-	out->n = 0;
-	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
-		FILE *f = fopen(tables[t], "re");
-
-		if (f == NULL) {
-			continue;
-		}
-		while (out->n < RE_HALF_OPEN_MAX && fgets(line, sizeof(line), f) != NULL) {
-			char local[64], remote[64], st[8];
-			const char *colon;
-
-			/* "sl local_address rem_address st ...". */
-			if (sscanf(line, "%*s %63s %63s %7s", local, remote, st) != 3 ||
-			    strcmp(st, "03") != 0) {
-				continue;
-			}
-			colon = strrchr(local, ':');
-			if (colon != NULL && strtoul(colon + 1, NULL, 16) == port) {
-				snprintf(out->remote[out->n++], sizeof(out->remote[0]), "%.47s", remote);
-			}
-		}
-		fclose(f);
+	if (re_net_syn_recv(port, out->peer, RE_HALF_OPEN_MAX, &out->n) < 0) {
+		out->n = 0;
 	}
 }
 
 /* True while any request of `first` is still half-open. */
 static bool half_open_remain(unsigned port, const struct half_open *first)
 {
-	struct half_open now;
+	struct re_net_peer now[RE_HALF_OPEN_MAX];
+	size_t n;
 
-	if (first->n == 0) {
+	if (first->n == 0 || re_net_syn_recv(port, now, RE_HALF_OPEN_MAX, &n) < 0) {
 		return false;
 	}
-	scan_half_open(port, &now);
-	for (size_t i = 0; i < now.n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < first->n; j++) {
-			if (strcmp(now.remote[i], first->remote[j]) == 0) {
+			if (memcmp(&now[i], &first->peer[j], sizeof(now[i])) == 0) {
 				return true;
 			}
 		}

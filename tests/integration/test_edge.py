@@ -803,7 +803,8 @@ class Edge(unittest.TestCase):
         close and an accept4 that reuses the fd number: 20 rounds of 200 resets
         (with data queued both ways) interleaved with 200 connects. The server must
         survive (ASan would abort on a use-after-free) and every new connection must
-        echo exactly."""
+        echo exactly. Traffic alone rarely puts a close and a later event for the same
+        connection in one batch; test_debug_hooks.py provokes that case on cue."""
         raise_nofile()
         srv = self.start("--threads", 1)
         base = srv.num_fds()

@@ -53,7 +53,27 @@ static inline void re_rcu_thread_online(void)
 	urcu_qsbr_thread_online();
 }
 
-/* Writer side: after this returns no reader holds anything unpublished before it. */
+/* Writer side, deferred: fn(head) runs on liburcu's call_rcu thread once every
+ * reader that might hold the object has passed a quiescent state. Never blocks, so
+ * the supervisor's loop uses it for every free of a published object. QSBR's
+ * call_rcu needs no registration of the caller. Each callback must begin with
+ * re_rcu_callback_enter() (the TSan happens-before edge of the grace period). */
+static inline void re_rcu_call(struct rcu_head *head, void (*fn)(struct rcu_head *))
+{
+	urcu_qsbr_call_rcu(head, fn);
+}
+
+#define re_rcu_callback_enter() re_rcu_writer_after_gp()
+
+/* Wait for every queued callback to have run (teardown: nothing leaks, nothing
+ * runs after the objects' owner is gone). Blocks; only after the loop ended. */
+static inline void re_rcu_barrier(void)
+{
+	urcu_qsbr_barrier();
+}
+
+/* Writer side: after this returns no reader holds anything unpublished before it.
+ * Blocks for a grace period: not for the supervisor's loop (use re_rcu_call). */
 static inline void re_rcu_synchronize(void)
 {
 	urcu_qsbr_synchronize_rcu();

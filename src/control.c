@@ -1,9 +1,14 @@
-/* control: the control thread. One epoll instance for the control socket, the
- * optional TCP metrics listener, a wake eventfd and up to RE_CONTROL_MAX_CLIENTS
- * clients. Replies are written without blocking and bounded per client, so a client
- * that never reads cannot stall this thread, the supervisor or a worker.
- * Statistics are read as a QSBR reader (online only while copying); changes are sent
- * to the supervisor over the request channel, and their replies come back the same way.
+/* control: the control thread's client engine. One epoll instance for the Unix admin
+ * socket, the optional TCP metrics listener (--metrics-listen), a wake eventfd and the
+ * clients of each, with a separate budget per listener: RE_CONTROL_MAX_CLIENTS admin
+ * clients (the next one is told "ERR busy") and RE_CONTROL_MAX_TCP_CLIENTS HTTP
+ * clients (the next one evicts the longest-idle one; each must send its request head
+ * within RE_CONTROL_HEADER_TIMEOUT_MS). At the fd limit the admin socket accepts with
+ * a reserve of descriptors; a listener that cannot accept is paused on a timer, never
+ * polled in a loop. Replies are written without blocking and bounded per client, so a
+ * client that never reads cannot stall this thread, the supervisor or a worker.
+ * Commands are answered by ctlcmd.c; changes go to the supervisor over the request
+ * channel, and their replies come back the same way.
  */
 #include "control.h"
 
@@ -12,7 +17,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
-#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -23,21 +27,38 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <urcu/urcu-qsbr.h>
 
+#include "ctlcmd.h"
 #include "ctlproto.h"
 #include "rcu.h"
 #include "strbuf.h"
 
 #define CLIENT_OUT_HIGH (64u * 1024u)	/* stop reading commands while this much is unsent */
 #define CLIENT_OUT_MAX (32u * 1024u * 1024u)
-#define CLIENT_SLOTS RE_CONTROL_MAX_CLIENTS
-#define MAX_REJECTS 256			/* clients over the limit waiting for their FIN */
+#define UNIX_SLOTS RE_CONTROL_MAX_CLIENTS
+#define TCP_SLOTS RE_CONTROL_MAX_TCP_CLIENTS
+#define MAX_REJECTS 256			/* refused clients waiting for their FIN */
 #define LINGER_MS 2000			/* after our FIN: wait this long for the peer's */
+#define ACCEPT_BACKOFF_MS 100		/* a listener that cannot accept rests this long */
+#define RESERVE_FDS RE_CONTROL_FD_RESERVE
+#define RESERVE_RETRY_MS 1000		/* refill the reserve at most this often */
 #define MAX_EVENTS 32
+#define PER_TURN_COMMANDS 1		/* commands run per client per loop turn */
+#define NO_DEADLINE INT64_MAX
+
+/* A client's life. The deadline belongs to the state: READING, the idle timeout (Unix)
+ * or the request-head deadline (TCP); WAITING, none (the supervisor always answers);
+ * CLOSING, the time to flush the reply; LINGER, the wait for the peer's FIN. */
+enum client_state {
+	CL_FREE = 0,
+	CL_READING,		/* reading and running commands */
+	CL_WAITING,		/* a request is with the supervisor; input waits in the kernel */
+	CL_CLOSING,		/* send what is left, then FIN */
+	CL_LINGER,		/* FIN sent: read and drop until the peer's FIN or the deadline */
+};
 
 enum client_mode {
 	MODE_NEW,
@@ -45,21 +66,38 @@ enum client_mode {
 	MODE_HTTP,
 };
 
+/* What the peer did, as learned from events and reads (facts, not our state). */
+enum {
+	PEER_FIN = 1u << 0,	/* it sends no more (EPOLLRDHUP, or recv returned 0) */
+	PEER_EOF_READ = 1u << 1,	/* recv returned 0: all it sent has been read */
+	PEER_HUP = 1u << 2,	/* EPOLLHUP/EPOLLERR: reported whatever we ask for */
+};
+
 struct client {
-	bool used;
-	bool tcp;		/* from the metrics listener: HTTP only */
-	bool waiting;		/* a request is with the supervisor */
-	bool peer_eof;
-	bool closing;		/* close once the reply is flushed */
-	bool fin_sent;
+	enum client_state state;
 	enum client_mode mode;
+	enum re_control_listener listener;
+	unsigned peer;			/* PEER_* */
 	int fd;
+	bool watched;			/* registered with epoll (with interest) */
+	bool ready;			/* held-back commands can run: no event will say so */
 	uint32_t interest;
 	uint64_t gen;
-	int64_t deadline;	/* idle expiry, or linger expiry after FIN */
+	int64_t deadline;
+	int64_t last_active;		/* last byte in or out: eviction picks the oldest */
+	uint64_t born;			/* the loop turn it was admitted in */
 	size_t inlen;
 	char in[RE_CONTROL_MAX_HTTP + 1];
 	struct re_strbuf out;
+};
+
+struct listener {
+	int fd;
+	enum re_control_listener kind;
+	bool paused;			/* not watched until resume_at */
+	int64_t resume_at;
+	struct client *slots;
+	size_t nslots;
 };
 
 struct re_control {
@@ -70,21 +108,29 @@ struct re_control {
 	_Atomic int state;
 	atomic_bool stop;
 	char err[320];
+	/* Written by the control thread before path_bound is set (release); read by
+	 * re_control_unlink_now from any thread. */
+	atomic_bool path_bound;
+	dev_t sock_dev;
+	ino_t sock_ino;
 
 	/* Owned by the control thread. */
 	int epfd;
-	int lfd;
-	int mfd;
-	bool path_bound;
-	dev_t sock_dev;
-	ino_t sock_ino;
-	char lfd_tag, mfd_tag, wake_tag;
-	size_t nreal;		/* clients that count against the limit */
+	char wake_tag;
+	struct listener lis[RE_CONTROL_NLISTENERS];
 	uint64_t next_gen;
-	struct re_worker_view *views;
-	size_t views_cap;
-	struct client clients[CLIENT_SLOTS];
-	/* Clients over the limit: told "ERR busy" (or 503) at once and FIN'd, then held
+	uint64_t turn;			/* loop turns: tells a stale event from a fresh one */
+	struct re_control_counters ctr;
+	struct re_ctlcmd cmd;
+	/* The fd reserve: a /dev/null template and up to RESERVE_FDS copies of it, whose
+	 * numbers the workers cannot take. */
+	int reserve_template;
+	int reserve[RESERVE_FDS];
+	size_t nreserve;
+	int64_t reserve_retry_at;	/* 0 = full, nothing to retry */
+	struct client unix_clients[UNIX_SLOTS];
+	struct client tcp_clients[TCP_SLOTS];
+	/* Clients over budget: told "ERR busy" (or 503) at once and FIN'd, then held
 	 * only as an fd until their FIN, so the refusal is never turned into a reset. */
 	struct reject {
 		int fd;
@@ -113,381 +159,181 @@ static void set_state(struct re_control *c, enum re_control_state s)
 	notify_supervisor(c);
 }
 
-static void read_migrate_counters(struct re_features *f);
+/* --- the fd reserve ------------------------------------------------------------------ */
 
-/* --- snapshot ------------------------------------------------------------------- */
-
-static enum re_worker_run_state view_state(uint32_t st)
+/* Top the reserve up; at the fd limit try again in RESERVE_RETRY_MS, not sooner. */
+static void reserve_refill(struct re_control *c, int64_t now)
 {
-	switch (st) {
-	case RE_BLOCK_DRAINING:
-	case RE_BLOCK_RETIRING:
-		return RE_VIEW_DRAINING;
-	default:
-		return RE_VIEW_RUNNING;
+	while (c->reserve_template >= 0 && c->nreserve < RESERVE_FDS) {
+		int fd = fcntl(c->reserve_template, F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0) {
+			c->reserve_retry_at = now + RESERVE_RETRY_MS;
+			c->ctr.fd_reserve_free = (uint32_t)c->nreserve;
+			return;
+		}
+		c->reserve[c->nreserve++] = fd;
 	}
+	c->reserve_retry_at = 0;
+	c->ctr.fd_reserve_free = (uint32_t)c->nreserve;
 }
 
-/* Copy the registry into s (views owned by c). Returns 0 or -ENOMEM. Also reports
- * whether every worker is healthy for /healthz. */
-static int take_snapshot(struct re_control *c, struct re_snapshot *s, bool *ret_healthy,
-			 char *why, size_t whylen)
+/* Give one reserve number back to the process so that the next accept gets it.
+ * Another thread may take it first; the caller's accept then fails again and may
+ * take another. Returns false when the reserve is empty. */
+static bool reserve_take(struct re_control *c, int64_t now)
 {
-	const struct re_stats_registry *reg;
-	int64_t now = mono_ms();
-	size_t running = 0;
-	bool healthy = true;
-	int r = 0;
-
-	memset(s, 0, sizeof(*s));
-	s->version = c->p.version;
-	s->uptime_s = (double)(now - ((int64_t)c->p.started.tv_sec * 1000 +
-				      c->p.started.tv_nsec / 1000000)) / 1000.0;
-	snprintf(s->address, sizeof(s->address), "%s", c->p.address);
-	s->port = c->p.port;
-	s->features = c->p.features;
-	read_migrate_counters(&s->features);
-	if (why != NULL && whylen > 0) {
-		why[0] = '\0';
+	if (c->nreserve == 0) {
+		return false;
 	}
+	(void)close(c->reserve[--c->nreserve]);
+	c->ctr.fd_reserve_uses++;
+	c->ctr.fd_reserve_free = (uint32_t)c->nreserve;
+	if (c->reserve_retry_at == 0) {
+		c->reserve_retry_at = now + RESERVE_RETRY_MS;
+	}
+	return true;
+}
 
-	re_rcu_thread_online();
-	reg = re_rcu_dereference(c->p.stats->reg);
-	if (reg->n > c->views_cap) {
-		struct re_worker_view *nv = realloc(c->views, reg->n * sizeof(*nv));
-
-		if (nv == NULL) {
-			r = -ENOMEM;
-			goto out;
+/* Close a client's fd. While the reserve is short, turn its number into a reserve
+ * descriptor instead: dup3 over it closes the socket and re-reserves the number in
+ * one step, so no worker's accept can take the number in between. */
+static void release_fd(struct re_control *c, int fd)
+{
+	if (c->reserve_template >= 0 && c->nreserve < RESERVE_FDS &&
+	    dup3(c->reserve_template, fd, O_CLOEXEC) == fd) {
+		c->reserve[c->nreserve++] = fd;
+		c->ctr.fd_reserve_free = (uint32_t)c->nreserve;
+		if (c->nreserve == RESERVE_FDS) {
+			c->reserve_retry_at = 0;
 		}
-		c->views = nv;
-		c->views_cap = reg->n;
+		return;
 	}
-	s->workers = c->views;
-	s->nworkers = reg->n;
-	s->retired = reg->retired;
-	s->total = reg->retired;
-	for (size_t i = 0; i < reg->n; i++) {
-		const struct re_stats_block *b = reg->blocks[i];
-		struct re_worker_view *v = &c->views[i];
-		uint32_t st = RE_LOAD_RELAXED(b->state);
-		uint64_t beat = RE_LOAD_RELAXED(b->heartbeat_ms);
-
-		v->id = b->worker_id;
-		v->cpu = b->cpu;
-		v->tid = RE_LOAD_RELAXED(b->tid);
-		v->acceptq_len = RE_LOAD_RELAXED(b->acceptq_len);
-		v->acceptq_max = RE_LOAD_RELAXED(b->acceptq_max);
-		v->state = view_state(st);
-		re_stats_snapshot(b, &v->c);
-		re_stats_accumulate(&s->total, &v->c);
-		if (st == RE_BLOCK_RUNNING && beat != 0 && now - (int64_t)beat > RE_STALL_MS) {
-			v->state = RE_VIEW_STALLED;
-			if (healthy && why != NULL) {
-				snprintf(why, whylen, "worker %d loop stalled for %" PRId64 " ms", v->id,
-					 now - (int64_t)beat);
-			}
-			healthy = false;
-		} else if (st == RE_BLOCK_DRAINING) {
-			if (healthy && why != NULL) {
-				snprintf(why, whylen, "shutting down");
-			}
-			healthy = false;
-		} else if (st == RE_BLOCK_RUNNING) {
-			running++;
-		}
-	}
-out:
-	re_rcu_thread_offline();
-	if (running == 0 && healthy) {
-		healthy = false;
-		if (why != NULL) {
-			snprintf(why, whylen, "no worker running");
-		}
-	}
-	if (ret_healthy != NULL) {
-		*ret_healthy = healthy;
-	}
-	return r;
+	(void)close(fd);
 }
 
 /* --- client plumbing --------------------------------------------------------------- */
 
+static void client_enter(struct re_control *c, struct client *cl, enum client_state st,
+			 int64_t now)
+{
+	cl->state = st;
+	switch (st) {
+	case CL_READING:
+		/* A TCP client keeps the request-head deadline it got at accept. */
+		if (cl->listener == RE_CONTROL_UNIX) {
+			cl->deadline = now + c->p.client_timeout_ms;
+		}
+		break;
+	case CL_WAITING:
+		cl->deadline = NO_DEADLINE;
+		break;
+	case CL_CLOSING:
+		cl->deadline = now + c->p.client_timeout_ms;
+		break;
+	case CL_LINGER:
+		cl->deadline = now + LINGER_MS;
+		break;
+	case CL_FREE:
+		break;
+	}
+}
+
+/* Watch for what this state can act on. Input is watched only while it is read; the
+ * peer's FIN (EPOLLRDHUP, level-triggered) is watched until it is seen once, then no
+ * more, so a half-closed client whose input is not being read cannot make epoll_wait
+ * return at once forever. EPOLLHUP cannot be masked: after it, a client with nothing
+ * to read or write is taken out of epoll until it has (a reply from the supervisor). */
 static void update_interest(struct re_control *c, struct client *cl)
 {
-	uint32_t want = EPOLLRDHUP;
+	uint32_t want = 0;
 	struct epoll_event ev;
 
-	/* Stop reading while a request is out or the reply backlog is high: the input
-	 * then waits in the kernel and the client is slowed by TCP/unix flow control. */
-	if (cl->fin_sent || (!cl->waiting && !cl->closing && !cl->peer_eof &&
-			     cl->out.len < CLIENT_OUT_HIGH)) {
-		want |= EPOLLIN;
+	if (cl->state == CL_LINGER ||
+	    (cl->state == CL_READING && !(cl->peer & PEER_EOF_READ) && cl->out.len < CLIENT_OUT_HIGH)) {
+		want = EPOLLIN | EPOLLRDHUP;
+	} else if (!(cl->peer & PEER_FIN)) {
+		want = EPOLLRDHUP;
 	}
-	if (cl->out.len > 0) {
+	if (cl->state != CL_LINGER && cl->out.len > 0) {
 		want |= EPOLLOUT;
 	}
-	if (want == cl->interest) {
+	if ((cl->peer & PEER_HUP) && !(want & (EPOLLIN | EPOLLOUT))) {
+		if (cl->watched && epoll_ctl(c->epfd, EPOLL_CTL_DEL, cl->fd, NULL) == 0) {
+			cl->watched = false;
+		}
+		return;
+	}
+	if (cl->watched && want == cl->interest) {
 		return;
 	}
 	ev.events = want;
 	ev.data.ptr = cl;
-	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, cl->fd, &ev) == 0) {
+	if (epoll_ctl(c->epfd, cl->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, cl->fd, &ev) == 0) {
+		cl->watched = true;
 		cl->interest = want;
 	}
 }
 
 static void client_close(struct re_control *c, struct client *cl)
 {
-	(void)close(cl->fd);
+	if (cl->watched) {
+		(void)epoll_ctl(c->epfd, EPOLL_CTL_DEL, cl->fd, NULL);
+	}
+	release_fd(c, cl->fd);
 	re_strbuf_finish(&cl->out);
-	c->nreal--;
-	cl->used = false;
+	c->ctr.clients[cl->listener]--;
+	cl->state = CL_FREE;
+	cl->watched = false;
 	cl->fd = -1;
 }
 
-static void reply_err(struct client *cl, const char *reason)
-{
-	re_strbuf_printf(&cl->out, "ERR %s\n\n", reason);
-}
+/* --- commands ---------------------------------------------------------------------- */
 
-static void http_reply(struct client *cl, int status, const char *ctype, const char *body,
-		       size_t blen, bool head)
-{
-	const char *text;
-
-	switch (status) {
-	case 200: text = "OK"; break;
-	case 400: text = "Bad Request"; break;
-	case 404: text = "Not Found"; break;
-	case 405: text = "Method Not Allowed"; break;
-	case 414: text = "URI Too Long"; break;
-	case 431: text = "Request Header Fields Too Large"; break;
-	case 500: text = "Internal Server Error"; break;
-	case 503: text = "Service Unavailable"; break;
-	case 505: text = "HTTP Version Not Supported"; break;
-	default: text = "Error"; break;
-	}
-	re_strbuf_printf(&cl->out,
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-			 status, text, ctype, blen, status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (!head) {
-		re_strbuf_append(&cl->out, body, blen);
-	}
-	cl->closing = true;
-}
-
-static void http_error(struct client *cl, int status)
-{
-	char body[64];
-	int n = snprintf(body, sizeof(body), "error %d\n", status);
-
-	http_reply(cl, status, "text/plain; charset=utf-8", body, (size_t)n, false);
-}
-
-/* --- commands ------------------------------------------------------------------------ */
-
-static const char help_text[] =
-	"commands (one per line; every reply ends with an empty line):\n"
-	"  help                this list\n"
-	"  stats               counters, human text (totals include retired workers)\n"
-	"  stats json          the same as one JSON object\n"
-	"  workers             per-worker table (raw cumulative values)\n"
-	"  metrics             Prometheus text format 0.0.4\n"
-	"  config              settings in force\n"
-	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer or drain-timeout\n"
-	"  threads N           grow or shrink the worker set while serving\n"
-	"  features            kernel features reuseecho relies on\n"
-	"  health              OK when every worker runs\n"
-	"  shutdown            drain and exit, as on SIGTERM\n"
-	"  listeners           (handover) SO_REUSEPORT group order of our listeners\n"
-	"  retire-listener ID  (handover) close worker ID's listener without losing a\n"
-	"                      queued connection; it keeps serving its connections\n"
-	"  retire              (handover) stop accepting, serve established connections\n"
-	"                      until they close or the drain timeout passes, then exit\n"
-	"  quit                close this connection\n"
-	"HTTP GET on the same socket: /metrics /stats /healthz\n";
-
-static void format_seconds(struct re_strbuf *sb, const char *key, uint32_t ms)
-{
-	if (ms % 1000 == 0) {
-		re_strbuf_printf(sb, "%s %u\n", key, ms / 1000);
-	} else {
-		re_strbuf_printf(sb, "%s %u.%03u\n", key, ms / 1000, ms % 1000);
-	}
-}
-
-static void reply_config(struct re_control *c, struct client *cl)
-{
-	const struct re_runtime *rt;
-	struct re_snapshot s;
-	size_t live = 0;
-
-	if (take_snapshot(c, &s, NULL, NULL, 0) < 0) {
-		reply_err(cl, "out of memory");
-		return;
-	}
-	for (size_t i = 0; i < s.nworkers; i++) {
-		live += s.workers[i].state != RE_VIEW_DRAINING;
-	}
-	re_strbuf_printf(&cl->out, "threads %zu\naddress %s\nbacklog %d\n", live, c->p.address,
-			 c->p.backlog);
-	re_rcu_thread_online();
-	rt = re_rcu_dereference(*c->p.runtime);
-	re_strbuf_printf(&cl->out, "max-conns %" PRIu64 "\n", rt->max_conns);
-	format_seconds(&cl->out, "idle-timeout", rt->idle_timeout_ms);
-	re_strbuf_printf(&cl->out, "conn-buffer %u\n", rt->conn_buffer);
-	format_seconds(&cl->out, "drain-timeout", rt->drain_timeout_ms);
-	re_rcu_thread_offline();
-	re_strbuf_printf(&cl->out, "control %s\n\n", c->p.path ? c->p.path : "none");
-}
-
-typedef void (*report_fn)(const struct re_snapshot *s, struct re_strbuf *out);
-
-static void reply_report(struct re_control *c, struct client *cl, report_fn fn)
-{
-	struct re_snapshot s;
-
-	if (take_snapshot(c, &s, NULL, NULL, 0) < 0) {
-		reply_err(cl, "out of memory");
-		return;
-	}
-	fn(&s, &cl->out);
-	re_strbuf_puts(&cl->out, "\n");
-}
-
-static void submit(struct re_control *c, struct client *cl, const struct re_ctl_cmd *cmd)
+static void submit(struct re_control *c, struct client *cl, const struct re_ctl_cmd *cmd,
+		   int64_t now)
 {
 	struct re_request *r = calloc(1, sizeof(*r));
 
 	if (r == NULL) {
-		reply_err(cl, "out of memory");
+		re_ctlcmd_err(&cl->out, "out of memory");
 		return;
 	}
 	r->cmd = *cmd;
 	r->client = cl;
 	r->client_gen = cl->gen;
-	cl->waiting = true;
+	client_enter(c, cl, CL_WAITING, now);
 	re_chan_submit(c->p.chan, r);
 }
 
-static void handle_line(struct re_control *c, struct client *cl, const char *line, size_t len)
+static void run_line(struct re_control *c, struct client *cl, const char *line, size_t len,
+		     int64_t now)
 {
 	struct re_ctl_cmd cmd;
-	char err[200];
-	bool healthy;
-	struct re_snapshot s;
-	int r = re_ctlproto_parse_line(line, len, &cmd, err, sizeof(err));
 
-	if (r < 0) {
-		reply_err(cl, err);
-		return;
-	}
-	if (r == 0) {
-		return;		/* blank line: nothing to answer */
-	}
-	switch (cmd.verb) {
-	case RE_CTL_HELP:
-		re_strbuf_puts(&cl->out, help_text);
-		re_strbuf_puts(&cl->out, "\n");
+	switch (re_ctlcmd_line(&c->cmd, line, len, &cl->out, &cmd)) {
+	case RE_CTLCMD_REPLIED:
 		break;
-	case RE_CTL_STATS:
-		reply_report(c, cl, re_report_text);
+	case RE_CTLCMD_CLOSE:
+		client_enter(c, cl, CL_CLOSING, now);
 		break;
-	case RE_CTL_STATS_JSON:
-		reply_report(c, cl, re_report_json);
-		break;
-	case RE_CTL_WORKERS:
-		reply_report(c, cl, re_report_workers);
-		break;
-	case RE_CTL_METRICS:
-		reply_report(c, cl, re_report_prometheus);
-		break;
-	case RE_CTL_FEATURES: {
-		struct re_features f = c->p.features;
-
-		read_migrate_counters(&f);
-		re_report_features(&f, &cl->out);
-		re_strbuf_puts(&cl->out, "\n");
-		break;
-	}
-	case RE_CTL_CONFIG:
-		reply_config(c, cl);
-		break;
-	case RE_CTL_HEALTH:
-		if (take_snapshot(c, &s, &healthy, err, sizeof(err)) < 0) {
-			reply_err(cl, "out of memory");
-		} else if (healthy) {
-			re_strbuf_puts(&cl->out, "OK\n\n");
-		} else {
-			reply_err(cl, err);
-		}
-		break;
-	case RE_CTL_QUIT:
-		re_strbuf_puts(&cl->out, "OK bye\n\n");
-		cl->closing = true;
-		break;
-	case RE_CTL_DEBUG_STALL:
-		if (!c->p.debug_hooks) {
-			reply_err(cl, "unknown command 'debug' (try 'help')");
-			break;
-		}
-		submit(c, cl, &cmd);
-		break;
-	case RE_CTL_SET:
-	case RE_CTL_THREADS:
-	case RE_CTL_SHUTDOWN:
-	case RE_CTL_LISTENERS:
-	case RE_CTL_RETIRE_LISTENER:
-	case RE_CTL_RETIRE:
-		submit(c, cl, &cmd);
+	case RE_CTLCMD_SUBMIT:
+		submit(c, cl, &cmd, now);
 		break;
 	}
 }
 
-static void handle_http(struct re_control *c, struct client *cl, size_t head_len)
+static void reply_http_error(struct re_control *c, struct client *cl, int status, int64_t now)
 {
-	struct re_http_req req;
-	struct re_snapshot s;
-	struct re_strbuf body;
-	bool healthy;
-	char why[200];
-	int status = re_ctlproto_parse_http(cl->in, head_len, &req);
+	re_ctlcmd_http_error(&cl->out, status);
+	client_enter(c, cl, CL_CLOSING, now);
+}
 
-	if (status != 0) {
-		http_error(cl, status);
-		return;
-	}
-	re_strbuf_init(&body, CLIENT_OUT_MAX);
-	if (take_snapshot(c, &s, &healthy, why, sizeof(why)) < 0) {
-		http_error(cl, 500);
-	} else if (strcmp(req.path, "/metrics") == 0) {
-		re_report_prometheus(&s, &body);
-		http_reply(cl, 200, "text/plain; version=0.0.4; charset=utf-8", body.data, body.len,
-			   req.head);
-	} else if (strcmp(req.path, "/stats") == 0) {
-		re_report_json(&s, &body);
-		http_reply(cl, 200, "application/json", body.data, body.len, req.head);
-	} else if (strcmp(req.path, "/healthz") == 0) {
-		if (healthy) {
-			re_strbuf_puts(&body, "ok\n");
-		} else {
-			re_strbuf_printf(&body, "unhealthy: %s\n", why);
-		}
-		http_reply(cl, healthy ? 200 : 503, "text/plain; charset=utf-8", body.data, body.len,
-			   req.head);
-	} else if (strcmp(req.path, "/") == 0) {
-		re_strbuf_puts(&body, "reuseecho: /metrics /stats /healthz\n");
-		http_reply(cl, 200, "text/plain; charset=utf-8", body.data, body.len, req.head);
-	} else {
-		http_error(cl, 404);
-	}
-	if (body.oom) {
-		re_strbuf_reset(&cl->out);
-		http_error(cl, 500);
-	}
-	re_strbuf_finish(&body);
+static void reply_err_close(struct re_control *c, struct client *cl, const char *why,
+			    int64_t now)
+{
+	re_ctlcmd_err(&cl->out, why);
+	client_enter(c, cl, CL_CLOSING, now);
 }
 
 /* Find the end of an HTTP head: the byte after "\r\n\r\n" or "\n\n". 0 = not yet. */
@@ -513,11 +359,17 @@ static void consume_input(struct client *cl, size_t n)
 	cl->inlen -= n;
 }
 
-/* Run every complete command the client sent, in order, until one has to wait for
- * the supervisor or the reply backlog is high. */
-static void process_input(struct re_control *c, struct client *cl)
+/* Run the next complete command the client sent (PER_TURN_COMMANDS at most), in
+ * order, unless one has to wait for the supervisor, the client is closing, or the
+ * reply backlog is high. The rest wait for the client's next turn (see "ready"), so
+ * a client that pipelines thousands of `metrics` delays another by one reply each. */
+static void process_input(struct re_control *c, struct client *cl, int64_t now)
 {
-	while (!cl->waiting && !cl->closing && cl->out.len < CLIENT_OUT_HIGH && cl->inlen > 0) {
+	bool tcp = cl->listener == RE_CONTROL_TCP;
+	int budget = PER_TURN_COMMANDS;
+
+	while (budget > 0 && cl->state == CL_READING && cl->out.len < CLIENT_OUT_HIGH &&
+	       cl->inlen > 0) {
 		char *nl = memchr(cl->in, '\n', cl->inlen);
 		size_t len;
 
@@ -526,33 +378,35 @@ static void process_input(struct re_control *c, struct client *cl)
 
 			if (end == 0) {
 				if (cl->inlen >= RE_CONTROL_MAX_HTTP) {
-					http_error(cl, 431);
-				} else if (cl->peer_eof) {
-					http_error(cl, 400);
+					reply_http_error(c, cl, 431, now);
+				} else if (cl->peer & PEER_EOF_READ) {
+					reply_http_error(c, cl, 400, now);
 				}
 				return;
 			}
-			handle_http(c, cl, end);
+			re_ctlcmd_http(&c->cmd, cl->in, end, &cl->out);
+			cl->inlen = 0;		/* one request per connection */
+			client_enter(c, cl, CL_CLOSING, now);
 			return;
 		}
 		if (nl == NULL) {
 			if (cl->inlen > RE_CONTROL_MAX_LINE) {
-				reply_err(cl, "line too long (limit 4096 bytes): closing");
-				cl->closing = true;
-			} else if (cl->peer_eof && cl->mode != MODE_HTTP) {
+				reply_err_close(c, cl, "line too long (limit 4096 bytes): closing", now);
+			} else if ((cl->peer & PEER_EOF_READ) && tcp) {
+				reply_http_error(c, cl, 400, now);	/* TCP speaks HTTP only */
+			} else if (cl->peer & PEER_EOF_READ) {
 				/* A last command without "\n" before EOF still counts. */
 				cl->mode = MODE_LINE;
 				len = cl->inlen;
 				cl->in[len] = '\0';
-				handle_line(c, cl, cl->in, len);
-				consume_input(cl, len);
+				cl->inlen = 0;
+				run_line(c, cl, cl->in, len, now);
 			}
 			return;
 		}
 		len = (size_t)(nl - cl->in);
 		if (len > RE_CONTROL_MAX_LINE) {
-			reply_err(cl, "line too long (limit 4096 bytes): closing");
-			cl->closing = true;
+			reply_err_close(c, cl, "line too long (limit 4096 bytes): closing", now);
 			return;
 		}
 		if (cl->mode == MODE_NEW) {
@@ -560,19 +414,25 @@ static void process_input(struct re_control *c, struct client *cl)
 				cl->mode = MODE_HTTP;
 				continue;
 			}
-			if (cl->tcp) {
-				http_error(cl, 400);
+			if (tcp) {
+				reply_http_error(c, cl, 400, now);
 				return;
 			}
 			cl->mode = MODE_LINE;
 		}
-		handle_line(c, cl, cl->in, len);
+		run_line(c, cl, cl->in, len, now);
 		consume_input(cl, len + 1);
+		budget--;
 	}
 }
 
-static void client_flush(struct client *cl)
+/* Send what is queued without blocking. Returns 0, or -1 when the peer is gone (the
+ * caller closes). Progress counts as activity. */
+static int client_flush(struct re_control *c, struct client *cl, int64_t now)
 {
+	bool progress = false;
+	int r = 0;
+
 	while (cl->out.len > 0) {
 		ssize_t n = send(cl->fd, cl->out.data, cl->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
@@ -581,98 +441,157 @@ static void client_flush(struct client *cl)
 				continue;
 			}
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				/* The peer is gone: drop what it will never read. */
-				re_strbuf_reset(&cl->out);
-				cl->closing = true;
-				cl->fin_sent = true;
+				r = -1;
 			}
-			return;
+			break;
 		}
 		re_strbuf_consume(&cl->out, (size_t)n);
+		progress = true;
 	}
+	if (progress) {
+		cl->last_active = now;
+		if (cl->state == CL_CLOSING ||
+		    (cl->state == CL_READING && cl->listener == RE_CONTROL_UNIX)) {
+			cl->deadline = now + c->p.client_timeout_ms;
+		}
+	}
+	return r;
 }
 
-/* After any activity: flush, finish a close, set the next deadline and interest.
- * Returns false when the client was closed. */
+/* After any activity: send, run commands the backlog held back, finish a close, and
+ * watch for what the new state needs. Returns false when the client was closed. */
 static bool client_settle(struct re_control *c, struct client *cl, int64_t now)
 {
-	client_flush(cl);
-	if (cl->out.oom) {
-		/* Reply larger than CLIENT_OUT_MAX: say so and close. */
-		re_strbuf_reset(&cl->out);
-		reply_err(cl, "reply too large");
-		cl->closing = true;
+	if (cl->state == CL_LINGER) {
+		update_interest(c, cl);
+		return true;
 	}
-	if (cl->out.len == 0 && !cl->waiting && cl->peer_eof && !cl->closing) {
-		cl->closing = true;
+	cl->ready = false;
+	if (client_flush(c, cl, now) < 0) {
+		client_close(c, cl);	/* the peer is gone: drop what it will never read */
+		return false;
 	}
-	if (cl->closing && cl->out.len == 0 && !cl->fin_sent) {
-		/* Graceful close: FIN first, then read to the peer's EOF, so close()
-		 * never resets the reply out of the peer's receive queue. */
-		if (cl->peer_eof || shutdown(cl->fd, SHUT_WR) < 0) {
+	/* Commands held back (by the per-turn budget or the reply backlog): no new input
+	 * may come to trigger them, so while a round made progress and more can run, the
+	 * client is "ready" and the loop comes back to it without waiting. */
+	if (cl->state == CL_READING && cl->inlen > 0 && cl->out.len < CLIENT_OUT_HIGH) {
+		size_t before = cl->inlen;
+
+		process_input(c, cl, now);
+		if (client_flush(c, cl, now) < 0) {
 			client_close(c, cl);
 			return false;
 		}
-		cl->fin_sent = true;
-		cl->deadline = now + LINGER_MS;
+		cl->ready = cl->state == CL_READING && cl->inlen > 0 && cl->inlen < before &&
+			    cl->out.len < CLIENT_OUT_HIGH;
+	}
+	if (cl->out.oom) {
+		/* Reply larger than CLIENT_OUT_MAX: say so and close. */
+		re_strbuf_reset(&cl->out);
+		if (cl->mode == MODE_HTTP) {
+			reply_http_error(c, cl, 500, now);
+		} else {
+			reply_err_close(c, cl, "reply too large", now);
+		}
+		if (client_flush(c, cl, now) < 0) {
+			client_close(c, cl);
+			return false;
+		}
+	}
+	if (cl->state == CL_READING && (cl->peer & PEER_EOF_READ) && cl->inlen == 0) {
+		client_enter(c, cl, CL_CLOSING, now);
+	}
+	if (cl->state == CL_CLOSING && cl->out.len == 0) {
+		/* Graceful close: FIN first, then read to the peer's EOF, so close() never
+		 * resets the reply out of the peer's receive queue. */
+		if ((cl->peer & (PEER_EOF_READ | PEER_HUP)) || shutdown(cl->fd, SHUT_WR) < 0) {
+			client_close(c, cl);
+			return false;
+		}
+		client_enter(c, cl, CL_LINGER, now);
 	}
 	update_interest(c, cl);
 	return true;
 }
 
-static void client_readable(struct re_control *c, struct client *cl)
+static void client_readable(struct re_control *c, struct client *cl, int64_t now)
 {
 	for (int rounds = 0; rounds < 16; rounds++) {
 		char discard[4096];
 		ssize_t n;
 
-		if (cl->fin_sent) {
+		if (cl->state == CL_LINGER) {
 			n = recv(cl->fd, discard, sizeof(discard), MSG_DONTWAIT);
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 				client_close(c, cl);
 				return;
 			}
-			if (n < 0) {
+			if (n < 0 && errno != EINTR) {
 				return;
 			}
 			continue;
 		}
-		if (cl->waiting || cl->closing || cl->peer_eof || cl->out.len >= CLIENT_OUT_HIGH) {
+		if (cl->state != CL_READING || (cl->peer & PEER_EOF_READ) ||
+		    cl->out.len >= CLIENT_OUT_HIGH || cl->inlen >= RE_CONTROL_MAX_HTTP) {
 			return;
 		}
 		n = recv(cl->fd, cl->in + cl->inlen, RE_CONTROL_MAX_HTTP - cl->inlen, MSG_DONTWAIT);
 		if (n > 0) {
 			cl->inlen += (size_t)n;
-			cl->deadline = mono_ms() + c->p.client_timeout_ms;
-			process_input(c, cl);
-			if (cl->inlen == RE_CONTROL_MAX_HTTP && !cl->closing && !cl->waiting &&
+			cl->last_active = now;
+			if (cl->listener == RE_CONTROL_UNIX) {
+				cl->deadline = now + c->p.client_timeout_ms;
+			}
+			process_input(c, cl, now);
+			if (cl->inlen == RE_CONTROL_MAX_HTTP && cl->state == CL_READING &&
 			    cl->out.len < CLIENT_OUT_HIGH) {
-				reply_err(cl, "request too long: closing");
-				cl->closing = true;
+				reply_err_close(c, cl, "request too long: closing", now);
 			}
 			continue;
 		}
 		if (n == 0) {
-			cl->peer_eof = true;
-			process_input(c, cl);
+			cl->peer |= PEER_FIN | PEER_EOF_READ;
+			process_input(c, cl, now);
 			return;
 		}
-		if (errno != EAGAIN && errno != EINTR) {
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			client_close(c, cl);
 		}
 		return;
 	}
 }
 
-static void reject_close(struct reject *rj)
+static void client_event(struct re_control *c, struct client *cl, uint32_t events, int64_t now)
 {
-	(void)close(rj->fd);
+	if (events & EPOLLRDHUP) {
+		cl->peer |= PEER_FIN;
+	}
+	if (events & (EPOLLHUP | EPOLLERR)) {
+		cl->peer |= PEER_FIN | PEER_HUP;
+	}
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		client_readable(c, cl, now);
+	}
+	if (cl->state != CL_FREE) {
+		(void)client_settle(c, cl, now);
+	}
+}
+
+/* --- refusals -------------------------------------------------------------------------- */
+
+static void reject_close(struct re_control *c, struct reject *rj)
+{
+	release_fd(c, rj->fd);
 	rj->fd = -1;
 }
 
-/* Over the client limit: answer at once, send FIN, and keep only the fd until the
- * client's FIN (or LINGER_MS), so that close() never resets the refusal away. */
-static void reject_busy(struct re_control *c, int fd, bool tcp)
+/* Over the budget (admin socket: full; TCP: full of clients admitted this turn):
+ * answer "ERR busy" or 503 at once, send FIN, and keep only the fd until the client's
+ * FIN (or LINGER_MS), so that close() never resets the refusal away. */
+static void reject_busy(struct re_control *c, int fd, enum re_control_listener kind, int64_t now)
 {
 	static const char busy[] = "ERR busy\n\n";
 	static const char busy_http[] =
@@ -682,13 +601,15 @@ static void reject_busy(struct re_control *c, int fd, bool tcp)
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
 
 	/* A new socket's send buffer is empty: this short reply always fits. */
-	if (tcp) {
+	if (kind == RE_CONTROL_TCP) {
+		c->ctr.refused_tcp++;
 		(void)!send(fd, busy_http, sizeof(busy_http) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} else {
+		c->ctr.refused_busy++;
 		(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
 	if (shutdown(fd, SHUT_WR) < 0) {
-		(void)close(fd);
+		release_fd(c, fd);
 		return;
 	}
 	for (size_t k = 0; k < MAX_REJECTS; k++) {
@@ -701,25 +622,25 @@ static void reject_busy(struct re_control *c, int fd, bool tcp)
 		}
 	}
 	if (rj == NULL) {
-		reject_close(oldest);	/* a flood: the longest-waiting one goes first */
+		reject_close(c, oldest);	/* a flood: the longest-waiting one goes first */
 		rj = oldest;
 	}
 	rj->fd = fd;
-	rj->deadline = mono_ms() + LINGER_MS;
+	rj->deadline = now + LINGER_MS;
 	ev.data.ptr = rj;
 	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		reject_close(rj);
+		reject_close(c, rj);
 	}
 }
 
-static bool is_reject(const struct re_control *c, const void *ptr)
+static bool in_range(const void *ptr, const void *base, size_t size)
 {
-	return (const char *)ptr >= (const char *)c->rejects &&
-	       (const char *)ptr < (const char *)(c->rejects + MAX_REJECTS);
+	return (const char *)ptr >= (const char *)base && (const char *)ptr < (const char *)base + size;
 }
 
-/* Discard what a refused client sends until its EOF. */
-static void reject_readable(struct reject *rj)
+/* Discard what a refused client sends until its EOF (the first EPOLLRDHUP or HUP
+ * ends it: a refusal is not worth more of this thread's time). */
+static void reject_readable(struct re_control *c, struct reject *rj, uint32_t events)
 {
 	char discard[4096];
 
@@ -729,65 +650,155 @@ static void reject_readable(struct reject *rj)
 		if (n > 0) {
 			continue;
 		}
-		if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-			reject_close(rj);
+		if (n == 0 || (errno != EAGAIN && errno != EINTR) ||
+		    (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+			reject_close(c, rj);
 		}
 		return;
 	}
 }
 
-static void accept_clients(struct re_control *c, int lfd, bool tcp)
+/* --- accepting ------------------------------------------------------------------------ */
+
+/* Stop watching a listener that cannot accept (at the fd limit its queue stays
+ * readable: level-triggered epoll would return at once forever) and retry later. */
+static void pause_listener(struct re_control *c, struct listener *l, int64_t now)
 {
-	for (int i = 0; i < 64; i++) {
-		struct epoll_event ev;
-		struct client *cl = NULL;
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct epoll_event ev = { .events = 0, .data.ptr = l };
 
-		if (fd < 0) {
-			return;		/* EAGAIN, or an fd limit: the next wakeup retries */
+	c->ctr.accept_backoffs[l->kind]++;
+	if (!l->paused && epoll_ctl(c->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0) {
+		l->paused = true;
+	}
+	l->resume_at = now + ACCEPT_BACKOFF_MS;
+}
+
+/* The TCP budget is full: close the client idle longest (no byte in or out; the
+ * older one on a tie). One admitted in this loop turn has had no chance to send its
+ * request yet and is never the victim: NULL when every client is that new. */
+static struct client *evict_longest_idle(struct re_control *c, struct listener *l)
+{
+	struct client *victim = NULL;
+
+	for (size_t k = 0; k < l->nslots; k++) {
+		struct client *cl = &l->slots[k];
+
+		if (cl->state == CL_FREE || cl->state == CL_WAITING || cl->born == c->turn) {
+			continue;
 		}
-		if (!tcp) {
-			struct ucred cred;
-			socklen_t clen = sizeof(cred);
+		if (victim == NULL || cl->last_active < victim->last_active ||
+		    (cl->last_active == victim->last_active && cl->gen < victim->gen)) {
+			victim = cl;
+		}
+	}
+	if (victim != NULL) {
+		c->ctr.evicted++;
+		client_close(c, victim);
+	}
+	return victim;
+}
 
-			/* Same user or root only; a group-writable --control-mode does not
-			 * widen who may steer the server. */
-			if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
-			    (cred.uid != 0 && cred.uid != geteuid())) {
-				(void)close(fd);
+static void admit(struct re_control *c, struct listener *l, int fd, int64_t now)
+{
+	struct client *cl = NULL;
+
+	if (l->kind == RE_CONTROL_UNIX) {
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+
+		/* Same user or root only; a group-writable --control-mode does not widen who
+		 * may steer the server. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+		    (cred.uid != 0 && cred.uid != geteuid())) {
+			c->ctr.refused_peer++;
+			release_fd(c, fd);
+			return;
+		}
+	}
+	for (size_t k = 0; k < l->nslots; k++) {
+		if (l->slots[k].state == CL_FREE) {
+			cl = &l->slots[k];
+			break;
+		}
+	}
+	if (cl == NULL && l->kind == RE_CONTROL_TCP) {
+		cl = evict_longest_idle(c, l);	/* NULL: a whole budget arrived this turn */
+	}
+	if (cl == NULL) {
+		reject_busy(c, fd, l->kind, now);
+		return;
+	}
+	memset(cl, 0, offsetof(struct client, in));
+	cl->fd = fd;
+	cl->listener = l->kind;
+	cl->gen = ++c->next_gen;
+	cl->last_active = now;
+	cl->born = c->turn;
+	re_strbuf_init(&cl->out, CLIENT_OUT_MAX);
+	c->ctr.accepted[l->kind]++;
+	c->ctr.clients[l->kind]++;
+	client_enter(c, cl, CL_READING, now);
+	if (l->kind == RE_CONTROL_TCP) {
+		uint32_t t = c->p.client_timeout_ms < RE_CONTROL_HEADER_TIMEOUT_MS ?
+			     c->p.client_timeout_ms : RE_CONTROL_HEADER_TIMEOUT_MS;
+
+		cl->deadline = now + t;
+	}
+	(void)client_settle(c, cl, now);
+}
+
+/* Accept up to a quarter of the listener's budget per loop turn, so that between two
+ * turns a flood can evict only the oldest clients, never one that arrived a turn ago
+ * and whose request is being read. */
+static void accept_clients(struct re_control *c, struct listener *l, int64_t now)
+{
+	int batch = (int)(l->nslots / 4 > 0 ? l->nslots / 4 : 1);
+
+	for (int i = 0; i < batch; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			admit(c, l, fd, now);
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			return;
+		}
+		if (errno == EINTR || errno == ECONNABORTED) {
+			continue;
+		}
+		if (errno == EMFILE || errno == ENFILE) {
+			c->ctr.accept_fd_limit[l->kind]++;
+			/* Only the admin socket spends the reserve: a scraper can retry, the
+			 * operator at the limit must get in. */
+			if (l->kind == RE_CONTROL_UNIX && reserve_take(c, now)) {
 				continue;
 			}
 		}
-		for (size_t k = 0; k < CLIENT_SLOTS; k++) {
-			if (!c->clients[k].used) {
-				cl = &c->clients[k];
-				break;
-			}
-		}
-		if (cl == NULL) {
-			reject_busy(c, fd, tcp);
-			continue;
-		}
-		memset(cl, 0, offsetof(struct client, in));
-		cl->used = true;
-		cl->fd = fd;
-		cl->tcp = tcp;
-		cl->gen = ++c->next_gen;
-		cl->deadline = mono_ms() + c->p.client_timeout_ms;
-		re_strbuf_init(&cl->out, CLIENT_OUT_MAX);
-		c->nreal++;
-		ev.events = EPOLLIN | EPOLLRDHUP;
-		ev.data.ptr = cl;
-		if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			client_close(c, cl);
-			continue;
-		}
-		cl->interest = ev.events;
-		(void)client_settle(c, cl, mono_ms());
+		pause_listener(c, l, now);
+		return;
 	}
 }
 
-static void take_replies(struct re_control *c)
+static void resume_listeners(struct re_control *c, int64_t now)
+{
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		struct listener *l = &c->lis[i];
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
+
+		if (l->fd < 0 || !l->paused || now < l->resume_at) {
+			continue;
+		}
+		if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0) {
+			l->paused = false;
+		}
+		accept_clients(c, l, now);
+	}
+}
+
+/* --- the loop -------------------------------------------------------------------------- */
+
+static void take_replies(struct re_control *c, int64_t now)
 {
 	struct re_request *r = re_chan_take_done(c->p.chan);
 
@@ -796,18 +807,61 @@ static void take_replies(struct re_control *c)
 		struct client *cl = r->client;
 
 		/* The client may have gone (and its slot been reused) meanwhile. */
-		if (cl->used && cl->gen == r->client_gen) {
-			cl->waiting = false;
+		if (cl->state == CL_WAITING && cl->gen == r->client_gen) {
 			if (r->status == 0) {
 				re_strbuf_printf(&cl->out, "OK %s\n\n", r->reply);
 			} else {
-				reply_err(cl, r->reply);
+				re_ctlcmd_err(&cl->out, r->reply);
 			}
-			process_input(c, cl);
-			(void)client_settle(c, cl, mono_ms());
+			client_enter(c, cl, CL_READING, now);
+			process_input(c, cl, now);
+			(void)client_settle(c, cl, now);
 		}
 		free(r);
 		r = next;
+	}
+}
+
+/* Give each client with runnable held-back commands its next round. */
+static void run_ready(struct re_control *c, int64_t now)
+{
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		for (size_t k = 0; k < c->lis[i].nslots; k++) {
+			struct client *cl = &c->lis[i].slots[k];
+
+			if (cl->state != CL_FREE && cl->ready) {
+				(void)client_settle(c, cl, now);
+			}
+		}
+	}
+}
+
+static void expire_client(struct re_control *c, struct client *cl, int64_t now)
+{
+	switch (cl->state) {
+	case CL_FREE:
+	case CL_WAITING:
+		return;
+	case CL_CLOSING:	/* a reply nobody reads */
+	case CL_LINGER:		/* the peer's FIN never came */
+		client_close(c, cl);
+		return;
+	case CL_READING:
+		break;
+	}
+	if (cl->listener == RE_CONTROL_TCP) {
+		c->ctr.header_timeouts++;	/* closed without a word, as nginx does */
+		client_enter(c, cl, CL_CLOSING, now);
+	} else {
+		c->ctr.idle_timeouts++;
+		if (cl->mode == MODE_HTTP) {
+			client_enter(c, cl, CL_CLOSING, now);
+		} else {
+			reply_err_close(c, cl, "idle timeout: closing", now);
+		}
+	}
+	if (client_settle(c, cl, now) && cl->state != CL_LINGER) {
+		client_close(c, cl);	/* could not even flush the notice */
 	}
 }
 
@@ -815,51 +869,53 @@ static void expire_clients(struct re_control *c, int64_t now)
 {
 	for (size_t k = 0; k < MAX_REJECTS; k++) {
 		if (c->rejects[k].fd >= 0 && now >= c->rejects[k].deadline) {
-			reject_close(&c->rejects[k]);
+			reject_close(c, &c->rejects[k]);
 		}
 	}
-	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
-		struct client *cl = &c->clients[k];
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		for (size_t k = 0; k < c->lis[i].nslots; k++) {
+			struct client *cl = &c->lis[i].slots[k];
 
-		if (!cl->used || cl->waiting || now < cl->deadline) {
-			continue;
-		}
-		if (cl->fin_sent || cl->closing) {
-			client_close(c, cl);	/* linger over, or a reply nobody reads */
-			continue;
-		}
-		if (cl->mode != MODE_HTTP && !cl->tcp) {
-			reply_err(cl, "idle timeout: closing");
-		}
-		cl->closing = true;
-		(void)client_settle(c, cl, now);
-		if (cl->used && !cl->fin_sent) {
-			client_close(c, cl);	/* could not even flush the notice */
+			if (cl->state != CL_FREE && now >= cl->deadline) {
+				expire_client(c, cl, now);
+			}
 		}
 	}
 }
 
 static int next_timeout(const struct re_control *c, int64_t now)
 {
-	int64_t t = -1;
+	int64_t t = NO_DEADLINE;
 
 	for (size_t k = 0; k < MAX_REJECTS; k++) {
-		if (c->rejects[k].fd >= 0 && (t < 0 || c->rejects[k].deadline < t)) {
+		if (c->rejects[k].fd >= 0 && c->rejects[k].deadline < t) {
 			t = c->rejects[k].deadline;
 		}
 	}
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		const struct listener *l = &c->lis[i];
 
-	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
-		const struct client *cl = &c->clients[k];
+		if (l->fd >= 0 && l->paused && l->resume_at < t) {
+			t = l->resume_at;
+		}
+		for (size_t k = 0; k < l->nslots; k++) {
+			const struct client *cl = &l->slots[k];
 
-		if (cl->used && !cl->waiting && (t < 0 || cl->deadline < t)) {
-			t = cl->deadline;
+			if (cl->state != CL_FREE && cl->ready) {
+				return 0;
+			}
+			if (cl->state != CL_FREE && cl->deadline < t) {
+				t = cl->deadline;
+			}
 		}
 	}
-	if (t < 0) {
+	if (c->reserve_retry_at != 0 && c->reserve_retry_at < t) {
+		t = c->reserve_retry_at;
+	}
+	if (t == NO_DEADLINE) {
 		return -1;
 	}
-	return t <= now ? 0 : (int)(t - now);
+	return t <= now ? 0 : (int)(t - now < INT_MAX ? t - now : INT_MAX);
 }
 
 static void control_loop(struct re_control *c)
@@ -875,33 +931,38 @@ static void control_loop(struct re_control *c)
 			return;
 		}
 		now = mono_ms();
+		c->turn++;
 		for (int i = 0; i < n; i++) {
 			void *ptr = evs[i].data.ptr;
-			struct client *cl = ptr;
 
-			if (ptr == &c->lfd_tag) {
-				accept_clients(c, c->lfd, false);
-			} else if (ptr == &c->mfd_tag) {
-				accept_clients(c, c->mfd, true);
-			} else if (is_reject(c, ptr)) {
-				if (((struct reject *)ptr)->fd >= 0) {
-					reject_readable(ptr);
-				}
-			} else if (ptr == &c->wake_tag) {
+			if (ptr == &c->wake_tag) {
 				uint64_t v;
 
 				(void)!read(c->p.chan->ctl_fd, &v, sizeof(v));
-			} else if (cl->used) {
-				if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-					client_readable(c, cl);
+			} else if (in_range(ptr, c->lis, sizeof(c->lis))) {
+				accept_clients(c, ptr, now);
+			} else if (in_range(ptr, c->rejects, sizeof(c->rejects))) {
+				if (((struct reject *)ptr)->fd >= 0) {
+					reject_readable(c, ptr, evs[i].events);
 				}
-				if (cl->used) {
-					(void)client_settle(c, cl, now);
+			} else {
+				struct client *cl = ptr;
+
+				/* Events are fetched before this turn's accepts: an event for a
+				 * client admitted in this turn belongs to the slot's previous,
+				 * closed client. A closed one is FREE. */
+				if (cl->state != CL_FREE && cl->born != c->turn) {
+					client_event(c, cl, evs[i].events, now);
 				}
 			}
 		}
-		take_replies(c);
+		take_replies(c, now);
+		run_ready(c, now);
 		expire_clients(c, now);
+		resume_listeners(c, now);
+		if (c->reserve_retry_at != 0 && now >= c->reserve_retry_at) {
+			reserve_refill(c, now);
+		}
 	}
 }
 
@@ -983,7 +1044,7 @@ create:
 	if (r == 0 && lstat(c->path, &st) == 0) {
 		c->sock_dev = st.st_dev;
 		c->sock_ino = st.st_ino;
-		c->path_bound = true;
+		atomic_store_explicit(&c->path_bound, true, memory_order_release);
 	}
 	if (r < 0) {
 		snprintf(c->err, sizeof(c->err), "bind %s: %s", c->path, strerror(-r));
@@ -1039,15 +1100,23 @@ static int control_setup(struct re_control *c)
 	if (add_fd(c, c->p.chan->ctl_fd, &c->wake_tag) < 0) {
 		return -1;
 	}
+	re_ctlcmd_init(&c->cmd, &c->p, &c->ctr);
 	if (c->p.path != NULL) {
-		c->lfd = open_unix(c);
-		if (c->lfd < 0 || add_fd(c, c->lfd, &c->lfd_tag) < 0) {
+		c->lis[RE_CONTROL_UNIX].fd = open_unix(c);
+		if (c->lis[RE_CONTROL_UNIX].fd < 0 ||
+		    add_fd(c, c->lis[RE_CONTROL_UNIX].fd, &c->lis[RE_CONTROL_UNIX]) < 0) {
 			return -1;
 		}
+		/* The reserve serves the admin socket only. Without it (no /dev/null) the
+		 * admin socket still works, it just cannot accept at the fd limit. */
+		c->reserve_template = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		c->ctr.fd_reserve_size = c->reserve_template >= 0 ? RESERVE_FDS : 0;
+		reserve_refill(c, mono_ms());
 	}
 	if (c->p.metrics) {
-		c->mfd = open_metrics(c);
-		if (c->mfd < 0 || add_fd(c, c->mfd, &c->mfd_tag) < 0) {
+		c->lis[RE_CONTROL_TCP].fd = open_metrics(c);
+		if (c->lis[RE_CONTROL_TCP].fd < 0 ||
+		    add_fd(c, c->lis[RE_CONTROL_TCP].fd, &c->lis[RE_CONTROL_TCP]) < 0) {
 			return -1;
 		}
 	}
@@ -1058,36 +1127,45 @@ static void control_teardown(struct re_control *c)
 {
 	struct stat st;
 
-	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
-		if (c->clients[k].used) {
-			client_close(c, &c->clients[k]);
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		struct listener *l = &c->lis[i];
+
+		for (size_t k = 0; k < l->nslots; k++) {
+			if (l->slots[k].state != CL_FREE) {
+				client_close(c, &l->slots[k]);
+			}
 		}
 	}
 	for (size_t k = 0; k < MAX_REJECTS; k++) {
 		if (c->rejects[k].fd >= 0) {
-			reject_close(&c->rejects[k]);
+			reject_close(c, &c->rejects[k]);
 		}
 	}
-	if (c->lfd >= 0) {
-		(void)close(c->lfd);
-		c->lfd = -1;
+	if (c->lis[RE_CONTROL_UNIX].fd >= 0) {
+		(void)close(c->lis[RE_CONTROL_UNIX].fd);
+		c->lis[RE_CONTROL_UNIX].fd = -1;
 	}
 	/* Remove the path only while it is still the socket we created. */
-	if (c->path_bound && lstat(c->path, &st) == 0 && st.st_dev == c->sock_dev &&
-	    st.st_ino == c->sock_ino) {
+	if (atomic_load_explicit(&c->path_bound, memory_order_acquire) && lstat(c->path, &st) == 0 &&
+	    st.st_dev == c->sock_dev && st.st_ino == c->sock_ino) {
 		(void)unlink(c->path);
 	}
-	c->path_bound = false;
-	if (c->mfd >= 0) {
-		(void)close(c->mfd);
-		c->mfd = -1;
+	if (c->lis[RE_CONTROL_TCP].fd >= 0) {
+		(void)close(c->lis[RE_CONTROL_TCP].fd);
+		c->lis[RE_CONTROL_TCP].fd = -1;
+	}
+	while (c->nreserve > 0) {
+		(void)close(c->reserve[--c->nreserve]);
+	}
+	if (c->reserve_template >= 0) {
+		(void)close(c->reserve_template);
+		c->reserve_template = -1;
 	}
 	if (c->epfd >= 0) {
 		(void)close(c->epfd);
 		c->epfd = -1;
 	}
-	free(c->views);
-	c->views = NULL;
+	re_ctlcmd_finish(&c->cmd);
 }
 
 static void *control_main(void *arg)
@@ -1125,16 +1203,27 @@ struct re_control *re_control_create(const struct re_control_params *params)
 		c->p.path = c->path;
 	}
 	c->epfd = -1;
-	c->lfd = -1;
-	c->mfd = -1;
-	for (size_t k = 0; k < CLIENT_SLOTS; k++) {
-		c->clients[k].fd = -1;
+	c->reserve_template = -1;
+	c->lis[RE_CONTROL_UNIX] = (struct listener){
+		.fd = -1, .kind = RE_CONTROL_UNIX, .slots = c->unix_clients, .nslots = UNIX_SLOTS,
+	};
+	c->lis[RE_CONTROL_TCP] = (struct listener){
+		.fd = -1, .kind = RE_CONTROL_TCP, .slots = c->tcp_clients, .nslots = TCP_SLOTS,
+	};
+	c->ctr.clients_limit[RE_CONTROL_UNIX] = params->path != NULL ? UNIX_SLOTS : 0;
+	c->ctr.clients_limit[RE_CONTROL_TCP] = params->metrics ? TCP_SLOTS : 0;
+	for (size_t k = 0; k < UNIX_SLOTS; k++) {
+		c->unix_clients[k].fd = -1;
+	}
+	for (size_t k = 0; k < TCP_SLOTS; k++) {
+		c->tcp_clients[k].fd = -1;
 	}
 	for (size_t k = 0; k < MAX_REJECTS; k++) {
 		c->rejects[k].fd = -1;
 	}
 	atomic_init(&c->state, RE_CONTROL_STARTING);
 	atomic_init(&c->stop, false);
+	atomic_init(&c->path_bound, false);
 	return c;
 }
 
@@ -1170,6 +1259,18 @@ void re_control_stop(struct re_control *c)
 	(void)!write(c->p.chan->ctl_fd, &one, sizeof(one));
 }
 
+void re_control_unlink_now(const struct re_control *c)
+{
+	struct stat st;
+
+	if (c == NULL || !atomic_load_explicit(&c->path_bound, memory_order_acquire)) {
+		return;
+	}
+	if (lstat(c->path, &st) == 0 && st.st_dev == c->sock_dev && st.st_ino == c->sock_ino) {
+		(void)unlink(c->path);
+	}
+}
+
 void re_control_destroy(struct re_control *c)
 {
 	if (c == NULL) {
@@ -1180,116 +1281,4 @@ void re_control_destroy(struct re_control *c)
 		(void)pthread_join(c->thread, NULL);
 	}
 	free(c);
-}
-
-static int read_sysctl_int(const char *path)
-{
-	char buf[32];
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		return -1;
-	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	(void)close(fd);
-	if (n <= 0) {
-		return -1;
-	}
-	buf[n] = '\0';
-	return atoi(buf);
-}
-
-/* TcpExt TcpMigrateReqSuccess/Failure from /proc/net/netstat (a header line of names
- * followed by a line of values); -1 when the kernel has no such counters. */
-static void read_migrate_counters(struct re_features *f)
-{
-	char buf[8192];
-	char *names, *values, *save1 = NULL, *save2 = NULL;
-	ssize_t n;
-	int fd = open("/proc/net/netstat", O_RDONLY | O_CLOEXEC);
-
-	f->migrate_success = -1;
-	f->migrate_failure = -1;
-	if (fd < 0) {
-		return;
-	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	(void)close(fd);
-	if (n <= 0) {
-		return;
-	}
-	buf[n] = '\0';
-	names = strstr(buf, "TcpExt:");
-	if (names == NULL) {
-		return;
-	}
-	values = strchr(names, '\n');
-	if (values == NULL || strncmp(values + 1, "TcpExt:", 7) != 0) {
-		return;
-	}
-	*values++ = '\0';
-	{
-		char *eol = strchr(values, '\n');
-
-		if (eol != NULL) {
-			*eol = '\0';
-		}
-	}
-	for (char *a = strtok_r(names, " ", &save1), *b = strtok_r(values, " ", &save2);
-	     a != NULL && b != NULL; a = strtok_r(NULL, " ", &save1), b = strtok_r(NULL, " ", &save2)) {
-		if (strcmp(a, "TCPMigrateReqSuccess") == 0) {
-			f->migrate_success = strtoll(b, NULL, 10);
-		} else if (strcmp(a, "TCPMigrateReqFailure") == 0) {
-			f->migrate_failure = strtoll(b, NULL, 10);
-		}
-	}
-}
-
-void re_control_probe_features(struct re_features *f)
-{
-	struct utsname u;
-	int one = 1;
-	int fd;
-
-	memset(f, 0, sizeof(*f));
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		/* A program that always answers "use the kernel's hash" (an index out of
-		 * range): only whether the kernel accepts it matters here. */
-		struct sock_filter code[] = { BPF_STMT(BPF_RET | BPF_K, 0xffffffffu) };
-		struct sock_fprog prog;
-
-		/* memset: the padding after .len goes to the kernel too (valgrind). */
-		memset(&prog, 0, sizeof(prog));
-		prog.len = 1;
-		prog.filter = code;
-
-		f->reuseport = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0;
-		f->cbpf = setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
-		(void)close(fd);
-	}
-	fd = epoll_create1(EPOLL_CLOEXEC);
-	if (fd >= 0) {
-		int sv[2];
-
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
-			struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET };
-
-			f->rdhup = epoll_ctl(fd, EPOLL_CTL_ADD, sv[0], &ev) == 0;
-			(void)close(sv[0]);
-			(void)close(sv[1]);
-		}
-		(void)close(fd);
-	}
-	f->migrate_req = read_sysctl_int("/proc/sys/net/ipv4/tcp_migrate_req");
-	if (f->cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL) {
-		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "cbpf+migrate" : "cbpf");
-	} else {
-		snprintf(f->handover, sizeof(f->handover), "%s", f->migrate_req == 1 ? "migrate" : "none");
-	}
-	read_migrate_counters(f);
-	if (uname(&u) == 0) {
-		snprintf(f->kernel, sizeof(f->kernel), "%.63s", u.release);
-	}
 }

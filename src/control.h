@@ -1,6 +1,7 @@
 /* control: the control thread. Serves the control socket (line protocol and HTTP GET)
- * and the optional TCP metrics listener on its own epoll instance, so a slow or
- * hostile scraper never delays the supervisor or a worker. Reads statistics as a QSBR
+ * and the optional TCP metrics listener on its own epoll instance, each with its own
+ * client budget, so a slow or hostile scraper never delays the supervisor or a worker
+ * and never crowds out the admin socket. Reads statistics as a QSBR
  * reader; changes go to the supervisor through the request channel.
  * The supervisor creates, starts, stops and destroys it; the thread owns its fds.
  */
@@ -59,7 +60,10 @@ void re_control_stop(struct re_control *c);
 /* Join (if started) and free. Accepts NULL. */
 void re_control_destroy(struct re_control *c);
 
-/* Probe the kernel features reported by `features`. Context: supervisor, start-up. */
-void re_control_probe_features(struct re_features *f);
+/* Remove the control socket's path now, if the thread bound it and the path is still
+ * that socket (same device and inode: a takeover successor may own the path by now).
+ * Only lstat and unlink, on data fixed once the socket was bound: fit for the path
+ * that _exit()s at once (a second signal). Accepts NULL. Context: any thread. */
+void re_control_unlink_now(const struct re_control *c);
 
 #endif

@@ -31,6 +31,7 @@
 static const char usage_text[] =
 	"Usage: reuseecho-ctl [OPTIONS] COMMAND [ARGS...]\n"
 	"Send COMMAND to a running reuseecho over its control socket and print the reply.\n"
+	"Options come before COMMAND: every word from COMMAND on is sent as it is.\n"
 	"\n"
 	"Options:\n"
 	"  -c, --control PATH   control socket (default: the server's default for --port)\n"
@@ -406,7 +407,9 @@ int main(int argc, char **argv)
 	size_t used = 0;
 	int opt, r, rc;
 
-	while ((opt = getopt_long(argc, argv, "c:p:t:n:hV", opts, NULL)) != -1) {
+	/* "+": options stop at the first word that is not one (the command), as with git
+	 * and ip, so that `set idle-timeout -3` reaches the server as written. */
+	while ((opt = getopt_long(argc, argv, "+c:p:t:n:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			if (strlen(optarg) >= sizeof(path)) {

@@ -258,6 +258,23 @@ static bool in_text_layout(enum counter_index idx)
 	return false;
 }
 
+/* One line for the control thread's own counters. */
+static void text_control(const struct re_control_counters *k, struct re_strbuf *out)
+{
+	re_strbuf_printf(out, "control: unix clients %" PRIu32 "/%" PRIu32 ", tcp clients %" PRIu32
+			 "/%" PRIu32 ", refused busy %" PRIu64 ", refused peer %" PRIu64
+			 ", refused tcp %" PRIu64 ", evicted %" PRIu64 ", header timeouts %" PRIu64 ", idle timeouts %" PRIu64
+			 ", fd limit %" PRIu64 ", backoffs %" PRIu64 ", fd reserve %" PRIu32 "/%" PRIu32
+			 " (used %" PRIu64 ")\n",
+			 k->clients[RE_CONTROL_UNIX], k->clients_limit[RE_CONTROL_UNIX],
+			 k->clients[RE_CONTROL_TCP], k->clients_limit[RE_CONTROL_TCP],
+			 k->refused_busy, k->refused_peer, k->refused_tcp, k->evicted,
+			 k->header_timeouts, k->idle_timeouts,
+			 k->accept_fd_limit[RE_CONTROL_UNIX] + k->accept_fd_limit[RE_CONTROL_TCP],
+			 k->accept_backoffs[RE_CONTROL_UNIX] + k->accept_backoffs[RE_CONTROL_TCP],
+			 k->fd_reserve_free, k->fd_reserve_size, k->fd_reserve_uses);
+}
+
 void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
 {
 	size_t k, nw = live_workers(s);
@@ -304,6 +321,7 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
 	if (other) {
 		re_strbuf_puts(out, "\n");
 	}
+	text_control(&s->control, out);
 
 	re_report_imbalance(s, &im);
 	if (nw == 0) {
@@ -365,6 +383,29 @@ static void json_counters(struct re_strbuf *out, const struct re_stats_counters 
 		re_strbuf_printf(out, "%s\"%s\":%" PRIu64, k > 0 ? "," : "", counters[k].field,
 				 counter_value(c, (enum counter_index)k));
 	}
+}
+
+/* ,"control":{...}: the control thread's counters, per listener where they differ. */
+static void json_control(const struct re_control_counters *k, struct re_strbuf *out)
+{
+	re_strbuf_printf(out, ",\"control\":{\"clients\":{\"unix\":%" PRIu32 ",\"tcp\":%" PRIu32 "},"
+			 "\"clients_limit\":{\"unix\":%" PRIu32 ",\"tcp\":%" PRIu32 "},"
+			 "\"clients_accepted\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},",
+			 k->clients[RE_CONTROL_UNIX], k->clients[RE_CONTROL_TCP],
+			 k->clients_limit[RE_CONTROL_UNIX], k->clients_limit[RE_CONTROL_TCP],
+			 k->accepted[RE_CONTROL_UNIX], k->accepted[RE_CONTROL_TCP]);
+	re_strbuf_printf(out, "\"refused_busy\":%" PRIu64 ",\"refused_peer\":%" PRIu64
+			 ",\"refused_tcp\":%" PRIu64 ",\"evicted\":%" PRIu64
+			 ",\"header_timeouts\":%" PRIu64 ",\"idle_timeouts\":%" PRIu64 ",",
+			 k->refused_busy, k->refused_peer, k->refused_tcp, k->evicted,
+			 k->header_timeouts, k->idle_timeouts);
+	re_strbuf_printf(out, "\"accept_fd_limit\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},"
+			 "\"accept_backoffs\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},"
+			 "\"fd_reserve_uses\":%" PRIu64 ",\"fd_reserve_free\":%" PRIu32
+			 ",\"fd_reserve_size\":%" PRIu32 "}",
+			 k->accept_fd_limit[RE_CONTROL_UNIX], k->accept_fd_limit[RE_CONTROL_TCP],
+			 k->accept_backoffs[RE_CONTROL_UNIX], k->accept_backoffs[RE_CONTROL_TCP],
+			 k->fd_reserve_uses, k->fd_reserve_free, k->fd_reserve_size);
 }
 
 void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
@@ -435,7 +476,9 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	} else {
 		re_strbuf_puts(out, "null");
 	}
-	re_strbuf_puts(out, "}}\n");
+	re_strbuf_puts(out, "}");
+	json_control(&s->control, out);
+	re_strbuf_puts(out, "}\n");
 }
 
 /* ---- Prometheus text exposition 0.0.4 ---- */
@@ -588,6 +631,76 @@ static void prom_counters(const struct re_snapshot *s, struct re_strbuf *out, bo
 	}
 }
 
+/* The control thread's families: no worker label; listener="unix|tcp". */
+static void prom_control(const struct re_control_counters *k, struct re_strbuf *out)
+{
+	static const char *const lname[RE_CONTROL_NLISTENERS] = { "unix", "tcp" };
+
+	prom_family(out, "control_clients", "Control clients connected now, per listener", "gauge");
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "control_clients{listener=\"%s\"} %" PRIu32 "\n",
+				 lname[i], k->clients[i]);
+	}
+	prom_family(out, "control_clients_limit",
+		    "Control client budget per listener (0 = listener not open)", "gauge");
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "control_clients_limit{listener=\"%s\"} %" PRIu32 "\n",
+				 lname[i], k->clients_limit[i]);
+	}
+	prom_family(out, "control_clients_accepted_total", "Control clients accepted, per listener",
+		    "counter");
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "control_clients_accepted_total{listener=\"%s\"} %"
+				 PRIu64 "\n", lname[i], k->accepted[i]);
+	}
+	prom_family(out, "control_clients_refused_total",
+		    "Control clients refused: admin socket over budget (busy) or another uid "
+		    "(peer_uid); TCP budget full of clients that arrived in the same turn (burst)",
+		    "counter");
+	re_strbuf_printf(out, PROM_PREFIX "control_clients_refused_total{listener=\"unix\",reason=\"busy\"} %"
+			 PRIu64 "\n" PROM_PREFIX "control_clients_refused_total{listener=\"unix\","
+			 "reason=\"peer_uid\"} %" PRIu64 "\n" PROM_PREFIX "control_clients_refused_total"
+			 "{listener=\"tcp\",reason=\"burst\"} %" PRIu64 "\n",
+			 k->refused_busy, k->refused_peer, k->refused_tcp);
+	prom_family(out, "control_clients_evicted_total",
+		    "HTTP clients closed because the TCP budget was full (longest idle first)",
+		    "counter");
+	re_strbuf_printf(out, PROM_PREFIX "control_clients_evicted_total{listener=\"tcp\"} %" PRIu64
+			 "\n", k->evicted);
+	prom_family(out, "control_header_timeouts_total",
+		    "TCP HTTP clients closed because their request head did not arrive in time",
+		    "counter");
+	re_strbuf_printf(out, PROM_PREFIX "control_header_timeouts_total %" PRIu64 "\n",
+			 k->header_timeouts);
+	prom_family(out, "control_idle_timeouts_total",
+		    "Admin socket clients closed after --control-timeout without activity", "counter");
+	re_strbuf_printf(out, PROM_PREFIX "control_idle_timeouts_total %" PRIu64 "\n", k->idle_timeouts);
+	prom_family(out, "control_accept_fd_limit_total",
+		    "Control accepts that failed at the fd limit (EMFILE/ENFILE), per listener",
+		    "counter");
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "control_accept_fd_limit_total{listener=\"%s\"} %"
+				 PRIu64 "\n", lname[i], k->accept_fd_limit[i]);
+	}
+	prom_family(out, "control_accept_backoffs_total",
+		    "Times a control listener stopped accepting for 100 ms (no fd to accept with)",
+		    "counter");
+	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "control_accept_backoffs_total{listener=\"%s\"} %"
+				 PRIu64 "\n", lname[i], k->accept_backoffs[i]);
+	}
+	prom_family(out, "control_fd_reserve_uses_total",
+		    "Reserve descriptors given up to accept an admin client at the fd limit", "counter");
+	re_strbuf_printf(out, PROM_PREFIX "control_fd_reserve_uses_total %" PRIu64 "\n",
+			 k->fd_reserve_uses);
+	prom_family(out, "control_fd_reserve", "Descriptors the control thread holds in reserve now",
+		    "gauge");
+	re_strbuf_printf(out, PROM_PREFIX "control_fd_reserve %" PRIu32 "\n", k->fd_reserve_free);
+	prom_family(out, "control_fd_reserve_size", "Descriptors the control thread keeps in reserve",
+		    "gauge");
+	re_strbuf_printf(out, PROM_PREFIX "control_fd_reserve_size %" PRIu32 "\n", k->fd_reserve_size);
+}
+
 void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 {
 	const struct re_features *f = &s->features;
@@ -675,6 +788,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 				 PROM_PREFIX "tcp_migrate_req_total{result=\"failure\"} %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);
 	}
+	prom_control(&s->control, out);
 }
 
 /* ---- workers table ---- */

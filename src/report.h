@@ -44,6 +44,31 @@ struct re_features {
 	int64_t migrate_failure;	/* TcpExt TcpMigrateReqFailure, -1 = absent */
 };
 
+/* The control thread's own counters (it is their only writer and their reader).
+ * Index [RE_CONTROL_UNIX] is the Unix admin socket, [RE_CONTROL_TCP] --metrics-listen. */
+enum re_control_listener {
+	RE_CONTROL_UNIX = 0,
+	RE_CONTROL_TCP = 1,
+	RE_CONTROL_NLISTENERS = 2,
+};
+
+struct re_control_counters {
+	uint32_t clients[RE_CONTROL_NLISTENERS];	/* gauge: connected now */
+	uint32_t clients_limit[RE_CONTROL_NLISTENERS];	/* gauge: each listener's budget */
+	uint64_t accepted[RE_CONTROL_NLISTENERS];
+	uint64_t refused_busy;		/* unix: over budget, told "ERR busy" */
+	uint64_t refused_peer;		/* unix: another uid (SO_PEERCRED) */
+	uint64_t refused_tcp;		/* tcp: budget full of clients admitted this turn */
+	uint64_t evicted;		/* tcp: longest-idle client closed for a new one */
+	uint64_t header_timeouts;	/* tcp: request head not complete in time */
+	uint64_t idle_timeouts;		/* unix: idle past --control-timeout */
+	uint64_t accept_fd_limit[RE_CONTROL_NLISTENERS];	/* accept4: EMFILE/ENFILE */
+	uint64_t accept_backoffs[RE_CONTROL_NLISTENERS];	/* listener paused 100 ms */
+	uint64_t fd_reserve_uses;	/* reserve fds given up to accept an admin client */
+	uint32_t fd_reserve_free;	/* gauge: reserve fds held now */
+	uint32_t fd_reserve_size;	/* gauge: reserve fds wanted */
+};
+
 struct re_snapshot {
 	const char *version;
 	double uptime_s;
@@ -54,6 +79,7 @@ struct re_snapshot {
 	struct re_stats_counters total;	/* live workers + retired */
 	struct re_stats_counters retired;
 	struct re_features features;
+	struct re_control_counters control;	/* zero when no control thread runs */
 };
 
 struct re_imbalance {

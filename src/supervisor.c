@@ -28,6 +28,7 @@
 #include "control.h"
 #include "cpu.h"
 #include "group.h"
+#include "kfeatures.h"
 #include "log.h"
 #include "net.h"
 #include "notify.h"
@@ -667,6 +668,8 @@ static void exit_at_once(struct supervisor *s)
 	for (size_t i = 0; i < s->g.nslots; i++) {
 		re_worker_abandon(s->g.slots[i].w);
 	}
+	/* The control thread's teardown will not run: remove our socket's path here. */
+	re_control_unlink_now(s->control);
 	fflush(NULL);
 	_exit(1);
 }
@@ -743,6 +746,33 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 	return 0;
 }
 
+/* After --user: removing the control socket at exit needs write permission on its
+ * directory, which root had and the user may not (/run, for one). Say so once now,
+ * rather than leave the file behind silently. */
+static void warn_socket_stays(const struct supervisor *s)
+{
+	char dir[sizeof(s->control_path)];
+	char *slash;
+
+	if (s->control_path[0] == '\0') {
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", s->control_path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL) {
+		snprintf(dir, sizeof(dir), ".");
+	} else if (slash == dir) {
+		dir[1] = '\0';
+	} else {
+		*slash = '\0';
+	}
+	if (access(dir, W_OK) < 0) {
+		re_log_warn("control socket %s will be left behind at exit: %s is not writable by "
+			    "--user %s (%s); use a directory the user owns (systemd: RuntimeDirectory=)",
+			    s->control_path, dir, s->cfg->user, strerror(errno));
+	}
+}
+
 /* --user: give up root once every socket is bound. Order matters: supplementary
  * groups, then the group, then the user (after setuid there is no right left to
  * change groups). Then prove it: setuid(0) must now fail. The control socket is
@@ -781,6 +811,7 @@ static int drop_privileges(struct supervisor *s)
 	s->g.uid_locked = pw.pw_uid != 0;
 	re_log_info("running as %s (uid %u, gid %u)", s->cfg->user, (unsigned)pw.pw_uid,
 		    (unsigned)pw.pw_gid);
+	warn_socket_stays(s);
 	return 0;
 }
 
@@ -1030,7 +1061,7 @@ int re_supervisor_run(const struct re_config *cfg)
 		teardown(&s);
 		return 1;
 	}
-	re_control_probe_features(&s.features);
+	re_kfeatures_probe(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
 	s.g.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;

@@ -8,7 +8,7 @@ Nothing here is a hand-kept list: every name comes from the programs or the sour
   - reuseecho(1): every Prometheus metric the running server emits (`metrics` on the
     control socket) has an entry under METRICS with its type, and no entry names a
     metric that is not emitted; every control command and argument word accepted by
-    src/ctlproto.c and every HTTP path served by src/control.c has an entry under
+    src/ctlproto.c and every HTTP path served by src/ctlcmd.c has an entry under
     CONTROL PROTOCOL (and no command entry names an unknown command); every key of
     the `config` and `features` replies is named; every signal src/supervisor.c
     handles has an entry under SIGNALS;
@@ -194,7 +194,7 @@ def ctlproto_words(source_root):
 
 
 def http_paths(source_root):
-    with open(os.path.join(source_root, "src", "control.c"), encoding="utf-8") as f:
+    with open(os.path.join(source_root, "src", "ctlcmd.c"), encoding="utf-8") as f:
         return set(re.findall(r'strcmp\(req\.path,\s*"(/[^"]*)"\)', f.read()))
 
 
@@ -245,13 +245,13 @@ def check_server_page(page, server, source_root):
     # HTTP paths, from the server.
     http = secs.get("HTTP", "")
     paths = http_paths(source_root)
-    check(paths, "src/control.c: no HTTP paths found; extraction broken?")
+    check(paths, "src/ctlcmd.c: no HTTP paths found; extraction broken?")
     http_entries = {b for l in entries(http, 0) for b in bold_words(l)}
     for p in sorted(paths):
         check(p in http_entries, "reuseecho(1): HTTP path %s has no entry under HTTP" % p)
     index = re.findall(r"(/\w+)", server_http_index(server))
     for p in index:
-        check(p in paths, "GET / lists %s, which src/control.c does not serve" % p)
+        check(p in paths, "GET / lists %s, which src/ctlcmd.c does not serve" % p)
 
     # Keys of the config and features replies.
     for cmd in ("config", "features"):

@@ -385,6 +385,10 @@ class SecondSignal(unittest.TestCase):
             note("%s then %s: exit %d after %.3fs", first.name, second.name, rc, took)
             self.assertEqual(rc, 1, srv.stderr())
             self.assertLess(took, 1.0 * SCALE)
+            # _exit(1) skips the control thread's teardown; the socket is removed anyway.
+            self.assertIsNotNone(srv.control_path)
+            self.assertFalse(srv.control_socket_left(),
+                             "exit at once left %s behind" % srv.control_path)
             # The connection is gone: anything the client sends is answered by a reset.
             self.assertEqual(tcp_state(s), TCP_CLOSE_WAIT)
             s.sendall(b"late")

@@ -56,6 +56,10 @@ class Server:
         if extra_env:
             env.update(extra_env)
         self.started_at = time.time()
+        self.args = [str(a) for a in args]
+        self.env = env
+        self.control_path = None     # set once ready: the control socket this server made
+        self.control_id = None       # (st_dev, st_ino) of that socket
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errfile,
                                      stdin=subprocess.DEVNULL, preexec_fn=preexec_fn, env=env)
         self.pid = self.proc.pid
@@ -90,6 +94,38 @@ class Server:
         self.ready_line = line
         self.port = int(m.group(2))
         self.workers = int(m.group(3))
+        self._note_control_socket()
+
+    def _note_control_socket(self):
+        """Remember the control socket this server created (path and inode), so that
+        stop() can check that the server removed it on the way out."""
+        path = control_path_of(self.args, self.port, self.env)
+        if path is None:
+            return
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        self.control_path = path
+        self.control_id = (st.st_dev, st.st_ino)
+
+    def control_socket_left(self):
+        """True when the control socket this server created is still at its path (a
+        takeover successor's socket at the same path does not count)."""
+        if self.control_id is None:
+            return False
+        try:
+            st = os.lstat(self.control_path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self.control_id
+
+    def _remove_left_socket(self):
+        if self.control_socket_left():
+            try:
+                os.unlink(self.control_path)
+            except FileNotFoundError:
+                pass
 
     def stderr(self):
         self.errfile.seek(0)
@@ -115,6 +151,14 @@ class Server:
             self.kill()
             raise AssertionError("server did not exit within %.1fs" % timeout)
         self._close_streams()
+        # Every way out but SIGKILL removes the control socket (a second signal too),
+        # unless --user took away the right to, which the server then said at start-up.
+        if self.control_socket_left():
+            warned = "will be left behind at exit" in self.stderr()
+            self._remove_left_socket()
+            if not warned:
+                raise AssertionError("server exited %s and left its control socket %s behind"
+                                     % (rc, self.control_path))
         return rc
 
     def kill(self):
@@ -122,6 +166,7 @@ class Server:
             self.proc.kill()
             self.proc.wait(10)
         self._close_streams()
+        self._remove_left_socket()     # SIGKILL leaves it; do not leave it to the next run
 
     def _close_streams(self):
         if self.proc.stdout and not self.proc.stdout.closed:
@@ -197,6 +242,33 @@ class Server:
             except FileNotFoundError:
                 pass
         return inodes
+
+
+def control_path_of(args, port, env=None):
+    """The control socket path a server started with args (its command-line words)
+    uses once it listens on port, by the server's rule: the last --control PATH, none
+    for --control none, else $RUNTIME_DIRECTORY/reuseecho-PORT.sock,
+    $XDG_RUNTIME_DIR/..., /run/... for root, /tmp/reuseecho-UID-PORT.sock."""
+    env = os.environ if env is None else env
+    path = ""
+    for i, a in enumerate(args):
+        if a == "--control" and i + 1 < len(args):
+            path = args[i + 1]
+        elif a.startswith("--control="):
+            path = a.split("=", 1)[1]
+    if path == "none":
+        return None
+    if path:
+        return path
+    d = env.get("RUNTIME_DIRECTORY", "")
+    if d.startswith("/"):
+        return "%s/reuseecho-%d.sock" % (d.split(":", 1)[0], port)
+    d = env.get("XDG_RUNTIME_DIR", "")
+    if d.startswith("/"):
+        return "%s/reuseecho-%d.sock" % (d, port)
+    if os.geteuid() == 0:
+        return "/run/reuseecho-%d.sock" % port
+    return "/tmp/reuseecho-%d-%d.sock" % (os.geteuid(), port)
 
 
 def recv_exact(s, n):

@@ -612,7 +612,8 @@ static void test_empty(struct re_strbuf *sb)
 	out = render(re_report_json, &fx.s, sb);
 	check_json_shape(out);
 	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\",\"listener_handover\":\"\","
-		       "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null}}");
+		       "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
+		       "\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
 	CHECK(count_lines(render(re_report_workers, &fx.s, sb)) == 1);
@@ -670,7 +671,7 @@ static void test_one(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
 		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\","
-		  "\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0}}\n");
+		  "\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
 
 	out = render(re_report_text, &fx.s, sb);
 	CHECK_HAS(out, "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, 1 worker\n");
@@ -983,7 +984,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
 	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
 		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\","
-		  "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null}}\n");
+		  "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
 
 	out = render(re_report_prometheus, &fx.s, sb);
 	CHECK_HAS(out, "reuseport_cbpf=\"0\",tcp_migrate_req=\"absent\","
@@ -991,7 +992,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 8);
+	CHECK(count_lines(out) == 9);	/* with the control line */
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);
@@ -1050,6 +1051,78 @@ static void test_oom(void)
 	re_strbuf_finish(&small);
 }
 
+/* The control thread's counters: each value where it belongs, in every format. */
+static void test_control_counters(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 5 };
+	struct re_control_counters *k;
+	struct fixture fx;
+	const char *out;
+
+	make(&fx, 1, acc, 0);
+	k = &fx.s.control;
+	k->clients[RE_CONTROL_UNIX] = 3;
+	k->clients[RE_CONTROL_TCP] = 64;
+	k->clients_limit[RE_CONTROL_UNIX] = 64;
+	k->clients_limit[RE_CONTROL_TCP] = 65;
+	k->accepted[RE_CONTROL_UNIX] = 11;
+	k->accepted[RE_CONTROL_TCP] = 12;
+	k->refused_busy = 13;
+	k->refused_peer = 14;
+	k->refused_tcp = 23;
+	k->evicted = 15;
+	k->header_timeouts = 16;
+	k->idle_timeouts = 17;
+	k->accept_fd_limit[RE_CONTROL_UNIX] = 18;
+	k->accept_fd_limit[RE_CONTROL_TCP] = 19;
+	k->accept_backoffs[RE_CONTROL_UNIX] = 20;
+	k->accept_backoffs[RE_CONTROL_TCP] = 21;
+	k->fd_reserve_uses = 22;
+	k->fd_reserve_free = 7;
+	k->fd_reserve_size = 8;
+
+	out = render(re_report_json, &fx.s, sb);
+	check_json_shape(out);
+	CHECK_HAS(out, ",\"control\":{\"clients\":{\"unix\":3,\"tcp\":64},"
+		       "\"clients_limit\":{\"unix\":64,\"tcp\":65},"
+		       "\"clients_accepted\":{\"unix\":11,\"tcp\":12},\"refused_busy\":13,"
+		       "\"refused_peer\":14,\"refused_tcp\":23,\"evicted\":15,\"header_timeouts\":16,"
+		       "\"idle_timeouts\":17,\"accept_fd_limit\":{\"unix\":18,\"tcp\":19},"
+		       "\"accept_backoffs\":{\"unix\":20,\"tcp\":21},\"fd_reserve_uses\":22,"
+		       "\"fd_reserve_free\":7,\"fd_reserve_size\":8}}\n");
+
+	out = render(re_report_prometheus, &fx.s, sb);
+	CHECK(check_prom_shape(out) > 0);
+	CHECK_HAS(out, "\nreuseecho_control_clients{listener=\"unix\"} 3\n"
+		       "reuseecho_control_clients{listener=\"tcp\"} 64\n");
+	CHECK_HAS(out, "\nreuseecho_control_clients_limit{listener=\"unix\"} 64\n"
+		       "reuseecho_control_clients_limit{listener=\"tcp\"} 65\n");
+	CHECK_HAS(out, "\nreuseecho_control_clients_accepted_total{listener=\"unix\"} 11\n"
+		       "reuseecho_control_clients_accepted_total{listener=\"tcp\"} 12\n");
+	CHECK_HAS(out, "\nreuseecho_control_clients_refused_total{listener=\"unix\",reason=\"busy\"} 13\n"
+		       "reuseecho_control_clients_refused_total{listener=\"unix\",reason=\"peer_uid\"} 14\n"
+		       "reuseecho_control_clients_refused_total{listener=\"tcp\",reason=\"burst\"} 23\n");
+	CHECK_HAS(out, "\nreuseecho_control_clients_evicted_total{listener=\"tcp\"} 15\n");
+	CHECK_HAS(out, "\nreuseecho_control_header_timeouts_total 16\n");
+	CHECK_HAS(out, "\nreuseecho_control_idle_timeouts_total 17\n");
+	CHECK_HAS(out, "\nreuseecho_control_accept_fd_limit_total{listener=\"unix\"} 18\n"
+		       "reuseecho_control_accept_fd_limit_total{listener=\"tcp\"} 19\n");
+	CHECK_HAS(out, "\nreuseecho_control_accept_backoffs_total{listener=\"unix\"} 20\n"
+		       "reuseecho_control_accept_backoffs_total{listener=\"tcp\"} 21\n");
+	CHECK_HAS(out, "\nreuseecho_control_fd_reserve_uses_total 22\n");
+	CHECK_HAS(out, "\nreuseecho_control_fd_reserve 7\n");
+	CHECK_HAS(out, "\nreuseecho_control_fd_reserve_size 8\n");
+	/* No worker label on any control family. */
+	CHECK_LACKS(out, "reuseecho_control_clients{worker");
+	CHECK(count_of(out, "# TYPE reuseecho_control_") == 12);
+
+	out = render(re_report_text, &fx.s, sb);
+	check_lines(out);
+	CHECK_HAS(out, "\ncontrol: unix clients 3/64, tcp clients 64/65, refused busy 13, "
+		       "refused peer 14, refused tcp 23, evicted 15, header timeouts 16, idle timeouts 17, "
+		       "fd limit 37, backoffs 41, fd reserve 7/8 (used 22)\n");
+}
+
 int main(void)
 {
 	struct re_strbuf sb;
@@ -1063,6 +1136,7 @@ int main(void)
 	test_escaping(&sb);
 	test_text_durations(&sb);
 	test_oom();
+	test_control_counters(&sb);
 	re_strbuf_finish(&sb);
 	printf("report: all checks passed\n");
 	return 0;

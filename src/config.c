@@ -26,6 +26,7 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->rt.idle_timeout_ms = 0;
 	cfg->rt.conn_buffer = RE_DEFAULT_CONN_BUFFER;
 	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
+	cfg->rt.max_buffered = RE_DEFAULT_MAX_BUFFERED;
 	cfg->log_level = RE_LOG_INFO;
 	cfg->control_mode = 0600;
 	cfg->control_timeout_ms = RE_CONTROL_DEFAULT_TIMEOUT_MS;
@@ -189,13 +190,21 @@ static const char usage_text[] =
 	"                           0 = no limit but RLIMIT_NOFILE (default 0). A client\n"
 	"                           over the limit is accepted and reset at once\n"
 	"      --idle-timeout S     close a connection that moved no byte for S seconds\n"
-	"                           (decimal, or with an 'ms' suffix); 0 = off (default 0)\n"
+	"                           (decimal, or with an 'ms' suffix); 0 = off (default\n"
+	"                           0). Reset if it has unsent output or unread input\n"
 	"      --conn-buffer BYTES  most unsent echo bytes held per connection before the\n"
 	"                           server stops reading from it, 4K-1G, K/M/G suffixes\n"
 	"                           (default 256K)\n"
+	"      --max-buffered BYTES most unsent echo bytes held by all connections\n"
+	"                           together; a connection that needs more stops reading\n"
+	"                           until some frees, 1M-1T, K/M/G suffixes (default 512M)\n"
 	"      --drain-timeout S    on SIGTERM/SIGINT, how long to finish echoing what\n"
 	"                           clients already sent before resetting what is left\n"
 	"                           (default 10)\n"
+	"";
+
+/* Two strings: ISO C only promises string literals of 4095 bytes. */
+static const char usage_text2[] =
 	"      --control PATH       control socket (Unix stream, line protocol and HTTP GET),\n"
 	"                           or 'none' (default: $RUNTIME_DIRECTORY, else\n"
 	"                           $XDG_RUNTIME_DIR, else /run (root) or /tmp, file\n"
@@ -235,6 +244,7 @@ enum {
 	OPT_MAX_CONNS,
 	OPT_IDLE_TIMEOUT,
 	OPT_CONN_BUFFER,
+	OPT_MAX_BUFFERED,
 	OPT_DRAIN_TIMEOUT,
 	OPT_LOG_LEVEL,
 	OPT_CONTROL,
@@ -255,6 +265,7 @@ static const struct option long_options[] = {
 	{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
 	{ "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
 	{ "conn-buffer", required_argument, NULL, OPT_CONN_BUFFER },
+	{ "max-buffered", required_argument, NULL, OPT_MAX_BUFFERED },
 	{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
 	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 	{ "control", required_argument, NULL, OPT_CONTROL },
@@ -438,6 +449,14 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			}
 			cfg->rt.conn_buffer = (uint32_t)v;
 			break;
+		case OPT_MAX_BUFFERED:
+			r = re_config_parse_size(arg, RE_MIN_MAX_BUFFERED, RE_MAX_MAX_BUFFERED, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "bytes 1M-1T, e.g. 64M or 2G");
+			}
+			cfg->rt.max_buffered = v;
+			break;
 		case OPT_DRAIN_TIMEOUT:
 			r = re_config_parse_seconds(arg, RE_MAX_TIMEOUT_MS, &v);
 			if (r < 0) {
@@ -509,7 +528,7 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			snprintf(out, outlen, "reuseecho %s\n", RE_VERSION);
 			return RE_CONFIG_EXIT_OK;
 		case 'h':
-			snprintf(out, outlen, "%s", usage_text);
+			snprintf(out, outlen, "%s%s", usage_text, usage_text2);
 			return RE_CONFIG_EXIT_OK;
 		case ':':
 			snprintf(err, errlen, "%s: missing value", argv[optind - 1]);

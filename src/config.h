@@ -20,6 +20,13 @@
 #define RE_MIN_CONN_BUFFER 4096u
 #define RE_MAX_CONN_BUFFER (1024u * 1024u * 1024u)
 #define RE_MAX_TIMEOUT_MS (7u * 24u * 3600u * 1000u)	/* one week */
+/* --max-buffered: 512 MiB holds 2,048 connections' full default --conn-buffer, far
+ * more than any echo benchmark keeps backed up at once, yet it bounds a flood of
+ * non-reading clients well below the memory of a machine that serves thousands of
+ * connections. */
+#define RE_DEFAULT_MAX_BUFFERED (512ull * 1024u * 1024u)
+#define RE_MIN_MAX_BUFFERED (1024u * 1024u)
+#define RE_MAX_MAX_BUFFERED (1ull << 40)		/* 1 TiB */
 
 /* Settings a worker re-reads every loop turn. Published by the supervisor with
  * rcu_assign_pointer, never modified after publication. */
@@ -28,6 +35,7 @@ struct re_runtime {
 	uint32_t idle_timeout_ms;	/* 0 = off */
 	uint32_t conn_buffer;		/* cap on unsent echo bytes per connection */
 	uint32_t drain_timeout_ms;
+	uint64_t max_buffered;		/* cap on all connections' buffers together */
 };
 
 struct re_config {

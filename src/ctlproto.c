@@ -37,6 +37,7 @@ static const char *const key_names[] = {
 	[RE_KEY_IDLE_TIMEOUT] = "idle-timeout",
 	[RE_KEY_CONN_BUFFER] = "conn-buffer",
 	[RE_KEY_DRAIN_TIMEOUT] = "drain-timeout",
+	[RE_KEY_MAX_BUFFERED] = "max-buffered",
 };
 
 const char *re_ctlproto_key_name(enum re_ctl_key key)
@@ -92,7 +93,7 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	int r;
 
 	if (n != 3) {
-		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout)");
+		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered)");
 		return -EINVAL;
 	}
 	if (strcmp(tok[1], "max-conns") == 0) {
@@ -107,8 +108,11 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	} else if (strcmp(tok[1], "drain-timeout") == 0) {
 		ret->key = RE_KEY_DRAIN_TIMEOUT;
 		r = re_config_parse_seconds(tok[2], RE_MAX_TIMEOUT_MS, &v);
+	} else if (strcmp(tok[1], "max-buffered") == 0) {
+		ret->key = RE_KEY_MAX_BUFFERED;
+		r = re_config_parse_size(tok[2], RE_MIN_MAX_BUFFERED, RE_MAX_MAX_BUFFERED, &v);
 	} else {
-		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout)",
+		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered)",
 			 tok[1]);
 		return -EINVAL;
 	}

@@ -35,6 +35,7 @@ enum re_ctl_key {
 	RE_KEY_IDLE_TIMEOUT,
 	RE_KEY_CONN_BUFFER,
 	RE_KEY_DRAIN_TIMEOUT,
+	RE_KEY_MAX_BUFFERED,
 };
 
 struct re_ctl_cmd {

@@ -62,6 +62,8 @@ struct supervisor {
 	struct re_runtime *runtime;	/* RCU-published (the rt of a struct runtime_box) */
 	struct re_stats stats;
 	struct re_group g;		/* the workers, their group and its operations */
+	struct re_buf_budget *budget;	/* --max-buffered accounting, shared by workers */
+	struct re_stats_counters drain_base;	/* process totals when the drain began */
 	int epfd;
 	int sigfd;
 	int notify_fd;			/* workers and control ring it on state changes */
@@ -307,6 +309,8 @@ static void begin_drain(struct supervisor *s, const char *why)
 	re_log_info("%s: draining (up to %u ms); a second signal exits at once", why,
 		    s->runtime->drain_timeout_ms);
 	re_notify("STOPPING=1\nSTATUS=draining (%s)", why);
+	/* The supervisor is the registry's only updater: its pointer stays valid. */
+	re_stats_total(s->stats.reg, &s->drain_base);
 	s->draining = true;
 	s->give_up = now_ms() + s->runtime->drain_timeout_ms + RE_SUP_GRACE_MS;
 	if (re_group_busy(&s->g)) {
@@ -539,6 +543,11 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		break;
 	case RE_KEY_DRAIN_TIMEOUT:
 		next.drain_timeout_ms = (uint32_t)r->cmd.value;
+		break;
+	case RE_KEY_MAX_BUFFERED:
+		/* Lowering it below what is held frees nothing at once: buffers drain as
+		 * clients read, and none grows until the total is under the new limit. */
+		next.max_buffered = r->cmd.value;
 		break;
 	}
 	if (publish_runtime(s, &next) < 0) {
@@ -825,10 +834,11 @@ static void print_ready(const struct supervisor *s)
 	re_notify("READY=1\nSTATUS=serving %s with %zu worker%s, control %s", s->address,
 		  n, w, s->control_path[0] ? s->control_path : "none");
 	re_log_info("%zu worker%s on %s (pinned: %s), control %s, metrics %s, conn-buffer %u, "
-		    "max-conns %" PRIu64 ", idle-timeout %u ms", n, w, s->address,
-		    s->cfg->no_pin ? "no" : "yes", s->control_path[0] ? s->control_path : "none",
+		    "max-buffered %" PRIu64 ", max-conns %" PRIu64 ", idle-timeout %u ms", n, w,
+		    s->address, s->cfg->no_pin ? "no" : "yes",
+		    s->control_path[0] ? s->control_path : "none",
 		    s->metrics_address[0] ? s->metrics_address : "off", s->runtime->conn_buffer,
-		    s->runtime->max_conns, s->runtime->idle_timeout_ms);
+		    s->runtime->max_buffered, s->runtime->max_conns, s->runtime->idle_timeout_ms);
 }
 
 /* Start-up failed: log it and leave the loop (teardown stops what started). */
@@ -985,6 +995,26 @@ static void serve(struct supervisor *s)
 	}
 }
 
+/* The drain's outcome, from the registry (live blocks and retired totals alike):
+ * connections that ended during the drain, gracefully or reset at the timeout.
+ * Context: after serve(), workers stopped, before teardown. */
+static void log_drain_outcome(struct supervisor *s)
+{
+	struct re_stats_counters now;
+	uint64_t closed, reset;
+
+	if (!s->draining || s->stats.reg == NULL) {
+		return;
+	}
+	re_stats_total(s->stats.reg, &now);
+	closed = (now.closed_eof + now.closed_error + now.closed_idle + now.closed_limit +
+		  now.closed_drain) -
+		 (s->drain_base.closed_eof + s->drain_base.closed_error + s->drain_base.closed_idle +
+		  s->drain_base.closed_limit + s->drain_base.closed_drain);
+	reset = now.reset_drain - s->drain_base.reset_drain;
+	re_log_info("drain: %" PRIu64 " closed, %" PRIu64 " reset at timeout", closed - reset, reset);
+}
+
 static void teardown(struct supervisor *s)
 {
 	command_all(s, RE_WORKER_CMD_STOP);
@@ -1004,6 +1034,8 @@ static void teardown(struct supervisor *s)
 	if (s->runtime != NULL) {
 		free(caa_container_of(s->runtime, struct runtime_box, rt));
 	}
+	free(s->budget);
+	s->budget = NULL;
 	if (s->chan_ready) {
 		re_chan_finish(&s->chan);
 	}
@@ -1056,11 +1088,13 @@ int re_supervisor_run(const struct re_config *cfg)
 	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.g.cpus);
 	warn_oversubscribed(&s, n, "--threads");
 	s.runtime = runtime_alloc(&cfg->rt);
-	if (s.runtime == NULL || re_stats_init(&s.stats) < 0) {
+	s.budget = aligned_alloc(64, sizeof(*s.budget));
+	if (s.runtime == NULL || s.budget == NULL || re_stats_init(&s.stats) < 0) {
 		re_log_error("malloc: %s", strerror(ENOMEM));
 		teardown(&s);
 		return 1;
 	}
+	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
@@ -1071,6 +1105,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.tmpl.backlog = cfg->backlog;
 	s.g.tmpl.runtime = &s.runtime;
 	s.g.tmpl.stats = &s.stats;
+	s.g.tmpl.budget = s.budget;
 	s.g.tmpl.notify_fd = s.notify_fd;
 	s.migrate_req = s.features.migrate_req;
 	if (!cfg->control_none) {
@@ -1096,6 +1131,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	}
 	s.phase = PHASE_WORKERS;
 	serve(&s);
+	log_drain_outcome(&s);
 	teardown(&s);
 	if (s.status == 0) {
 		re_log_info("drained: exiting");

@@ -25,8 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +54,9 @@
 #define RE_HANDSHAKE_POLL_MS 20
 #define RE_BULK_ON (16u * 1024u)
 #define RE_BULK_OFF (4u * 1024u)
+/* --max-buffered: connections whose buffer could not grow are retried this often
+ * while any wait, since budget freed by another worker raises no edge here. */
+#define RE_BUDGET_RETRY_MS 20
 
 enum close_reason {
 	CLOSE_EOF,
@@ -114,6 +119,14 @@ struct re_worker {
 	bool retiring;			/* exit once the listener is closed and conns are gone */
 	bool retire_deadline_set;
 	uint32_t retire_deadline;
+	/* --max-buffered. `charged` bytes are taken from the shared budget: the pool's
+	 * allocated buffers plus a write-through reserve (charged - allocated) that
+	 * covers the remainder of any one read into the scratch buffer. In steady state
+	 * the reserve is full and a read checks it with a plain compare: the shared
+	 * counter is touched only when a buffer is allocated, grown or freed. */
+	uint64_t charged;
+	size_t nbudget_paused;		/* connections with RE_CONN_BUDGET */
+	uint32_t budget_retry_at;
 };
 
 /* Wrap-safe "at is now or in the past" on the 32-bit millisecond clock. */
@@ -151,6 +164,88 @@ static void fail(struct re_worker *w, const char *call, int err)
 	w->err = err;
 }
 
+/* --- the buffer budget ----------------------------------------------------------- */
+
+/* The reserve a worker keeps so that any write-through read can keep its remainder:
+ * the largest buffer one read can need. */
+static uint64_t reserve_target(const struct re_worker *w)
+{
+	uint32_t cb = w->rt->conn_buffer;
+
+	return re_buf_size_for(cb < RE_SCRATCH_SIZE ? cb : RE_SCRATCH_SIZE, cb);
+}
+
+static uint64_t reserve_now(const struct re_worker *w)
+{
+	return w->charged - w->bufs.allocated;
+}
+
+static void budget_gauge(struct re_worker *w)
+{
+	RE_STORE_RELAXED(w->st->c.buffer_bytes, w->charged);
+}
+
+/* Top the reserve up to its target from the shared budget, as far as it allows. */
+static void budget_refill(struct re_worker *w)
+{
+	uint64_t have = reserve_now(w), want = reserve_target(w);
+
+	if (have < want) {
+		w->charged += re_buf_budget_take_upto(w->p.budget, want - have, w->rt->max_buffered);
+		budget_gauge(w);
+	}
+}
+
+/* After buffers were freed: give what exceeds the reserve back to the budget. A
+ * buffer that went to the pool stays allocated and charged; nothing moves then. */
+static void budget_settle(struct re_worker *w)
+{
+	uint64_t have = reserve_now(w), want = reserve_target(w);
+
+	if (have > want) {
+		re_buf_budget_give(w->p.budget, have - want);
+		w->charged -= have - want;
+		budget_gauge(w);
+	}
+}
+
+/* Take n more bytes for a buffer that grows, beyond the reserve. False: no room. */
+static bool budget_take(struct re_worker *w, uint64_t n)
+{
+	uint64_t have = reserve_now(w), want = reserve_target(w);
+	uint64_t spare = have > want ? have - want : 0;
+
+	if (spare < n) {
+		if (!re_buf_budget_take(w->p.budget, n - spare, w->rt->max_buffered)) {
+			return false;
+		}
+		w->charged += n - spare;
+		budget_gauge(w);
+	}
+	return true;
+}
+
+/* Can a connection without a buffer read `want` bytes into the scratch buffer? Only
+ * if the reserve holds the buffer its remainder could need. Steady state: one compare. */
+static bool reserve_covers(struct re_worker *w, size_t want)
+{
+	uint64_t need = re_buf_size_for(want, w->rt->conn_buffer);
+
+	if (reserve_now(w) >= need) {
+		return true;
+	}
+	budget_refill(w);
+	return reserve_now(w) >= need;
+}
+
+static void budget_unpause(struct re_worker *w, struct re_conn *c)
+{
+	if (c->flags & RE_CONN_BUDGET) {
+		c->flags &= ~(uint32_t)RE_CONN_BUDGET;
+		w->nbudget_paused--;
+	}
+}
+
 /* --- connection lifecycle ------------------------------------------------------ */
 
 static void ready_push(struct re_worker *w, struct re_conn *c)
@@ -168,6 +263,27 @@ static void touch(struct re_worker *w, struct re_conn *c)
 		c->last_active = w->now;
 		re_conn_list_remove(&w->lru, c, RE_LRU);
 		re_conn_list_append(&w->lru, c, RE_LRU);
+	}
+}
+
+/* A close that resets the connection is counted twice: once in closed_<why> like
+ * every close (so accepted == sum of closed), and once in reset_<why>. */
+static void count_reset(struct re_stats_block *st, enum close_reason why)
+{
+	switch (why) {
+	case CLOSE_EOF:
+	case CLOSE_ERROR:
+		RE_STAT_ADD(st, reset_error, 1);
+		break;
+	case CLOSE_IDLE:
+		RE_STAT_ADD(st, reset_idle, 1);
+		break;
+	case CLOSE_LIMIT:
+		RE_STAT_ADD(st, reset_limit, 1);
+		break;
+	case CLOSE_DRAIN:
+		RE_STAT_ADD(st, reset_drain, 1);
+		break;
 	}
 }
 
@@ -192,8 +308,10 @@ static void count_close(struct re_stats_block *st, enum close_reason why)
 	}
 }
 
-/* SO_LINGER {1, 0}: close() sends RST at once. Used only for intended aborts (limit,
- * drain timeout); a finished connection is closed gracefully after its input. */
+/* SO_LINGER {1, 0}: close() sends RST at once. Used for every close that cannot be
+ * graceful (limit, drain timeout, an idle connection with unread input or unsent
+ * output, a buffer we could not allocate), so that each reset is deliberate and
+ * counted; a finished connection is closed gracefully after its input. */
 static void close_fd(int fd, bool abort)
 {
 	if (abort) {
@@ -209,19 +327,26 @@ static void conn_close(struct re_worker *w, struct re_conn *c, enum close_reason
 {
 	close_fd(c->fd, abort);	/* the only reference: epoll forgets it */
 	c->fd = -1;
+	budget_unpause(w, c);
 	if (c->flags & RE_CONN_IN_READY) {
 		re_conn_list_remove(&w->ready, c, RE_READY);
 		w->nready--;
 	}
 	c->flags = RE_CONN_CLOSED;
 	re_conn_list_remove(&w->lru, c, RE_LRU);
-	re_buf_put(&w->bufs, c->out);
-	c->out = NULL;
+	if (c->out != NULL) {
+		re_buf_put(&w->bufs, c->out);
+		c->out = NULL;
+		budget_settle(w);
+	}
 	/* Freed at the end of the turn: a later event of this batch still points here. */
 	c->ready.next = w->graveyard;
 	w->graveyard = c;
 	RE_STAT_SUB(w->st, active, 1);
 	count_close(w->st, why);
+	if (abort) {
+		count_reset(w->st, why);
+	}
 	if (w->accept_paused) {
 		w->accept_pending = true;	/* an fd was freed: retry accept now */
 	}
@@ -263,6 +388,7 @@ static int conn_flush(struct re_worker *w, struct re_conn *c)
 	if (b->len == 0) {
 		re_buf_put(&w->bufs, b);
 		c->out = NULL;
+		budget_settle(w);
 	} else {
 		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
 	}
@@ -284,18 +410,95 @@ static ssize_t sent(struct re_worker *w, ssize_t s)
 	return s;
 }
 
-/* A buffer for the len bytes of a write-through that the socket did not take. The
- * caller fills b->data; the connection now waits for EPOLLOUT. NULL on ENOMEM. */
+/* A buffer for the len bytes of a write-through that the socket did not take, sized
+ * to them; the reserve covers it (reserve_covers() before the read). The caller fills
+ * b->data; the connection now waits for EPOLLOUT. NULL on ENOMEM. */
 static struct re_buf *keep_rest(struct re_worker *w, struct re_conn *c, size_t len)
 {
-	struct re_buf *b = re_buf_get(&w->bufs, w->rt->conn_buffer);
+	struct re_buf *b = re_buf_get(&w->bufs, re_buf_size_for(len, w->rt->conn_buffer));
 
 	if (b != NULL) {
 		b->len = (uint32_t)len;
 		c->out = b;
 		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+		budget_refill(w);
 	}
 	return b;
+}
+
+/* Grow a full buffer one step within --conn-buffer and --max-buffered. Returns 0,
+ * -ENOSPC at --conn-buffer, -EAGAIN when the budget has no room, -ENOMEM. */
+static int grow_out(struct re_worker *w, struct re_conn *c)
+{
+	uint32_t cap = c->out->cap;
+	uint32_t ncap = re_buf_next_size(cap, w->rt->conn_buffer);
+	int r;
+
+	if (ncap <= cap) {
+		return -ENOSPC;
+	}
+	if (!budget_take(w, ncap - cap)) {
+		return -EAGAIN;
+	}
+	r = re_buf_grow(&w->bufs, &c->out, ncap);
+	if (r < 0) {
+		budget_settle(w);
+	}
+	return r;
+}
+
+static ssize_t sys_recv(int fd, void *buf, size_t len, int flags)
+{
+	return (ssize_t)syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+}
+
+#define PEEK_STOPPED (-2)	/* the socket took part: the rest stays queued in the kernel */
+#define PEEK_DEAD (-3)		/* send failed: the peer is gone */
+
+/* Echo without holding a byte, for when the reserve cannot cover a remainder: peek
+ * at the input, send it, and consume only what the socket took. What it did not take
+ * stays in the receive queue, where TCP flow control holds the sender back. Returns
+ * the bytes consumed when all were echoed, 0 at EOF, -1 with errno when recv failed,
+ * PEEK_STOPPED (the connection waits for EPOLLOUT) or PEEK_DEAD. */
+static ssize_t peek_echo(struct re_worker *w, struct re_conn *c, size_t want)
+{
+	ssize_t n, s, m;
+
+	do {
+		n = sys_recv(c->fd, w->scratch, want, MSG_PEEK);
+		RE_STAT_ADD(w->st, recv_calls, 1);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		return n;
+	}
+	do {
+		s = re_net_send(c->fd, w->scratch, (size_t)n);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	s = sent(w, s);
+	if (s < 0) {
+		return PEEK_DEAD;
+	}
+	if (s > 0) {
+		/* MSG_TRUNC on TCP discards the bytes without copying them. */
+		do {
+			m = sys_recv(c->fd, w->scratch, (size_t)s, MSG_TRUNC);
+			RE_STAT_ADD(w->st, recv_calls, 1);
+		} while (m < 0 && errno == EINTR);
+		if (m != s) {
+			return PEEK_DEAD;	/* cannot happen: the bytes were queued */
+		}
+	}
+	if (s < n) {
+		if (s > 0) {
+			RE_STAT_ADD(w->st, bytes_received, s);
+			touch(w, c);
+		}
+		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+		RE_STAT_ADD(w->st, budget_pauses, 1);
+		return PEEK_STOPPED;
+	}
+	return n;
 }
 
 /* Write-through: echo n bytes straight from the scratch buffer; keep only what the
@@ -394,7 +597,7 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 		bool lingering = c->flags & RE_CONN_LINGER;
 		/* A splice can stop short of the queue (the pipe has a bounded number of
 		 * page slots), so a short splice proves nothing: read on to EAGAIN. */
-		bool spliced;
+		bool spliced = false, peek = false;
 		char *dst = w->scratch;
 		size_t want = RE_SCRATCH_SIZE;
 		ssize_t n;
@@ -403,37 +606,76 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			/* Output is pending: receive straight into the buffer's tail, up to
 			 * the cap. At the cap, stop reading: the bytes stay in the kernel and
 			 * TCP flow control slows the sender. No edge will announce them
-			 * again, so conn_flush's caller resumes us when space frees. */
+			 * again, so conn_flush's caller resumes us when space frees. A full
+			 * buffer below the cap grows a step when --max-buffered has room;
+			 * when it has none, the same pause, retried on a timer because the
+			 * room may be freed by another worker. */
 			want = re_buf_tail(c->out);
 			if (want == 0) {
-				if (!(c->flags & RE_CONN_PAUSED)) {
-					c->flags |= RE_CONN_PAUSED;
-					RE_STAT_ADD(w->st, backpressure_pauses, 1);
+				int g = grow_out(w, c);
+
+				if (g == -ENOSPC) {
+					if (!(c->flags & RE_CONN_PAUSED)) {
+						c->flags |= RE_CONN_PAUSED;
+						RE_STAT_ADD(w->st, backpressure_pauses, 1);
+					}
+					break;
 				}
-				break;
+				if (g < 0) {
+					if (!(c->flags & RE_CONN_BUDGET)) {
+						c->flags |= RE_CONN_BUDGET;
+						RE_STAT_ADD(w->st, budget_pauses, 1);
+						if (w->nbudget_paused++ == 0) {
+							w->budget_retry_at = w->now + RE_BUDGET_RETRY_MS;
+						}
+					}
+					break;
+				}
+				want = re_buf_tail(c->out);
 			}
 			dst = c->out->data + c->out->off + c->out->len;
-		} else if (!lingering && want > w->rt->conn_buffer) {
-			want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
+		} else if (!lingering) {
+			if (!(c->flags & RE_CONN_WRITABLE)) {
+				break;	/* a peek_echo the socket cut short: wait for EPOLLOUT */
+			}
+			if (want > w->rt->conn_buffer) {
+				want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
+			}
+			/* A read never takes more than the budget can hold if the socket
+			 * does not take it all: without a covering reserve, echo in place. */
+			peek = !reserve_covers(w, want);
 		}
 		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
-		spliced = bulk_ok(w, c, lingering);
-		if (spliced) {
-			if (want > w->pipe_cap) {
-				want = w->pipe_cap;
+		budget_unpause(w, c);
+		if (peek) {
+			n = peek_echo(w, c, want);
+			if (n == PEEK_STOPPED) {
+				break;
 			}
-			n = sys_splice(c->fd, w->pipe_w, want);
+			if (n == PEEK_DEAD) {
+				conn_close(w, c, CLOSE_ERROR, false);
+				return;
+			}
 		} else {
-			n = re_net_recv(c->fd, dst, want);
+			spliced = bulk_ok(w, c, lingering);
+			if (spliced) {
+				if (want > w->pipe_cap) {
+					want = w->pipe_cap;
+				}
+				n = sys_splice(c->fd, w->pipe_w, want);
+			} else {
+				n = re_net_recv(c->fd, dst, want);
+			}
+			RE_STAT_ADD(w->st, recv_calls, 1);
 		}
-		RE_STAT_ADD(w->st, recv_calls, 1);
 		if (n > 0) {
 			int r = 0;
 
 			RE_STAT_ADD(w->st, bytes_received, n);
 			touch(w, c);
-			if (lingering) {
-				/* FIN already sent while draining: input is discarded. */
+			if (lingering || peek) {
+				/* Lingering: FIN already sent while draining, input is discarded.
+				 * Peek: already echoed whole. */
 			} else if (spliced) {
 				r = echo_pipe(w, c, (size_t)n);
 				if ((size_t)n < RE_BULK_OFF) {
@@ -451,7 +693,9 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 				}
 			}
 			if (r < 0) {
-				conn_close(w, c, CLOSE_ERROR, false);
+				/* No memory for the remainder: those bytes are lost, so the
+				 * client must not see a clean end. Otherwise the peer is gone. */
+				conn_close(w, c, CLOSE_ERROR, r == -ENOMEM);
 				return;
 			}
 			/* A short read means the receive queue was empty at that instant. Under
@@ -521,6 +765,7 @@ static void accept_one(struct re_worker *w, int fd)
 			/* Over --max-conns: the client sees its connection reset at once. */
 			close_fd(fd, true);
 			RE_STAT_ADD(w->st, closed_limit, 1);
+			RE_STAT_ADD(w->st, reset_limit, 1);
 			return;
 		}
 	}
@@ -528,6 +773,7 @@ static void accept_one(struct re_worker *w, int fd)
 	if (c == NULL) {
 		close_fd(fd, true);
 		RE_STAT_ADD(w->st, closed_error, 1);
+		RE_STAT_ADD(w->st, reset_error, 1);
 		return;
 	}
 	c->fd = fd;
@@ -539,6 +785,7 @@ static void accept_one(struct re_worker *w, int fd)
 		close_fd(fd, true);
 		re_conn_put(&w->conns, c);
 		RE_STAT_ADD(w->st, closed_error, 1);
+		RE_STAT_ADD(w->st, reset_error, 1);
 		return;
 	}
 	RE_STAT_ADD(w->st, active, 1);
@@ -881,6 +1128,30 @@ static void sample_accept_queue(struct re_worker *w)
 	}
 }
 
+/* Bytes queued in the socket's receive queue that we have not read. */
+static bool unread_input(int fd)
+{
+	int n = 0;
+
+	return ioctl(fd, SIOCINQ, &n) == 0 && n > 0;
+}
+
+/* Budget-paused connections get no edge when another worker frees room: while any
+ * wait, try them again every RE_BUDGET_RETRY_MS if a buffer step fits. */
+static void retry_budget_paused(struct re_worker *w)
+{
+	w->budget_retry_at = w->now + RE_BUDGET_RETRY_MS;
+	if (re_buf_budget_used(w->p.budget) + RE_BUF_STEP > w->rt->max_buffered &&
+	    reserve_now(w) <= reserve_target(w)) {
+		return;
+	}
+	for (struct re_conn *c = w->lru.head; c != NULL; c = c->lru.next) {
+		if (c->flags & RE_CONN_BUDGET) {
+			ready_push(w, c);
+		}
+	}
+}
+
 static void run_timers(struct re_worker *w)
 {
 	uint32_t idle = w->rt->idle_timeout_ms;
@@ -890,8 +1161,17 @@ static void run_timers(struct re_worker *w)
 	}
 	if (idle != 0) {
 		while (w->lru.head != NULL && due(w->now, w->lru.head->last_active + idle)) {
-			conn_close(w, w->lru.head, CLOSE_IDLE, false);
+			struct re_conn *c = w->lru.head;
+
+			/* Graceful only when nothing is lost: with unsent output the client
+			 * would see a clean end to a short echo, and with unread input
+			 * close() resets anyway (the kernel's rule). Reset those on purpose
+			 * and count them. */
+			conn_close(w, c, CLOSE_IDLE, c->out != NULL || unread_input(c->fd));
 		}
+	}
+	if (w->nbudget_paused > 0 && due(w->now, w->budget_retry_at)) {
+		retry_budget_paused(w);
 	}
 	if (w->listener_closing && due(w->now, w->listener_close_at)) {
 		finish_listener_close(w);
@@ -945,6 +1225,11 @@ static int next_timeout(const struct re_worker *w)
 	}
 	if (w->retire_deadline_set) {
 		int32_t a = until(w->now, w->retire_deadline);
+
+		t = a < t ? a : t;
+	}
+	if (w->nbudget_paused > 0) {
+		int32_t a = until(w->now, w->budget_retry_at);
 
 		t = a < t ? a : t;
 	}
@@ -1081,6 +1366,12 @@ static void worker_teardown(struct re_worker *w)
 	}
 	re_buf_pool_finish(&w->bufs);
 	re_conn_pool_finish(&w->conns);
+	/* Every buffer is freed: the reserve is all that is left of the charge. */
+	if (w->charged != 0) {
+		re_buf_budget_give(w->p.budget, w->charged);
+		w->charged = 0;
+		budget_gauge(w);
+	}
 }
 
 static void *worker_main(void *arg)
@@ -1096,12 +1387,17 @@ static void *worker_main(void *arg)
 	}
 	urcu_qsbr_register_thread();
 	w->rt = re_rcu_dereference(*w->p.runtime);
+	budget_refill(w);
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
 	RE_STORE_RELAXED(w->st->heartbeat_ms, w->t0_ms);
 	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RUNNING);
 	set_state(w, RE_WORKER_RUNNING);
 	worker_loop(w);
+	/* Connections left after a failure are reset here, while w->rt is still
+	 * protected: closing one settles the buffer budget, which reads it. */
+	close_all(w, CLOSE_DRAIN, true);
+	reap(w);
 	urcu_qsbr_unregister_thread();
 	worker_teardown(w);
 	set_state(w, w->err != 0 ? RE_WORKER_FAILED : RE_WORKER_EXITED);

@@ -44,6 +44,7 @@ struct re_worker_params {
 	struct re_runtime **runtime;	/* RCU-published settings slot */
 	struct re_stats *stats;		/* registry (for the global connection count) */
 	struct re_stats_block *block;	/* this worker's counters */
+	struct re_buf_budget *budget;	/* process-wide --max-buffered accounting */
 	int notify_fd;			/* supervisor's eventfd: "a worker changed state" */
 };
 

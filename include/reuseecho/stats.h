@@ -21,6 +21,10 @@
 	X(closed_idle, counter, "connections_closed_total", "reason=\"idle\"", "Connections closed, by reason") \
 	X(closed_limit, counter, "connections_closed_total", "reason=\"limit\"", "Connections closed, by reason") \
 	X(closed_drain, counter, "connections_closed_total", "reason=\"drain\"", "Connections closed, by reason") \
+	X(reset_idle, counter, "connections_reset_total", "reason=\"idle\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_drain, counter, "connections_reset_total", "reason=\"drain\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_limit, counter, "connections_reset_total", "reason=\"limit\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_error, counter, "connections_reset_total", "reason=\"error\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
 	X(active, gauge, "connections_active", "", "Connections open now") \
 	X(bytes_received, counter, "bytes_received_total", "", "Bytes received from clients") \
 	X(bytes_sent, counter, "bytes_sent_total", "", "Bytes echoed back to clients") \
@@ -28,6 +32,8 @@
 	X(send_calls, counter, "send_calls_total", "", "send(2) calls on client sockets") \
 	X(send_eagain, counter, "send_eagain_total", "", "Sends that found the socket buffer full") \
 	X(backpressure_pauses, counter, "backpressure_pauses_total", "", "Times reading stopped because unsent output reached --conn-buffer") \
+	X(budget_pauses, counter, "budget_pauses_total", "", "Times reading stopped because --max-buffered had no room for more unsent output") \
+	X(buffer_bytes, gauge, "buffer_bytes", "", "Bytes of connection buffers allocated or reserved, counted against --max-buffered") \
 	X(ready_requeues, counter, "ready_requeues_total", "", "Connections put back on the ready list after using their per-wakeup budget") \
 	X(epoll_waits, counter, "epoll_waits_total", "", "epoll_wait(2) calls") \
 	X(events, counter, "events_total", "", "epoll events handled") \

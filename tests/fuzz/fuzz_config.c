@@ -230,6 +230,8 @@ static void check_config(const struct re_config *cfg)
 	CHECK(cfg->rt.drain_timeout_ms <= RE_MAX_TIMEOUT_MS);
 	CHECK(cfg->rt.conn_buffer >= RE_MIN_CONN_BUFFER &&
 	      cfg->rt.conn_buffer <= RE_MAX_CONN_BUFFER);
+	CHECK(cfg->rt.max_buffered >= RE_MIN_MAX_BUFFERED &&
+	      cfg->rt.max_buffered <= RE_MAX_MAX_BUFFERED);
 	CHECK((unsigned)cfg->log_level <= RE_LOG_DEBUG);
 	CHECK(strnlen(cfg->control, sizeof(cfg->control)) < sizeof(cfg->control));
 	CHECK(!cfg->control_none || cfg->control[0] == '\0');

@@ -39,7 +39,7 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 		CHECK((unsigned)cmd.verb <= LAST_VERB);
 		switch (cmd.verb) {
 		case RE_CTL_SET:
-			CHECK((unsigned)cmd.key <= RE_KEY_DRAIN_TIMEOUT);
+			CHECK((unsigned)cmd.key <= RE_KEY_MAX_BUFFERED);
 			switch (cmd.key) {
 			case RE_KEY_MAX_CONNS:
 				CHECK(cmd.value <= 100000000);
@@ -51,6 +51,10 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 			case RE_KEY_IDLE_TIMEOUT:
 			case RE_KEY_DRAIN_TIMEOUT:
 				CHECK(cmd.value <= RE_MAX_TIMEOUT_MS);
+				break;
+			case RE_KEY_MAX_BUFFERED:
+				CHECK(cmd.value >= RE_MIN_MAX_BUFFERED &&
+				      cmd.value <= RE_MAX_MAX_BUFFERED);
 				break;
 			}
 			CHECK(strcmp(re_ctlproto_key_name(cmd.key), "?") != 0);

@@ -295,7 +295,7 @@ int re_group_grow_start(struct re_group *g, size_t want)
 	}
 	g->op.kind = RE_GOP_GROW;
 	g->op.want = want;
-	g->op.from = g->nslots;
+	g->op.from_id = g->next_id;
 	g->op.step = S_SPAWN;
 	return 0;
 }
@@ -346,7 +346,7 @@ int re_group_takeover_start(struct re_group *g, const char *ctl_path, size_t wan
 	g->op.kind = RE_GOP_TAKEOVER;
 	g->op.ctl_path = ctl_path;
 	g->op.want = want;
-	g->op.from = g->nslots;
+	g->op.from_id = g->next_id;
 	r = re_ctlclient_connect(&g->op.cc, ctl_path, 1);
 	if (r == 0) {
 		ev.data.fd = g->op.cc.fd;
@@ -409,10 +409,13 @@ static bool finish(struct re_group *g, int result)
  * owner reaps them (they are retiring) once their threads end. */
 static bool grow_failed(struct re_group *g, int result)
 {
-	for (size_t i = g->op.from; i < g->nslots; i++) {
+	for (size_t i = 0; i < g->nslots; i++) {
 		struct re_slot *sl = &g->slots[i];
 		enum re_worker_state st = re_worker_state(sl->w);
 
+		if (sl->id < g->op.from_id) {
+			continue;	/* not this operation's */
+		}
 		sl->retiring = true;
 		sl->reported = true;
 		if (st == RE_WORKER_RUNNING || st == RE_WORKER_STARTING) {

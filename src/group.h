@@ -98,7 +98,7 @@ struct re_group {
 		int next;		/* the step after a steering program is acknowledged */
 		int64_t deadline;	/* ms, CLOCK_MONOTONIC; 0 = not waiting on time */
 		size_t want;		/* grow/shrink: live workers at the end */
-		size_t from;		/* grow: first slot this operation spawned */
+		int from_id;		/* grow, takeover: the first worker id it spawned */
 		int target;		/* the member being retired */
 		int bpf_id;		/* the worker asked to (de)attach the program */
 		unsigned bpf_acks;

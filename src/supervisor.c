@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -343,16 +344,17 @@ static void reap_slot(struct supervisor *s, size_t i)
 static bool check_workers(struct supervisor *s)
 {
 	size_t done = 0;
-	/* Workers a running grow or takeover started are its to report. */
-	size_t mine = re_group_busy(&s->g) && (s->g.op.kind == RE_GOP_GROW ||
-					       s->g.op.kind == RE_GOP_TAKEOVER) ? s->g.op.from : SIZE_MAX;
+	/* Workers a running grow or takeover started are its to report (ids ascend;
+	 * reaping moves slots, so not their index). */
+	int mine = re_group_busy(&s->g) && (s->g.op.kind == RE_GOP_GROW ||
+					    s->g.op.kind == RE_GOP_TAKEOVER) ? s->g.op.from_id : INT_MAX;
 
 	for (size_t i = 0; i < s->g.nslots;) {
 		struct re_slot *sl = &s->g.slots[i];
 		enum re_worker_state st = re_worker_state(sl->w);
 		bool ended = st == RE_WORKER_EXITED || st == RE_WORKER_FAILED;
 
-		if (st == RE_WORKER_FAILED && !sl->reported && i < mine) {
+		if (st == RE_WORKER_FAILED && !sl->reported && sl->id < mine) {
 			re_log_error("worker %d: %s: %s", sl->id, re_worker_err_call(sl->w),
 				     strerror(-re_worker_err(sl->w)));
 			sl->reported = true;

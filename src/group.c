@@ -479,6 +479,20 @@ static int takeover_recv(struct re_group *g, const char *what)
 	return r;
 }
 
+/* Once our workers have joined, a takeover never fails: they serve. When the old
+ * instance stops answering, stop talking to it, say what is left to do, and finish
+ * (the old listeners that were not retired keep serving beside ours). */
+static void takeover_give_up(struct re_group *g, const char *what)
+{
+	re_log_warn("takeover: %s; the old instance still serves %zu listener%s: retire it with "
+		    "reuseecho-ctl retire once it answers", what, g->op.nold - g->op.iold,
+		    g->op.nold - g->op.iold == 1 ? "" : "s");
+	g->model.valid = false;
+	g->op.abandon = true;
+	g->op.deadline = 0;
+	g->op.step = S_RELEASE;
+}
+
 bool re_group_step(struct re_group *g, int64_t now)
 {
 	for (;;) {
@@ -629,7 +643,8 @@ bool re_group_step(struct re_group *g, int64_t now)
 		case S_RELEASE:
 			/* No program: the kernel's hash over every member again. */
 			g->op.step = S_DONE;
-			g->op.next = g->op.kind == RE_GOP_TAKEOVER ? T_RETIRE_SEND : S_DONE;
+			g->op.next = g->op.kind == RE_GOP_TAKEOVER && !g->op.abandon ? T_RETIRE_SEND
+										  : S_DONE;
 			if (g->cbpf) {
 				r = ask_bpf(g, NULL, -1);
 				if (r == 0) {
@@ -680,8 +695,9 @@ bool re_group_step(struct re_group *g, int64_t now)
 			snprintf(cmd, sizeof(cmd), "retire-listener %d", g->op.old[g->op.iold]);
 			r = re_ctlclient_send(&g->op.cc, cmd);
 			if (r < 0) {
-				snprintf(g->op.why, sizeof(g->op.why), "--takeover: '%s': %s", cmd, strerror(-r));
-				return finish(g, r);
+				snprintf(g->op.why, sizeof(g->op.why), "'%s': %s", cmd, strerror(-r));
+				takeover_give_up(g, g->op.why);
+				continue;
 			}
 			g->op.step = T_RL_WAIT;
 			g->op.deadline = now + RE_GROUP_GRACE_MS + 2 * RE_GROUP_STEP_TIMEOUT_MS;
@@ -690,20 +706,21 @@ bool re_group_step(struct re_group *g, int64_t now)
 		case T_RL_WAIT:
 			r = takeover_recv(g, "retire-listener");
 			if (r < 0) {
-				return finish(g, r);
+				takeover_give_up(g, g->op.why);
+				continue;
 			}
-			if (r == 0 && now < g->op.deadline) {
-				return false;
-			}
-			if (r == 0 || !re_ctlclient_ok(&g->op.cc)) {
-				re_log_warn("takeover: old listener %d: %.200s", g->op.old[g->op.iold],
-					    r == 0 ? "no answer in time" : g->op.cc.reply.data);
-				g->model.valid = false;
-				if (r == 0) {
-					snprintf(g->op.why, sizeof(g->op.why), "--takeover: no answer to "
-						 "'retire-listener'");
-					return finish(g, -ETIMEDOUT);
+			if (r == 0) {
+				if (now < g->op.deadline) {
+					return false;
 				}
+				takeover_give_up(g, "no answer to 'retire-listener' in time");
+				continue;
+			}
+			if (!re_ctlclient_ok(&g->op.cc)) {
+				/* Its listener's place in the array is unknown now. */
+				re_log_warn("takeover: old listener %d: %.200s", g->op.old[g->op.iold],
+					    g->op.cc.reply.data);
+				g->model.valid = false;
 			} else {
 				re_group_model_leave(&g->model, g->op.target);
 			}
@@ -714,8 +731,8 @@ bool re_group_step(struct re_group *g, int64_t now)
 		case T_RETIRE_SEND:
 			r = re_ctlclient_send(&g->op.cc, "retire");
 			if (r < 0) {
-				snprintf(g->op.why, sizeof(g->op.why), "--takeover: 'retire': %s", strerror(-r));
-				return finish(g, r);
+				re_log_warn("takeover: 'retire': %s", strerror(-r));
+				return finish(g, 0);
 			}
 			g->op.step = T_RETIRE_WAIT;
 			g->op.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;

@@ -113,6 +113,7 @@ struct re_group {
 		int *old;		/* the old instance's worker ids, in its group order */
 		size_t nold;
 		size_t iold;
+		bool abandon;		/* the old instance stopped answering: finish */
 	} op;
 };
 

@@ -888,7 +888,11 @@ static void step_start(struct supervisor *s)
 			re_group_op_end(&s->g);
 			return;
 		}
-		if (s->g.op.kind == RE_GOP_TAKEOVER) {
+		if (s->g.op.kind == RE_GOP_TAKEOVER && s->g.op.abandon) {
+			re_log_warn("takeover: joined with %zu worker%s; %zu of the old instance's %zu "
+				    "listener%s retired (see above)", s->g.op.want, plural(s->g.op.want),
+				    s->g.op.iold, s->g.op.nold, plural(s->g.op.nold));
+		} else if (s->g.op.kind == RE_GOP_TAKEOVER) {
 			re_log_info("takeover: joined %zu listener%s of the old instance with %zu worker%s; "
 				    "moved new connections here by %s; the old instance serves out its "
 				    "connections", s->g.op.nold, plural(s->g.op.nold), s->g.op.want,

@@ -57,13 +57,23 @@ static inline void re_rcu_thread_online(void)
  * reader that might hold the object has passed a quiescent state. Never blocks, so
  * the supervisor's loop uses it for every free of a published object. QSBR's
  * call_rcu needs no registration of the caller. Each callback must begin with
- * re_rcu_callback_enter() (the TSan happens-before edge of the grace period). */
+ * re_rcu_callback_enter(head). */
 static inline void re_rcu_call(struct rcu_head *head, void (*fn)(struct rcu_head *))
 {
+#ifdef RE_TSAN
+	__tsan_release(head);	/* what the caller wrote before queueing it */
+#endif
 	urcu_qsbr_call_rcu(head, fn);
 }
 
-#define re_rcu_callback_enter() re_rcu_writer_after_gp()
+/* At the start of each call_rcu callback: the happens-before edges from the readers
+ * (the grace period) and from the thread that queued head (liburcu's queue is not
+ * instrumented). */
+#ifdef RE_TSAN
+#define re_rcu_callback_enter(head) (re_rcu_writer_after_gp(), __tsan_acquire(head))
+#else
+#define re_rcu_callback_enter(head) ((void)(head))
+#endif
 
 /* Wait for every queued callback to have run (teardown: nothing leaks, nothing
  * runs after the objects' owner is gone). Blocks; only after the loop ended. */

@@ -73,7 +73,7 @@ static void registry_free_rcu(struct rcu_head *head)
 {
 	struct re_stats_registry *r = caa_container_of(head, struct re_stats_registry, rcu);
 
-	re_rcu_callback_enter();
+	re_rcu_callback_enter(head);
 	re_stats_block_destroy(r->dead);
 	free(r);
 }

@@ -417,7 +417,7 @@ static bool re_debug_fail_alloc(void)
 
 static void runtime_free_rcu(struct rcu_head *head)
 {
-	re_rcu_callback_enter();
+	re_rcu_callback_enter(head);
 	free(caa_container_of(head, struct runtime_box, rcu));
 }
 

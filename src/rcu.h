@@ -8,7 +8,12 @@
 #ifndef REUSEECHO_SRC_RCU_H
 #define REUSEECHO_SRC_RCU_H
 
+#include <stddef.h>
 #include <urcu/urcu-qsbr.h>
+
+/* The object that embeds member p (liburcu's caa_container_of casts from char *,
+ * which clang's -Wcast-align rejects). */
+#define re_container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
 #if defined(__SANITIZE_THREAD__)
 #define RE_TSAN 1

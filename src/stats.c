@@ -71,7 +71,7 @@ void re_stats_finish(struct re_stats *s)
 
 static void registry_free_rcu(struct rcu_head *head)
 {
-	struct re_stats_registry *r = caa_container_of(head, struct re_stats_registry, rcu);
+	struct re_stats_registry *r = re_container_of(head, struct re_stats_registry, rcu);
 
 	re_rcu_callback_enter(head);
 	re_stats_block_destroy(r->dead);

@@ -418,7 +418,7 @@ static bool re_debug_fail_alloc(void)
 static void runtime_free_rcu(struct rcu_head *head)
 {
 	re_rcu_callback_enter(head);
-	free(caa_container_of(head, struct runtime_box, rcu));
+	free(re_container_of(head, struct runtime_box, rcu));
 }
 
 static struct re_runtime *runtime_alloc(const struct re_runtime *val)
@@ -438,7 +438,7 @@ static struct re_runtime *runtime_alloc(const struct re_runtime *val)
 static int publish_runtime(struct supervisor *s, const struct re_runtime *next_val)
 {
 	struct re_runtime *next = re_debug_fail_alloc() ? NULL : runtime_alloc(next_val);
-	struct runtime_box *old = caa_container_of(s->runtime, struct runtime_box, rt);
+	struct runtime_box *old = re_container_of(s->runtime, struct runtime_box, rt);
 
 	if (next == NULL) {
 		return -ENOMEM;
@@ -1038,7 +1038,7 @@ static void teardown(struct supervisor *s)
 	re_group_finish(&s->g);
 	re_stats_finish(&s->stats);	/* waits for call_rcu's pending frees */
 	if (s->runtime != NULL) {
-		free(caa_container_of(s->runtime, struct runtime_box, rt));
+		free(re_container_of(s->runtime, struct runtime_box, rt));
 	}
 	free(s->budget);
 	s->budget = NULL;

@@ -11,13 +11,17 @@
 
 #include "ctlproto.h"
 
+/* A reply is one line; the longest is `listeners` during a takeover: the port and up
+ * to 2 x 1024 members of up to 12 characters each. */
+#define RE_REQUEST_REPLY_MAX (32 + 2 * 1024 * 12)
+
 struct re_request {
 	struct re_request *next;
 	struct re_ctl_cmd cmd;
 	void *client;		/* the requester's handle, opaque to the supervisor */
 	uint64_t client_gen;
 	int status;		/* 0 = OK, else -errno: reply is "ERR <reply>" */
-	char reply[256];	/* one line, no newline */
+	char reply[RE_REQUEST_REPLY_MAX];	/* one line, no newline */
 };
 
 struct re_chan {

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "re_version.h"
 #include "reuseecho/control.h"
+#include "ctlclient.h"
 #include "strbuf.h"
 
 #define MAX_REPLY (64u * 1024u * 1024u)
@@ -46,106 +47,17 @@ static const char usage_text[] =
 	"redraws every second: q or Ctrl-C quits).\n"
 	"Exit status: 0 OK, 1 the server answered ERR, 2 cannot connect or bad usage.\n";
 
-static int connect_control(const char *path)
+/* One command over an open connection; its reply (without the final blank line) in
+ * c->reply. Returns 0, or -1 with errno (ETIMEDOUT, EPIPE on early EOF, ...). */
+static int roundtrip(struct re_ctlclient *c, const char *cmd, int timeout_ms)
 {
-	struct sockaddr_un sun;
-	int fd;
+	int r = re_ctlclient_roundtrip(c, cmd, timeout_ms);
 
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		errno = ENAMETOOLONG;
+	if (r < 0) {
+		errno = -r;
 		return -1;
-	}
-	memcpy(sun.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
 	}
 	return 0;
-}
-
-/* Read one reply (up to and including its terminating empty line) into out, without
- * the final empty line. *pending carries bytes of a following reply. Returns 0, or
- * -1 with errno (ETIMEDOUT, ECONNRESET, EPIPE on early EOF). */
-static int read_reply(int fd, struct re_strbuf *pending, struct re_strbuf *out, int timeout_ms)
-{
-	for (;;) {
-		char buf[65536];
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		/* A reply ends at "\n\n" where the first "\n" ends its last line. */
-		for (size_t i = 0; i < pending->len; i++) {
-			if (pending->data[i] == '\n' && (i == 0 || pending->data[i - 1] == '\n')) {
-				re_strbuf_append(out, pending->data, i);
-				re_strbuf_consume(pending, i + 1);
-				return out->oom ? (errno = ENOMEM, -1) : 0;
-			}
-		}
-		n = poll(&pfd, 1, timeout_ms);
-		if (n == 0) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
-		if (n < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			return -1;
-		}
-		n = recv(fd, buf, sizeof(buf), 0);
-		if (n == 0) {
-			errno = EPIPE;
-			return -1;
-		}
-		if (n < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			return -1;
-		}
-		re_strbuf_append(pending, buf, (size_t)n);
-		if (pending->oom) {
-			errno = ENOMEM;
-			return -1;
-		}
-	}
-}
-
-/* One command over an open connection; reply (without its final blank line) in out. */
-static int roundtrip(int fd, struct re_strbuf *pending, const char *cmd, struct re_strbuf *out,
-		     int timeout_ms)
-{
-	re_strbuf_reset(out);
-	if (send_all(fd, cmd, strlen(cmd)) < 0 || send_all(fd, "\n", 1) < 0) {
-		return -1;
-	}
-	return read_reply(fd, pending, out, timeout_ms);
 }
 
 /* --- top ----------------------------------------------------------------------- */
@@ -384,7 +296,8 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 
 static int run_top(const char *path, int timeout_ms, long count)
 {
-	struct re_strbuf pending, reply;
+	struct re_ctlclient cc;
+	struct re_strbuf *reply = &cc.reply;
 	struct totals tot, prev_tot;
 	struct wrow *cur = calloc(MAX_WORKERS, sizeof(*cur));
 	struct wrow *prev = calloc(MAX_WORKERS, sizeof(*prev));
@@ -393,10 +306,14 @@ static int run_top(const char *path, int timeout_ms, long count)
 	bool raw_set = false;
 	struct timespec t_prev = { 0, 0 };
 	int np = 0, rc = 0;
-	int fd = connect_control(path);
+	int cr;
 
-	if (fd < 0 || cur == NULL || prev == NULL) {
-		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path, strerror(errno));
+	re_ctlclient_init(&cc, MAX_REPLY);
+	cr = re_ctlclient_connect(&cc, path, 0);
+	if (cr < 0 || cur == NULL || prev == NULL) {
+		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path,
+			strerror(cr < 0 ? -cr : ENOMEM));
+		re_ctlclient_finish(&cc);
 		free(cur);
 		free(prev);
 		return 2;
@@ -411,28 +328,26 @@ static int run_top(const char *path, int timeout_ms, long count)
 		raw_set = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
 		fputs("\033[?1049h\033[?25l", stdout);	/* alternate screen, hide cursor */
 	}
-	re_strbuf_init(&pending, MAX_REPLY);
-	re_strbuf_init(&reply, MAX_REPLY);
 	for (long frame = 0; !top_stop && (count <= 0 || frame < count); frame++) {
 		struct timespec now;
 		struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
 		double dt;
 		int n;
 
-		if (roundtrip(fd, &pending, "stats json", &reply, timeout_ms) < 0) {
+		if (roundtrip(&cc, "stats json", timeout_ms) < 0) {
 			rc = 2;
 			break;
 		}
-		if (parse_totals(reply.data ? reply.data : "", &tot) < 0) {
+		if (parse_totals(reply->data ? reply->data : "", &tot) < 0) {
 			rc = 1;
 			break;
 		}
-		if (roundtrip(fd, &pending, "workers", &reply, timeout_ms) < 0) {
+		if (roundtrip(&cc, "workers", timeout_ms) < 0) {
 			rc = 2;
 			break;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		n = parse_workers(reply.data ? reply.data : (char *)"", cur, MAX_WORKERS);
+		n = parse_workers(reply->data ? reply->data : (char *)"", cur, MAX_WORKERS);
 		if (n < 0) {
 			rc = 1;
 			break;
@@ -466,9 +381,7 @@ static int run_top(const char *path, int timeout_ms, long count)
 	if (rc == 2) {
 		fprintf(stderr, "reuseecho-ctl: %s: %s\n", path, strerror(errno));
 	}
-	re_strbuf_finish(&pending);
-	re_strbuf_finish(&reply);
-	close(fd);
+	re_ctlclient_finish(&cc);
 	free(cur);
 	free(prev);
 	return rc;
@@ -490,9 +403,9 @@ int main(int argc, char **argv)
 	unsigned port = RE_DEFAULT_PORT;
 	uint64_t v, timeout_ms = 10000;
 	long count = 0;
-	struct re_strbuf pending, reply;
+	struct re_ctlclient cc;
 	size_t used = 0;
-	int opt, fd, rc;
+	int opt, r, rc;
 
 	/* "+": options stop at the first word that is not one (the command), as with git
 	 * and ip, so that `set idle-timeout -3` reaches the server as written. */
@@ -563,24 +476,22 @@ int main(int argc, char **argv)
 		used += l;
 	}
 	cmd[used] = '\0';
-	fd = connect_control(path);
-	if (fd < 0) {
-		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path, strerror(errno));
+	re_ctlclient_init(&cc, MAX_REPLY);
+	r = re_ctlclient_connect(&cc, path, 0);
+	if (r < 0) {
+		fprintf(stderr, "reuseecho-ctl: connect %s: %s\n", path, strerror(-r));
+		re_ctlclient_finish(&cc);
 		return 2;
 	}
-	re_strbuf_init(&pending, MAX_REPLY);
-	re_strbuf_init(&reply, MAX_REPLY);
-	if (roundtrip(fd, &pending, cmd, &reply, (int)timeout_ms) < 0) {
+	if (roundtrip(&cc, cmd, (int)timeout_ms) < 0) {
 		fprintf(stderr, "reuseecho-ctl: %s: %s\n", path, strerror(errno));
 		rc = 2;
 	} else {
-		if (reply.len > 0) {
-			fwrite(reply.data, 1, reply.len, stdout);
+		if (cc.reply.len > 0) {
+			fwrite(cc.reply.data, 1, cc.reply.len, stdout);
 		}
-		rc = reply.len >= 4 && memcmp(reply.data, "ERR ", 4) == 0 ? 1 : 0;
+		rc = cc.reply.len >= 4 && memcmp(cc.reply.data, "ERR ", 4) == 0 ? 1 : 0;
 	}
-	re_strbuf_finish(&pending);
-	re_strbuf_finish(&reply);
-	close(fd);
+	re_ctlclient_finish(&cc);
 	return rc;
 }

@@ -8,7 +8,12 @@
 #ifndef REUSEECHO_SRC_RCU_H
 #define REUSEECHO_SRC_RCU_H
 
+#include <stddef.h>
 #include <urcu/urcu-qsbr.h>
+
+/* The object that embeds member p (liburcu's caa_container_of casts from char *,
+ * which clang's -Wcast-align rejects). */
+#define re_container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
 #if defined(__SANITIZE_THREAD__)
 #define RE_TSAN 1
@@ -53,7 +58,37 @@ static inline void re_rcu_thread_online(void)
 	urcu_qsbr_thread_online();
 }
 
-/* Writer side: after this returns no reader holds anything unpublished before it. */
+/* Writer side, deferred: fn(head) runs on liburcu's call_rcu thread once every
+ * reader that might hold the object has passed a quiescent state. Never blocks, so
+ * the supervisor's loop uses it for every free of a published object. QSBR's
+ * call_rcu needs no registration of the caller. Each callback must begin with
+ * re_rcu_callback_enter(head). */
+static inline void re_rcu_call(struct rcu_head *head, void (*fn)(struct rcu_head *))
+{
+#ifdef RE_TSAN
+	__tsan_release(head);	/* what the caller wrote before queueing it */
+#endif
+	urcu_qsbr_call_rcu(head, fn);
+}
+
+/* At the start of each call_rcu callback: the happens-before edges from the readers
+ * (the grace period) and from the thread that queued head (liburcu's queue is not
+ * instrumented). */
+#ifdef RE_TSAN
+#define re_rcu_callback_enter(head) (re_rcu_writer_after_gp(), __tsan_acquire(head))
+#else
+#define re_rcu_callback_enter(head) ((void)(head))
+#endif
+
+/* Wait for every queued callback to have run (teardown: nothing leaks, nothing
+ * runs after the objects' owner is gone). Blocks; only after the loop ended. */
+static inline void re_rcu_barrier(void)
+{
+	urcu_qsbr_barrier();
+}
+
+/* Writer side: after this returns no reader holds anything unpublished before it.
+ * Blocks for a grace period: not for the supervisor's loop (use re_rcu_call). */
 static inline void re_rcu_synchronize(void)
 {
 	urcu_qsbr_synchronize_rcu();

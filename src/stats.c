@@ -61,6 +61,7 @@ void re_stats_finish(struct re_stats *s)
 	if (r == NULL) {
 		return;
 	}
+	re_rcu_barrier();	/* the registries and blocks retired before are freed */
 	for (size_t i = 0; i < r->n; i++) {
 		re_stats_block_destroy(r->blocks[i]);
 	}
@@ -68,15 +69,25 @@ void re_stats_finish(struct re_stats *s)
 	s->reg = NULL;
 }
 
-/* Replace the published registry with next, then free the old one after every reader
- * that might hold it has passed a quiescent state. */
-static void publish(struct re_stats *s, struct re_stats_registry *next)
+static void registry_free_rcu(struct rcu_head *head)
+{
+	struct re_stats_registry *r = re_container_of(head, struct re_stats_registry, rcu);
+
+	re_rcu_callback_enter(head);
+	re_stats_block_destroy(r->dead);
+	free(r);
+}
+
+/* Replace the published registry with next; the old one (and the block `dead` that
+ * next no longer lists, if any) is freed on the call_rcu thread once every reader
+ * that might hold it has passed a quiescent state. Never blocks. */
+static void publish(struct re_stats *s, struct re_stats_registry *next, struct re_stats_block *dead)
 {
 	struct re_stats_registry *old = s->reg;
 
 	re_rcu_assign_pointer(s->reg, next);
-	re_rcu_synchronize();
-	free(old);
+	old->dead = dead;
+	re_rcu_call(&old->rcu, registry_free_rcu);
 }
 
 int re_stats_add(struct re_stats *s, struct re_stats_block *b)
@@ -90,7 +101,7 @@ int re_stats_add(struct re_stats *s, struct re_stats_block *b)
 	next->retired = cur->retired;
 	memcpy(next->blocks, cur->blocks, cur->n * sizeof(cur->blocks[0]));
 	next->blocks[cur->n] = b;
-	publish(s, next);
+	publish(s, next, NULL);
 	return 0;
 }
 
@@ -130,8 +141,7 @@ int re_stats_remove(struct re_stats *s, struct re_stats_block *b)
 #undef RE_STATS_ZERO_counter
 #undef RE_STATS_ZERO_gauge
 	re_stats_accumulate(&next->retired, &final);
-	publish(s, next);
-	re_stats_block_destroy(b);
+	publish(s, next, b);
 	return 0;
 }
 

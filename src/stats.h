@@ -54,6 +54,8 @@ enum re_block_state {
 /* The published set of live blocks and the folded counts of workers that left. */
 struct re_stats_registry {
 	struct rcu_head rcu;
+	struct re_stats_block *dead;	/* removed by the publication that retired this
+					 * registry: freed with it, after a grace period */
 	struct re_stats_counters retired;
 	size_t n;
 	struct re_stats_block *blocks[];
@@ -81,8 +83,8 @@ void re_stats_finish(struct re_stats *s);
 int re_stats_add(struct re_stats *s, struct re_stats_block *b) __attribute__((warn_unused_result));
 
 /* Publish a registry without b whose retired total includes b's final counts (the
- * worker that wrote b must have exited), wait for a grace period, then free b and the
- * old registry. Readers never see b's counts missing or counted twice.
+ * worker that wrote b must have exited); b and the old registry are freed after a
+ * grace period by call_rcu (this never blocks). Readers never see b's counts missing or counted twice.
  * Returns 0, -ENOENT (b not listed) or -ENOMEM. Context: supervisor. */
 int re_stats_remove(struct re_stats *s, struct re_stats_block *b) __attribute__((warn_unused_result));
 

@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +18,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +28,7 @@
 #include "chan.h"
 #include "control.h"
 #include "cpu.h"
+#include "group.h"
 #include "kfeatures.h"
 #include "log.h"
 #include "net.h"
@@ -35,24 +36,23 @@
 #include "rcu.h"
 #include "re_version.h"
 #include "stats.h"
-#include "steer.h"
 #include "worker.h"
 
 #define RE_SUP_GRACE_MS 5000	/* beyond --drain-timeout before giving up on workers */
 #define RE_START_TIMEOUT_MS 10000
-/* Handover: after new connections are steered away from a listener, how long it
- * keeps accepting so handshakes already on their way complete into its queue. */
-#define RE_HANDOVER_GRACE_MS 200
-#define RE_HANDOVER_TIMEOUT_MS 5000
 
-struct slot {
-	struct re_worker *w;
-	struct re_stats_block *block;	/* owned by the registry once added */
-	int id;
-	int cpu;
-	bool retiring;
-	bool reported;			/* a failure was logged */
-	bool stalled;			/* the watchdog logged a stall */
+/* Where start-up is: the workers first (a grow or a takeover), then the control
+ * thread, then READY. */
+enum phase {
+	PHASE_WORKERS,
+	PHASE_CONTROL,
+	PHASE_SERVING,
+};
+
+/* The runtime settings as published: freed by call_rcu after a `set`. */
+struct runtime_box {
+	struct re_runtime rt;	/* first: s->runtime points here */
+	struct rcu_head rcu;
 };
 
 struct supervisor {
@@ -60,15 +60,11 @@ struct supervisor {
 	struct re_addr addr;
 	char address[80];
 	char metrics_address[80];	/* --metrics-listen as bound, "" when off */
-	struct re_cpuset cpus;		/* where workers may be pinned */
-	struct re_runtime *runtime;	/* RCU-published */
+	struct re_runtime *runtime;	/* RCU-published (the rt of a struct runtime_box) */
 	struct re_stats stats;
+	struct re_group g;		/* the workers, their group and its operations */
 	struct re_buf_budget *budget;	/* --max-buffered accounting, shared by workers */
 	struct re_stats_counters drain_base;	/* process totals when the drain began */
-	struct slot *slots;		/* live and retiring workers, by ascending id */
-	size_t nslots;
-	size_t cap;
-	int next_id;			/* ids are never reused: metric series stay monotonic */
 	int epfd;
 	int sigfd;
 	int notify_fd;			/* workers and control ring it on state changes */
@@ -79,20 +75,16 @@ struct supervisor {
 	struct re_control *control;
 	char control_path[108];
 	struct timespec started;
+	enum phase phase;
+	int64_t control_deadline;	/* PHASE_CONTROL: give up on the control thread */
+	struct re_request *held;	/* the request the running group operation answers */
+	size_t held_from;		/* live workers when it started */
 	bool draining;
+	int64_t give_up;		/* draining: exit at once after this (ms) */
 	bool retiring_all;		/* `retire`: exit once every worker has left */
+	bool done;			/* start-up failed: leave the loop */
 	int status;
-	/* The kernel's SO_REUSEPORT group array as we know it: our worker ids (>= 0)
-	 * and, during a takeover, the old instance's listeners (-1 - its worker id),
-	 * in index order. Workers join one at a time so the order is known. */
-	int *group;
-	size_t ngroup;
-	size_t group_cap;
-	bool group_valid;
-	bool cbpf;			/* SO_ATTACH_REUSEPORT_CBPF works here */
 	int migrate_req;		/* net.ipv4.tcp_migrate_req, -1 = absent */
-	struct sock_filter prog[RE_STEER_MAX_INSNS];
-	struct sock_fprog fprog;
 	struct re_features features;
 };
 
@@ -153,7 +145,7 @@ static int resolve_cpus(struct supervisor *s)
 		return r;
 	}
 	if (!s->cfg->cpus_set) {
-		s->cpus = allowed;
+		s->g.cpus = allowed;
 		return 0;
 	}
 	for (int c = 0; c < CPU_SETSIZE; c++) {
@@ -165,14 +157,14 @@ static int resolve_cpus(struct supervisor *s)
 			return -EINVAL;
 		}
 	}
-	s->cpus = s->cfg->cpus;
+	s->g.cpus = s->cfg->cpus;
 	return 0;
 }
 
 /* More workers than CPUs buys nothing: say once what it costs. */
 static void warn_oversubscribed(const struct supervisor *s, size_t workers, const char *how)
 {
-	size_t ncpu = re_cpu_count(&s->cpus);
+	size_t ncpu = re_cpu_count(&s->g.cpus);
 
 	if (workers <= ncpu) {
 		return;
@@ -263,94 +255,6 @@ static int reserve_port(struct supervisor *s)
 	return 0;
 }
 
-/* The allowed CPU with the fewest live workers (lowest first on ties): round-robin
- * at start-up, and still even after workers come and go. */
-static int pick_cpu(const struct supervisor *s)
-{
-	size_t n = re_cpu_count(&s->cpus);
-	size_t best_load = SIZE_MAX;
-	int best = -1;
-
-	if (s->cfg->no_pin) {
-		return -1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		int cpu = re_cpu_nth(&s->cpus, i);
-		size_t load = 0;
-
-		for (size_t k = 0; k < s->nslots; k++) {
-			load += !s->slots[k].retiring && s->slots[k].cpu == cpu;
-		}
-		if (load < best_load) {
-			best_load = load;
-			best = cpu;
-		}
-	}
-	return best;
-}
-
-/* Create, register and start one worker. Returns its slot index or -errno (logged). */
-static int spawn_one(struct supervisor *s)
-{
-	struct re_worker_params p = {
-		.addr = s->addr,
-		.backlog = s->cfg->backlog,
-		.runtime = &s->runtime,
-		.stats = &s->stats,
-		.budget = s->budget,
-		.notify_fd = s->notify_fd,
-	};
-	struct slot *sl;
-	int r;
-
-	if (s->nslots == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 16;
-		struct slot *ns = realloc(s->slots, ncap * sizeof(*ns));
-
-		if (ns == NULL) {
-			re_log_error("worker: %s", strerror(ENOMEM));
-			return -ENOMEM;
-		}
-		s->slots = ns;
-		s->cap = ncap;
-	}
-	p.id = s->next_id;
-	p.cpu = pick_cpu(s);
-	p.block = re_stats_block_create(p.id, p.cpu);
-	if (p.block == NULL) {
-		re_log_error("worker %d: %s", p.id, strerror(ENOMEM));
-		return -ENOMEM;
-	}
-	r = re_stats_add(&s->stats, p.block);
-	if (r < 0) {
-		re_stats_block_destroy(p.block);
-		re_log_error("worker %d: %s", p.id, strerror(-r));
-		return r;
-	}
-	sl = &s->slots[s->nslots];
-	memset(sl, 0, sizeof(*sl));
-	sl->id = p.id;
-	sl->cpu = p.cpu;
-	sl->block = p.block;
-	sl->w = re_worker_create(&p);
-	if (sl->w == NULL) {
-		r = -errno;
-		re_log_error("worker %d: eventfd: %s", p.id, strerror(-r));
-		if (re_stats_remove(&s->stats, p.block) < 0) {
-			re_log_error("worker %d: stats remove failed", p.id);
-		}
-		return r;
-	}
-	s->nslots++;
-	s->next_id++;
-	r = re_worker_start(sl->w);
-	if (r < 0) {
-		re_log_error("worker %d: pthread_create: %s", p.id, strerror(-r));
-		return r;
-	}
-	return (int)(s->nslots - 1);
-}
-
 static void read_doorbell(int fd)
 {
 	uint64_t v;
@@ -358,257 +262,7 @@ static void read_doorbell(int fd)
 	(void)!read(fd, &v, sizeof(v));
 }
 
-/* Block until the notify doorbell rings or deadline (ms, CLOCK_MONOTONIC) passes.
- * A private epoll instance: the signalfd and control requests stay queued for the
- * main loop meanwhile. */
-static void wait_doorbell(struct supervisor *s, int64_t deadline)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.fd = s->notify_fd };
-	int64_t left = deadline - now_ms();
-	int ep, n;
-
-	if (left <= 0) {
-		return;
-	}
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0) {
-		return;
-	}
-	n = epoll_ctl(ep, EPOLL_CTL_ADD, s->notify_fd, &ev);
-	if (n == 0) {
-		n = epoll_wait(ep, &ev, 1, (int)left);
-	}
-	(void)close(ep);
-	if (n > 0) {
-		read_doorbell(s->notify_fd);
-	}
-}
-
-/* Wait until the workers in slots [from, nslots) and the control thread (when
- * given) have left their starting state, or a deadline passes. Signals and
- * requests stay queued meanwhile. Returns 0 when all run; -1 otherwise (logged). */
-static int wait_started(struct supervisor *s, size_t from, const struct re_control *ctl,
-			char *why, size_t whylen)
-{
-	int64_t deadline = now_ms() + RE_START_TIMEOUT_MS;
-
-	for (;;) {
-		unsigned starting = 0;
-		long failed = -1;
-
-		for (size_t i = from; i < s->nslots; i++) {
-			enum re_worker_state st = re_worker_state(s->slots[i].w);
-
-			starting += st == RE_WORKER_STARTING;
-			if (st != RE_WORKER_STARTING && st != RE_WORKER_RUNNING && failed < 0) {
-				failed = (long)i;
-			}
-		}
-		if (ctl != NULL && re_control_state(ctl) == RE_CONTROL_STARTING) {
-			starting++;
-		}
-		if (starting == 0) {
-			if (failed >= 0) {
-				struct slot *sl = &s->slots[failed];
-
-				snprintf(why, whylen, "worker %d: %s %s: %s", sl->id,
-					 re_worker_err_call(sl->w), s->address,
-					 strerror(-re_worker_err(sl->w)));
-				sl->reported = true;
-				return -1;
-			}
-			if (ctl != NULL && re_control_state(ctl) != RE_CONTROL_RUNNING) {
-				snprintf(why, whylen, "%s", re_control_error(ctl));
-				return -1;
-			}
-			return 0;
-		}
-		if (now_ms() >= deadline) {
-			snprintf(why, whylen, "threads did not start within %d ms", RE_START_TIMEOUT_MS);
-			return -1;
-		}
-		wait_doorbell(s, deadline);
-	}
-}
-
-/* --- the SO_REUSEPORT group and listener handover ------------------------------- */
-
-static int group_push(struct supervisor *s, int member)
-{
-	if (s->ngroup == s->group_cap) {
-		size_t ncap = s->group_cap ? s->group_cap * 2 : 16;
-		int *ng = realloc(s->group, ncap * sizeof(*ng));
-
-		if (ng == NULL) {
-			return -ENOMEM;
-		}
-		s->group = ng;
-		s->group_cap = ncap;
-	}
-	s->group[s->ngroup++] = member;
-	return 0;
-}
-
-static long group_index(const struct supervisor *s, int member)
-{
-	for (size_t i = 0; i < s->ngroup; i++) {
-		if (s->group[i] == member) {
-			return (long)i;
-		}
-	}
-	return -1;
-}
-
-static struct slot *slot_by_id(struct supervisor *s, int id)
-{
-	for (size_t i = 0; i < s->nslots; i++) {
-		if (s->slots[i].id == id) {
-			return &s->slots[i];
-		}
-	}
-	return NULL;
-}
-
-/* Spawn one worker and wait until it listens, so that listeners join the group in
- * a known order (the kernel's group array is in join order). Returns the slot
- * index or -1 (logged into why). */
-static int spawn_joined(struct supervisor *s, char *why, size_t whylen)
-{
-	size_t from = s->nslots;
-	int i = spawn_one(s);
-
-	if (i < 0) {
-		snprintf(why, whylen, "worker: %s", strerror(-i));
-		return -1;
-	}
-	if (wait_started(s, from, NULL, why, whylen) < 0) {
-		return -1;
-	}
-	if (group_push(s, s->slots[i].id) < 0) {
-		s->group_valid = false;
-	}
-	return i;
-}
-
-/* Ask one of our listening, non-retiring workers (other than `except`) to attach
- * prog to the group (NULL: detach), and wait for its answer. Returns 0 or -errno. */
-static int group_set_bpf(struct supervisor *s, const struct sock_fprog *prog, int except)
-{
-	for (size_t i = 0; i < s->nslots; i++) {
-		struct slot *sl = &s->slots[i];
-		int64_t deadline = now_ms() + RE_HANDOVER_TIMEOUT_MS;
-		unsigned acks;
-		int r;
-
-		if (sl->retiring || sl->id == except || re_worker_listener_closed(sl->w) ||
-		    re_worker_state(sl->w) != RE_WORKER_RUNNING) {
-			continue;
-		}
-		acks = re_worker_bpf_acks(sl->w);
-		r = re_worker_set_bpf(sl->w, prog);
-		if (r < 0) {
-			return r;
-		}
-		while (re_worker_bpf_acks(sl->w) == acks) {
-			if (now_ms() >= deadline) {
-				return -ETIMEDOUT;
-			}
-			wait_doorbell(s, deadline);
-		}
-		return re_worker_bpf_result(sl->w);
-	}
-	return -ESRCH;
-}
-
-/* Steer every new connection to the group members other than `member`. */
-static int steer_away(struct supervisor *s, int member)
-{
-	uint32_t targets[RE_STEER_MAX_TARGETS];
-	size_t n = 0;
-	int len;
-
-	if (!s->cbpf || !s->group_valid) {
-		return -EOPNOTSUPP;
-	}
-	for (size_t i = 0; i < s->ngroup && n < RE_STEER_MAX_TARGETS; i++) {
-		if (s->group[i] != member) {
-			targets[n++] = (uint32_t)i;
-		}
-	}
-	len = re_steer_build(targets, n, s->prog);
-	if (len < 0) {
-		return len;
-	}
-	memset(&s->fprog, 0, sizeof(s->fprog));	/* padding included: it reaches the kernel */
-	s->fprog.len = (unsigned short)len;
-	s->fprog.filter = s->prog;
-	return group_set_bpf(s, &s->fprog, member >= 0 ? member : -1);
-}
-
-static const char *handover_mechanism(const struct supervisor *s)
-{
-	if (s->cbpf && s->group_valid) {
-		return s->migrate_req == 1 ? "SO_ATTACH_REUSEPORT_CBPF steering + accept-queue drain; "
-					     "tcp_migrate_req=1 migrates the rest"
-					   : "SO_ATTACH_REUSEPORT_CBPF steering + accept-queue drain";
-	}
-	return s->migrate_req == 1 ? "tcp_migrate_req=1 (kernel migration only)"
-				   : "none: connections queued on a closing listener may be reset";
-}
-
-/* Close worker `sl`'s listener without losing a queued connection: steer new
- * connections away, let it accept for a grace period, drain its queue, close; then
- * update the group model (the last member moves into the freed slot).
- * Returns 0, or -errno when the listener did not close in time. */
-static int retire_listener(struct supervisor *s, struct slot *sl, bool exit_after)
-{
-	int64_t deadline;
-	long idx = group_index(s, sl->id);
-	int r = steer_away(s, sl->id);
-
-	if (r < 0 && r != -EOPNOTSUPP) {
-		re_log_warn("worker %d: steering away failed (%s): its queued connections are at risk",
-			    sl->id, strerror(-r));
-	}
-	sl->retiring = exit_after || sl->retiring;
-	r = re_worker_retire(sl->w, RE_HANDOVER_GRACE_MS, exit_after);
-	if (r < 0) {
-		return r;
-	}
-	deadline = now_ms() + RE_HANDOVER_GRACE_MS + RE_HANDOVER_TIMEOUT_MS;
-	while (!re_worker_listener_closed(sl->w)) {
-		enum re_worker_state st = re_worker_state(sl->w);
-
-		if (st == RE_WORKER_FAILED || st == RE_WORKER_EXITED) {
-			break;
-		}
-		if (now_ms() >= deadline) {
-			s->group_valid = false;
-			return -ETIMEDOUT;
-		}
-		wait_doorbell(s, deadline);
-	}
-	if (idx >= 0) {
-		re_steer_remove(s->group, &s->ngroup, (size_t)idx);
-	}
-	return 0;
-}
-
-/* After a handover: no program, the kernel's hash over every member again. */
-static void steer_release(struct supervisor *s)
-{
-	int r;
-
-	if (!s->cbpf) {
-		return;
-	}
-	r = group_set_bpf(s, NULL, -1);
-	if (r < 0 && r != -ESRCH) {
-		re_log_warn("detaching the steering program: %s", strerror(-r));
-	}
-}
-
-static void command_slot(struct slot *sl, unsigned cmd)
+static void command_slot(struct re_slot *sl, unsigned cmd)
 {
 	enum re_worker_state st = re_worker_state(sl->w);
 
@@ -623,9 +277,29 @@ static void command_slot(struct slot *sl, unsigned cmd)
 
 static void command_all(struct supervisor *s, unsigned cmd)
 {
-	for (size_t i = 0; i < s->nslots; i++) {
-		command_slot(&s->slots[i], cmd);
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		command_slot(&s->g.slots[i], cmd);
 	}
+}
+
+/* Answer the held request (the one the group operation was working for). */
+static void answer_held(struct supervisor *s, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void answer_held(struct supervisor *s, int status, const char *fmt, ...)
+{
+	struct re_request *r = s->held;
+	va_list ap;
+
+	if (r == NULL) {
+		return;
+	}
+	r->status = status;
+	va_start(ap, fmt);
+	vsnprintf(r->reply, sizeof(r->reply), fmt, ap);
+	va_end(ap);
+	s->held = NULL;
+	re_chan_complete(&s->chan, r);
 }
 
 static void begin_drain(struct supervisor *s, const char *why)
@@ -639,6 +313,13 @@ static void begin_drain(struct supervisor *s, const char *why)
 	/* The supervisor is the registry's only updater: its pointer stays valid. */
 	re_stats_total(s->stats.reg, &s->drain_base);
 	s->draining = true;
+	s->give_up = now_ms() + s->runtime->drain_timeout_ms + RE_SUP_GRACE_MS;
+	if (re_group_busy(&s->g)) {
+		/* Whatever the operation left half done, the drain ends it: every worker
+		 * stops accepting and exits. */
+		re_group_abort(&s->g);
+		answer_held(s, -ESHUTDOWN, "shutting down");
+	}
 	command_all(s, RE_WORKER_CMD_DRAIN);
 }
 
@@ -646,7 +327,7 @@ static void begin_drain(struct supervisor *s, const char *why)
  * registry publication that stops listing it, and drop its slot. */
 static void reap_slot(struct supervisor *s, size_t i)
 {
-	struct slot *sl = &s->slots[i];
+	struct re_slot *sl = &s->g.slots[i];
 	int r;
 
 	re_worker_destroy(sl->w);
@@ -654,39 +335,46 @@ static void reap_slot(struct supervisor *s, size_t i)
 	if (r < 0) {
 		re_log_error("worker %d: stats remove: %s", sl->id, strerror(-r));
 	}
-	memmove(&s->slots[i], &s->slots[i + 1], (s->nslots - i - 1) * sizeof(*sl));
-	s->nslots--;
+	memmove(&s->g.slots[i], &s->g.slots[i + 1], (s->g.nslots - i - 1) * sizeof(*sl));
+	s->g.nslots--;
 }
 
-/* Reap retired workers that finished; log failures. True when, in a shutdown, every
- * worker has left its loop. */
+/* Reap retired and failed-to-start workers whose threads ended; log failures. True
+ * when, in a shutdown, every worker has left its loop. */
 static bool check_workers(struct supervisor *s)
 {
 	size_t done = 0;
+	/* Workers a running grow or takeover started are its to report (ids ascend;
+	 * reaping moves slots, so not their index). */
+	int mine = re_group_busy(&s->g) && (s->g.op.kind == RE_GOP_GROW ||
+					    s->g.op.kind == RE_GOP_TAKEOVER) ? s->g.op.from_id : INT_MAX;
 
-	for (size_t i = 0; i < s->nslots;) {
-		struct slot *sl = &s->slots[i];
+	for (size_t i = 0; i < s->g.nslots;) {
+		struct re_slot *sl = &s->g.slots[i];
 		enum re_worker_state st = re_worker_state(sl->w);
+		bool ended = st == RE_WORKER_EXITED || st == RE_WORKER_FAILED;
 
-		if (st == RE_WORKER_FAILED && !sl->reported) {
+		if (st == RE_WORKER_FAILED && !sl->reported && sl->id < mine) {
 			re_log_error("worker %d: %s: %s", sl->id, re_worker_err_call(sl->w),
 				     strerror(-re_worker_err(sl->w)));
 			sl->reported = true;
 			s->status = 1;
 			begin_drain(s, "worker failure");
 		}
-		if (st == RE_WORKER_EXITED && sl->retiring && !s->draining) {
-			re_log_info("worker %d retired", sl->id);
+		if (ended && sl->retiring && !s->draining) {
+			if (st == RE_WORKER_EXITED) {
+				re_log_info("worker %d retired", sl->id);
+			}
 			reap_slot(s, i);
 			continue;
 		}
-		done += st == RE_WORKER_EXITED || st == RE_WORKER_FAILED;
+		done += ended;
 		i++;
 	}
-	if (s->retiring_all && s->nslots == 0) {
+	if (s->retiring_all && s->g.nslots == 0) {
 		return true;
 	}
-	return s->draining && done == s->nslots;
+	return s->draining && done == s->g.nslots;
 }
 
 /* Watchdog: a running worker's loop turns at least every RE_SAMPLE_MS; log once when
@@ -696,8 +384,8 @@ static void check_stalls(struct supervisor *s)
 {
 	int64_t now = now_ms();
 
-	for (size_t i = 0; i < s->nslots; i++) {
-		struct slot *sl = &s->slots[i];
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		struct re_slot *sl = &s->g.slots[i];
 		uint64_t beat = RE_LOAD_RELAXED(sl->block->heartbeat_ms);
 		bool stalled = re_worker_state(sl->w) == RE_WORKER_RUNNING && beat != 0 &&
 			       now - (int64_t)beat > RE_STALL_MS;
@@ -714,84 +402,130 @@ static void check_stalls(struct supervisor *s)
 	}
 }
 
-static void publish_runtime(struct supervisor *s, const struct re_runtime *next_val)
+/* Test builds: REUSEECHO_DEBUG_FAIL_ALLOC=set makes every `set` meet an allocation
+ * failure, so its answer can be tested. */
+static bool re_debug_fail_alloc(void)
 {
-	struct re_runtime *next = malloc(sizeof(*next));
-	struct re_runtime *old = s->runtime;
+#ifdef RE_DEBUG_HOOKS
+	const char *v = getenv("REUSEECHO_DEBUG_FAIL_ALLOC");
 
-	if (next == NULL) {
-		return;
-	}
-	*next = *next_val;
-	re_rcu_assign_pointer(s->runtime, next);
-	re_rcu_synchronize();	/* no worker or reader holds old after this */
-	free(old);
+	return v != NULL && strcmp(v, "set") == 0;
+#else
+	return false;
+#endif
 }
 
-static size_t live_workers(const struct supervisor *s)
+static void runtime_free_rcu(struct rcu_head *head)
 {
-	size_t n = 0;
+	re_rcu_callback_enter(head);
+	free(re_container_of(head, struct runtime_box, rcu));
+}
 
-	for (size_t i = 0; i < s->nslots; i++) {
-		n += !s->slots[i].retiring;
+static struct re_runtime *runtime_alloc(const struct re_runtime *val)
+{
+	struct runtime_box *b = malloc(sizeof(*b));
+
+	if (b == NULL) {
+		return NULL;
 	}
-	return n;
+	b->rt = *val;
+	return &b->rt;
+}
+
+/* Publish new settings; the old ones are freed after a grace period by call_rcu
+ * (never waits: a stalled worker holds up the free, not the supervisor).
+ * Returns 0 or -ENOMEM (nothing changed). */
+static int publish_runtime(struct supervisor *s, const struct re_runtime *next_val)
+{
+	struct re_runtime *next = re_debug_fail_alloc() ? NULL : runtime_alloc(next_val);
+	struct runtime_box *old = re_container_of(s->runtime, struct runtime_box, rt);
+
+	if (next == NULL) {
+		return -ENOMEM;
+	}
+	re_rcu_assign_pointer(s->runtime, next);
+	re_rcu_call(&old->rcu, runtime_free_rcu);
+	return 0;
+}
+
+/* The group operation behind a held request finished: answer it. */
+static void op_finished(struct supervisor *s)
+{
+	struct re_group *g = &s->g;
+	size_t live = re_group_live(g);
+
+	switch (g->op.kind) {
+	case RE_GOP_GROW:
+		if (g->op.result < 0) {
+			re_log_error("threads %zu: %s", g->op.want, g->op.why);
+			answer_held(s, g->op.result, "%.250s", g->op.why);
+			break;
+		}
+		re_log_info("threads: %zu -> %zu worker%s", s->held_from, live, plural(live));
+		re_notify("STATUS=serving %s with %zu worker%s", s->address, live, plural(live));
+		answer_held(s, 0, "threads %zu", live);
+		break;
+	case RE_GOP_SHRINK:
+		re_log_info("threads: retired %zu listener%s by %s%s", s->held_from - live,
+			    plural(s->held_from - live), re_group_mechanism(g, s->migrate_req),
+			    g->op.lost ? " (some did not close in time)" : "");
+		re_log_info("threads: %zu -> %zu worker%s", s->held_from, live, plural(live));
+		re_notify("STATUS=serving %s with %zu worker%s", s->address, live, plural(live));
+		answer_held(s, 0, "threads %zu", live);
+		break;
+	case RE_GOP_RETIRE_LISTENER:
+		if (g->op.result < 0) {
+			answer_held(s, g->op.result, "%.250s", g->op.why);
+		} else {
+			answer_held(s, 0, "listener %d closed", g->op.target);
+		}
+		break;
+	case RE_GOP_TAKEOVER:
+	case RE_GOP_NONE:
+		break;
+	}
+	re_group_op_end(g);
 }
 
 static void do_threads(struct supervisor *s, struct re_request *r)
 {
 	size_t want = (size_t)r->cmd.value;
-	size_t live = live_workers(s);
-	size_t from = s->nslots;
-	char why[320];
+	size_t live = re_group_live(&s->g);
+	int rc;
 
 	if (s->draining || s->retiring_all) {
 		r->status = -ESHUTDOWN;
 		snprintf(r->reply, sizeof(r->reply), "shutting down");
+		re_chan_complete(&s->chan, r);
+		return;
+	}
+	if (want == live && !re_group_busy(&s->g)) {
+		snprintf(r->reply, sizeof(r->reply), "threads %zu", want);
+		re_chan_complete(&s->chan, r);
 		return;
 	}
 	if (want > live) {
 		warn_oversubscribed(s, want, "threads");
-		for (size_t k = live; k < want; k++) {
-			if (spawn_joined(s, why, sizeof(why)) < 0) {
-				break;
-			}
-		}
-		if (live_workers(s) < want) {
-			re_log_error("threads %zu: %s", want, why);
-			/* Take back whatever did start, so the set stays consistent. */
-			for (size_t i = from; i < s->nslots; i++) {
-				s->slots[i].retiring = true;
-				command_slot(&s->slots[i], RE_WORKER_CMD_STOP);
-			}
-			r->status = -EIO;
-			snprintf(r->reply, sizeof(r->reply), "%.250s", why);
-			return;
-		}
-	} else if (want < live) {
+		rc = re_group_grow_start(&s->g, want);
+	} else {
 		/* Retire the newest workers first, one at a time: steer new connections
 		 * away from its listener, let it drain its accept queue, close it. The
 		 * worker then serves its connections until they close or the drain
 		 * timeout passes, exits, and is reaped (check_workers). */
-		size_t excess = live - want;
-		unsigned lost = 0;
-
-		for (size_t i = s->nslots; i-- > 0 && excess > 0;) {
-			if (!s->slots[i].retiring) {
-				if (retire_listener(s, &s->slots[i], true) < 0) {
-					lost++;
-				}
-				excess--;
-			}
-		}
-		steer_release(s);
-		re_log_info("threads: retired %zu listener%s by %s%s", live - want,
-			    plural(live - want), handover_mechanism(s),
-			    lost ? " (some did not close in time)" : "");
+		rc = re_group_shrink_start(&s->g, want);
 	}
-	re_log_info("threads: %zu -> %zu worker%s", live, want, plural(want));
-	re_notify("STATUS=serving %s with %zu worker%s", s->address, want, plural(want));
-	snprintf(r->reply, sizeof(r->reply), "threads %zu", want);
+	if (rc < 0) {
+		r->status = rc;
+		snprintf(r->reply, sizeof(r->reply), "%.250s", s->g.op.why);
+		if (rc != -EBUSY) {
+			re_log_error("threads %zu: %s", want, s->g.op.why);
+		}
+		re_chan_complete(&s->chan, r);
+		return;
+	}
+	/* Answered when the operation finishes (op_finished). */
+	s->held = r;
+	s->held_from = live;
 }
 
 static void do_set(struct supervisor *s, struct re_request *r)
@@ -818,11 +552,72 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		next.max_buffered = r->cmd.value;
 		break;
 	}
-	publish_runtime(s, &next);
+	if (publish_runtime(s, &next) < 0) {
+		r->status = -ENOMEM;
+		snprintf(r->reply, sizeof(r->reply), "set %s: out of memory, nothing changed", key);
+		re_log_error("set %s: %s", key, strerror(ENOMEM));
+		return;
+	}
 	snprintf(r->reply, sizeof(r->reply), "%s %" PRIu64 "%s", key, r->cmd.value,
 		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT) ? " ms" : "");
 	/* The log says what the reply says, unit included ("set idle-timeout 250 ms"). */
 	re_log_info("set %s", r->reply);
+}
+
+/* `listeners`: the group array as we know it, sized to need. */
+static void do_listeners(struct supervisor *s, struct re_request *r)
+{
+	size_t used;
+
+	if (!s->g.model.valid) {
+		r->status = -EIO;
+		snprintf(r->reply, sizeof(r->reply), "listener order unknown");
+		return;
+	}
+	used = (size_t)snprintf(r->reply, sizeof(r->reply), "port %u order", re_net_port(&s->addr));
+	for (size_t i = 0; i < s->g.model.n && used < sizeof(r->reply); i++) {
+		used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " %d",
+					 s->g.model.m[i]);
+	}
+	if (used >= sizeof(r->reply)) {
+		r->status = -E2BIG;
+		snprintf(r->reply, sizeof(r->reply), "too many listeners to list");
+	}
+}
+
+static void do_retire_listener(struct supervisor *s, struct re_request *r)
+{
+	int rc = re_group_retire_listener_start(&s->g, r->cmd.worker);
+
+	if (rc < 0) {
+		r->status = rc;
+		snprintf(r->reply, sizeof(r->reply), "%.250s", s->g.op.why);
+		re_chan_complete(&s->chan, r);
+		return;
+	}
+	s->held = r;
+}
+
+static void do_retire(struct supervisor *s, struct re_request *r)
+{
+	if (re_group_busy(&s->g)) {
+		r->status = -EBUSY;
+		snprintf(r->reply, sizeof(r->reply), "busy: a resize or handover is in progress");
+		return;
+	}
+	/* Handover end: every worker closes what listener it still has, serves out its
+	 * connections, exits; then the process exits 0. */
+	s->retiring_all = true;
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		s->g.slots[i].retiring = true;
+		if (re_worker_retire(s->g.slots[i].w, 0, true) < 0) {
+			command_slot(&s->g.slots[i], RE_WORKER_CMD_DRAIN);
+		}
+	}
+	re_log_info("retire: serving established connections, then exiting");
+	re_notify("STOPPING=1\nSTATUS=retiring after a takeover");
+	snprintf(r->reply, sizeof(r->reply), "retiring %zu worker%s", s->g.nslots,
+		 plural(s->g.nslots));
 }
 
 static void handle_requests(struct supervisor *s)
@@ -839,92 +634,26 @@ static void handle_requests(struct supervisor *s)
 			break;
 		case RE_CTL_THREADS:
 			do_threads(s, r);
+			r = NULL;	/* answered now or when the resize ends */
 			break;
 		case RE_CTL_SHUTDOWN:
 			snprintf(r->reply, sizeof(r->reply), "draining");
 			begin_drain(s, "shutdown command");
 			break;
-		case RE_CTL_LISTENERS: {
-			size_t used;
-
-			if (!s->group_valid) {
-				r->status = -EIO;
-				snprintf(r->reply, sizeof(r->reply), "listener order unknown");
-				break;
-			}
-			used = (size_t)snprintf(r->reply, sizeof(r->reply), "port %u order",
-						re_net_port(&s->addr));
-			for (size_t i = 0; i < s->ngroup && used < sizeof(r->reply); i++) {
-				used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " %d",
-							 s->group[i]);
-			}
-			if (used >= sizeof(r->reply)) {
-				r->status = -E2BIG;
-				snprintf(r->reply, sizeof(r->reply), "too many listeners to list");
-			}
+		case RE_CTL_LISTENERS:
+			do_listeners(s, r);
 			break;
-		}
-		case RE_CTL_RETIRE_LISTENER: {
-			struct slot *sl = slot_by_id(s, r->cmd.worker);
-
-			if (sl == NULL || re_worker_listener_closed(sl->w)) {
-				r->status = -ENOENT;
-				snprintf(r->reply, sizeof(r->reply), "no listening worker %d", r->cmd.worker);
-				break;
-			}
-			/* The new instance has steered new connections away already; this
-			 * only drains and closes, and the worker keeps serving. */
-			if (re_worker_retire(sl->w, RE_HANDOVER_GRACE_MS, false) < 0) {
-				r->status = -EIO;
-				snprintf(r->reply, sizeof(r->reply), "worker %d: command failed", sl->id);
-				break;
-			}
-			{
-				int64_t deadline = now_ms() + RE_HANDOVER_GRACE_MS + RE_HANDOVER_TIMEOUT_MS;
-
-				while (!re_worker_listener_closed(sl->w) && now_ms() < deadline) {
-					wait_doorbell(s, deadline);
-				}
-			}
-			if (!re_worker_listener_closed(sl->w)) {
-				r->status = -ETIMEDOUT;
-				snprintf(r->reply, sizeof(r->reply), "worker %d: listener did not close", sl->id);
-				break;
-			}
-			{
-				long idx = group_index(s, sl->id);
-
-				if (idx >= 0) {
-					re_steer_remove(s->group, &s->ngroup, (size_t)idx);
-				}
-			}
-			snprintf(r->reply, sizeof(r->reply), "listener %d closed", sl->id);
+		case RE_CTL_RETIRE_LISTENER:
+			do_retire_listener(s, r);
+			r = NULL;
 			break;
-		}
 		case RE_CTL_RETIRE:
-			/* Handover end: every worker closes what listener it still has,
-			 * serves out its connections, exits; then the process exits 0. */
-			s->retiring_all = true;
-			for (size_t i = 0; i < s->nslots; i++) {
-				s->slots[i].retiring = true;
-				if (re_worker_retire(s->slots[i].w, 0, true) < 0) {
-					command_slot(&s->slots[i], RE_WORKER_CMD_DRAIN);
-				}
-			}
-			re_log_info("retire: serving established connections, then exiting");
-			re_notify("STOPPING=1\nSTATUS=retiring after a takeover");
-			snprintf(r->reply, sizeof(r->reply), "retiring %zu worker%s", s->nslots,
-				 plural(s->nslots));
+			do_retire(s, r);
 			break;
 		case RE_CTL_DEBUG_STALL: {
-			bool found = false;
+			struct re_slot *sl = re_group_slot(&s->g, r->cmd.worker);
 
-			for (size_t i = 0; i < s->nslots; i++) {
-				if (s->slots[i].id == r->cmd.worker) {
-					found = re_worker_stall(s->slots[i].w, (unsigned)r->cmd.value) == 0;
-				}
-			}
-			if (!found) {
+			if (sl == NULL || re_worker_stall(sl->w, (unsigned)r->cmd.value) < 0) {
 				r->status = -ENOENT;
 				snprintf(r->reply, sizeof(r->reply), "no worker %d", r->cmd.worker);
 			} else {
@@ -938,15 +667,17 @@ static void handle_requests(struct supervisor *s)
 			snprintf(r->reply, sizeof(r->reply), "not a supervisor request");
 			break;
 		}
-		re_chan_complete(&s->chan, r);
+		if (r != NULL) {
+			re_chan_complete(&s->chan, r);
+		}
 		r = next;
 	}
 }
 
 static void exit_at_once(struct supervisor *s)
 {
-	for (size_t i = 0; i < s->nslots; i++) {
-		re_worker_abandon(s->slots[i].w);
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		re_worker_abandon(s->g.slots[i].w);
 	}
 	/* The control thread's teardown will not run: remove our socket's path here. */
 	re_control_unlink_now(s->control);
@@ -973,145 +704,9 @@ static void handle_signal(struct supervisor *s)
 	}
 }
 
-/* --- takeover: replacing a live instance on the same port ----------------------- */
-
-static int old_connect(const char *path)
-{
-	struct sockaddr_un sun;
-	int fd;
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		return -ENAMETOOLONG;
-	}
-	memcpy(sun.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		return -errno;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		int r = -errno;
-
-		(void)close(fd);
-		return r;
-	}
-	return fd;
-}
-
-/* One command to the old instance; its reply (without the closing empty line) in
- * reply. Returns 0 for "OK ...", -EPROTO for "ERR ...", or -errno. */
-static int old_request(int fd, const char *cmd, char *reply, size_t len, int timeout_ms)
-{
-	char line[128];
-	size_t got = 0;
-	int64_t deadline = now_ms() + timeout_ms;
-	int n = snprintf(line, sizeof(line), "%s\n", cmd);
-
-	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
-		return -errno ? -errno : -EIO;
-	}
-	reply[0] = '\0';
-	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t left = deadline - now_ms();
-		ssize_t k;
-
-		if (got >= 2 && reply[got - 1] == '\n' && reply[got - 2] == '\n') {
-			reply[got - 2] = '\0';
-			return strncmp(reply, "OK", 2) == 0 ? 0 : -EPROTO;
-		}
-		if (left <= 0 || got + 1 >= len) {
-			return -ETIMEDOUT;
-		}
-		if (poll(&pfd, 1, (int)left) <= 0) {
-			continue;
-		}
-		k = recv(fd, reply + got, len - got - 1, 0);
-		if (k <= 0) {
-			return k == 0 ? -EPIPE : -errno;
-		}
-		got += (size_t)k;
-		reply[got] = '\0';
-	}
-}
-
-/* Join the old instance's SO_REUSEPORT group, then move every new connection here
- * without losing one: for each of its listeners in turn, steer new connections
- * away from it (a CBPF program on the group), have it drain its accept queue and
- * close it, and follow the group array; finally ask it to serve out its
- * connections and exit. Returns 0 or -1 with why set. */
-static int takeover(struct supervisor *s, unsigned n, char *why, size_t whylen)
-{
-	char reply[1024];
-	char cmd[64];
-	int old[RE_STEER_MAX_TARGETS];
-	size_t nold = 0;
-	unsigned port = 0;
-	char *p, *save = NULL;
-	int fd, r;
-
-	fd = old_connect(s->control_path);
-	if (fd < 0) {
-		snprintf(why, whylen, "--takeover: connect %s: %s (is an instance serving port %u?)",
-			 s->control_path, strerror(-fd), re_net_port(&s->addr));
-		return -1;
-	}
-	r = old_request(fd, "listeners", reply, sizeof(reply), RE_HANDOVER_TIMEOUT_MS);
-	if (r < 0 || sscanf(reply, "OK port %u order", &port) != 1 || port != re_net_port(&s->addr)) {
-		snprintf(why, whylen, "--takeover: %s answered '%.200s' to 'listeners'", s->control_path,
-			 reply);
-		(void)close(fd);
-		return -1;
-	}
-	p = strstr(reply, "order");
-	for (char *tok = strtok_r(p + 5, " ", &save); tok != NULL && nold < RE_STEER_MAX_TARGETS;
-	     tok = strtok_r(NULL, " ", &save)) {
-		old[nold++] = atoi(tok);
-	}
-	s->group_valid = true;
-	for (size_t i = 0; i < nold; i++) {
-		if (group_push(s, -1 - old[i]) < 0) {
-			s->group_valid = false;
-		}
-	}
-	for (unsigned i = 0; i < n; i++) {
-		if (spawn_joined(s, why, whylen) < 0) {
-			(void)close(fd);
-			return -1;
-		}
-	}
-	re_log_info("takeover: joined %zu listener%s of the old instance with %u worker%s; "
-		    "moving new connections here by %s", nold, plural(nold), n, plural(n),
-		    handover_mechanism(s));
-	for (size_t i = 0; i < nold; i++) {
-		long idx = group_index(s, -1 - old[i]);
-
-		r = steer_away(s, -1 - old[i]);
-		if (r < 0 && r != -EOPNOTSUPP) {
-			re_log_warn("takeover: steering away from old listener %d: %s", old[i], strerror(-r));
-		}
-		snprintf(cmd, sizeof(cmd), "retire-listener %d", old[i]);
-		r = old_request(fd, cmd, reply, sizeof(reply),
-				RE_HANDOVER_GRACE_MS + 2 * RE_HANDOVER_TIMEOUT_MS);
-		if (r < 0) {
-			re_log_warn("takeover: old listener %d: %.200s", old[i], r == -EPROTO ? reply : strerror(-r));
-			s->group_valid = false;
-		} else if (idx >= 0) {
-			re_steer_remove(s->group, &s->ngroup, (size_t)idx);
-		}
-	}
-	steer_release(s);
-	r = old_request(fd, "retire", reply, sizeof(reply), RE_HANDOVER_TIMEOUT_MS);
-	if (r < 0) {
-		re_log_warn("takeover: 'retire': %.200s", r == -EPROTO ? reply : strerror(-r));
-	}
-	(void)close(fd);
-	/* Only our listeners are left: the model is exact again if every step was. */
-	re_log_info("takeover: the old instance closed its listeners and serves out its connections");
-	return 0;
-}
-
+/* Create and start the control thread; it reports RUNNING or FAILED through the
+ * doorbell (PHASE_CONTROL). Returns 0, 1 when there is none to start, or -1 with
+ * why set. */
 static int start_control(struct supervisor *s, char *why, size_t whylen)
 {
 	struct re_control_params p = {
@@ -1147,7 +742,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		re_net_format_addr(&p.metrics_addr, s->metrics_address, sizeof(s->metrics_address));
 	}
 	if (p.path == NULL && !p.metrics) {
-		return 0;
+		return 1;
 	}
 	s->control = re_control_create(&p);
 	if (s->control == NULL) {
@@ -1159,7 +754,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		snprintf(why, whylen, "control thread: pthread_create: %s", strerror(-r));
 		return -1;
 	}
-	return wait_started(s, s->nslots, s->control, why, whylen);
+	return 0;
 }
 
 /* After --user: removing the control socket at exit needs write permission on its
@@ -1223,6 +818,8 @@ static int drop_privileges(struct supervisor *s)
 			     s->cfg->user);
 		return -1;
 	}
+	/* A socket joins a SO_REUSEPORT group only with its members' uid (root's). */
+	s->g.uid_locked = pw.pw_uid != 0;
 	re_log_info("running as %s (uid %u, gid %u)", s->cfg->user, (unsigned)pw.pw_uid,
 		    (unsigned)pw.pw_gid);
 	warn_socket_stays(s);
@@ -1231,63 +828,172 @@ static int drop_privileges(struct supervisor *s)
 
 static void print_ready(const struct supervisor *s)
 {
-	const char *w = plural(s->nslots);
+	size_t n = re_group_live(&s->g);
+	const char *w = plural(n);
 
-	printf("reuseecho: listening on %s with %zu worker%s\n", s->address, s->nslots, w);
+	printf("reuseecho: listening on %s with %zu worker%s\n", s->address, n, w);
 	fflush(stdout);
 	re_notify("READY=1\nSTATUS=serving %s with %zu worker%s, control %s", s->address,
-		  s->nslots, w, s->control_path[0] ? s->control_path : "none");
+		  n, w, s->control_path[0] ? s->control_path : "none");
 	re_log_info("%zu worker%s on %s (pinned: %s), control %s, metrics %s, conn-buffer %u, "
-		    "max-buffered %" PRIu64 ", max-conns %" PRIu64 ", idle-timeout %u ms", s->nslots, w,
+		    "max-buffered %" PRIu64 ", max-conns %" PRIu64 ", idle-timeout %u ms", n, w,
 		    s->address, s->cfg->no_pin ? "no" : "yes",
 		    s->control_path[0] ? s->control_path : "none",
 		    s->metrics_address[0] ? s->metrics_address : "off", s->runtime->conn_buffer,
 		    s->runtime->max_buffered, s->runtime->max_conns, s->runtime->idle_timeout_ms);
 }
 
+/* Start-up failed: log it and leave the loop (teardown stops what started). */
+static void start_failed(struct supervisor *s, const char *why)
+{
+	re_log_error("%s", why);
+	s->status = 1;
+	s->done = true;
+}
+
+/* The control thread is up (or there is none): the rest of start-up. */
+static void finish_start(struct supervisor *s)
+{
+	/* Every worker is in the SO_REUSEPORT group now; the reservation has done its
+	 * job of keeping the port ours. */
+	if (s->reserve_fd >= 0) {
+		(void)close(s->reserve_fd);
+		s->reserve_fd = -1;
+	}
+	if (s->cfg->user[0] != '\0') {
+		if (drop_privileges(s) < 0) {
+			s->status = 1;
+			s->done = true;
+			return;
+		}
+	}
+	s->phase = PHASE_SERVING;
+	print_ready(s);
+}
+
+/* Start-up steps that wait (workers joining, the takeover, the control thread) are
+ * stepped here from the loop, like everything else. */
+static void step_start(struct supervisor *s)
+{
+	char why[320];
+
+	if (s->phase == PHASE_WORKERS) {
+		int r;
+
+		if (!re_group_step(&s->g, now_ms())) {
+			return;
+		}
+		if (s->g.op.result < 0) {
+			start_failed(s, s->g.op.why);
+			re_group_op_end(&s->g);
+			return;
+		}
+		if (s->g.op.kind == RE_GOP_TAKEOVER && s->g.op.abandon) {
+			re_log_warn("takeover: joined with %zu worker%s; %zu of the old instance's %zu "
+				    "listener%s retired (see above)", s->g.op.want, plural(s->g.op.want),
+				    s->g.op.iold, s->g.op.nold, plural(s->g.op.nold));
+		} else if (s->g.op.kind == RE_GOP_TAKEOVER) {
+			re_log_info("takeover: joined %zu listener%s of the old instance with %zu worker%s; "
+				    "moved new connections here by %s; the old instance serves out its "
+				    "connections", s->g.op.nold, plural(s->g.op.nold), s->g.op.want,
+				    plural(s->g.op.want), re_group_mechanism(&s->g, s->migrate_req));
+		}
+		re_group_op_end(&s->g);
+		r = start_control(s, why, sizeof(why));
+		if (r < 0) {
+			start_failed(s, why);
+			return;
+		}
+		if (r > 0) {
+			finish_start(s);
+			return;
+		}
+		s->phase = PHASE_CONTROL;
+		s->control_deadline = now_ms() + RE_START_TIMEOUT_MS;
+	}
+	if (s->phase == PHASE_CONTROL) {
+		enum re_control_state st = re_control_state(s->control);
+
+		if (st == RE_CONTROL_STARTING) {
+			if (now_ms() >= s->control_deadline) {
+				snprintf(why, sizeof(why), "control thread did not start within %d ms",
+					 RE_START_TIMEOUT_MS);
+				start_failed(s, why);
+			}
+			return;
+		}
+		if (st != RE_CONTROL_RUNNING) {
+			start_failed(s, re_control_error(s->control));
+			return;
+		}
+		finish_start(s);
+	}
+}
+
+/* How long the loop may sleep: the watchdog's period, or less when a deadline (an
+ * operation's step, start-up, the drain) is nearer. */
+static int loop_timeout(const struct supervisor *s)
+{
+	int64_t now = now_ms();
+	int64_t until = now + RE_STALL_MS / 2;
+	int64_t d = re_group_deadline(&s->g);
+
+	if (d >= 0 && d < until) {
+		until = d;
+	}
+	if (s->phase == PHASE_CONTROL && s->control_deadline < until) {
+		until = s->control_deadline;
+	}
+	if (s->draining && s->give_up < until) {
+		until = s->give_up;
+	}
+	return until <= now ? 0 : (int)(until - now);
+}
+
+/* The supervisor's one event loop. Nothing in it blocks: signals, control requests,
+ * the workers' doorbell and the watchdog are served within one turn. */
 static void serve(struct supervisor *s)
 {
-	int64_t give_up = 0;
-
-	for (;;) {
-		struct epoll_event evs[4];
-		int timeout = -1;
+	while (!s->done) {
+		struct epoll_event evs[8];
 		int n;
 
+		if (s->phase != PHASE_SERVING && !s->draining) {
+			step_start(s);
+			if (s->done) {
+				return;
+			}
+		} else if (re_group_busy(&s->g) && re_group_step(&s->g, now_ms())) {
+			op_finished(s);
+		}
 		if (check_workers(s)) {
 			return;
 		}
-		if (s->draining) {
-			if (give_up == 0) {
-				give_up = now_ms() + s->runtime->drain_timeout_ms + RE_SUP_GRACE_MS;
-			}
-			timeout = (int)(give_up - now_ms());
-			if (timeout <= 0) {
-				re_log_error("workers did not finish draining in time: exiting");
-				exit_at_once(s);
-			}
+		if (s->draining && now_ms() >= s->give_up) {
+			re_log_error("workers did not finish draining in time: exiting");
+			exit_at_once(s);
 		}
-		if (timeout < 0 || timeout > RE_STALL_MS / 2) {
-			timeout = RE_STALL_MS / 2;	/* the watchdog's period */
-		}
-		n = epoll_wait(s->epfd, evs, 4, timeout);
+		n = epoll_wait(s->epfd, evs, 8, loop_timeout(s));
 		check_stalls(s);
 		if (n < 0 && errno != EINTR) {
 			re_log_error("epoll_wait: %s", strerror(errno));
 			s->status = 1;
 			s->draining = true;
+			s->give_up = now_ms() + RE_SUP_GRACE_MS;
 			command_all(s, RE_WORKER_CMD_STOP);
 			continue;
 		}
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.fd == s->sigfd) {
 				handle_signal(s);
-			} else {
+			} else if (evs[i].data.fd == s->notify_fd) {
 				read_doorbell(s->notify_fd);
 			}
+			/* The takeover's control socket: the step below reads it. */
 		}
 		handle_requests(s);
-		if (s->control != NULL && re_control_state(s->control) == RE_CONTROL_FAILED) {
+		if (s->control != NULL && re_control_state(s->control) == RE_CONTROL_FAILED &&
+		    s->phase == PHASE_SERVING) {
 			re_log_error("control thread stopped: %s", re_control_error(s->control));
 			re_control_destroy(s->control);
 			s->control = NULL;
@@ -1318,19 +1024,22 @@ static void log_drain_outcome(struct supervisor *s)
 static void teardown(struct supervisor *s)
 {
 	command_all(s, RE_WORKER_CMD_STOP);
-	for (size_t i = 0; i < s->nslots; i++) {
-		re_worker_destroy(s->slots[i].w);
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		re_worker_destroy(s->g.slots[i].w);
 	}
 	/* The control thread reads the registry: stop it before the registry goes. */
 	re_control_destroy(s->control);
 	s->control = NULL;
-	free(s->slots);
-	s->slots = NULL;
-	free(s->group);
-	s->group = NULL;
-	s->nslots = 0;
-	re_stats_finish(&s->stats);
-	free(s->runtime);
+	if (s->held != NULL) {
+		s->held->status = -ESHUTDOWN;
+		free(s->held);
+		s->held = NULL;
+	}
+	re_group_finish(&s->g);
+	re_stats_finish(&s->stats);	/* waits for call_rcu's pending frees */
+	if (s->runtime != NULL) {
+		free(re_container_of(s->runtime, struct runtime_box, rt));
+	}
 	free(s->budget);
 	s->budget = NULL;
 	if (s->chan_ready) {
@@ -1363,10 +1072,10 @@ int re_supervisor_run(const struct re_config *cfg)
 		.ctl_fd = -1,
 		.reserve_fd = -1,
 	};
-	char why[320];
 	unsigned n;
 	int r;
 
+	s.g.op.cc.fd = -1;
 	clock_gettime(CLOCK_MONOTONIC, &s.started);
 	raise_nofile(cfg);
 	if (setup_signals(&s) < 0) {
@@ -1382,21 +1091,28 @@ int re_supervisor_run(const struct re_config *cfg)
 		teardown(&s);
 		return 1;
 	}
-	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.cpus);
+	n = cfg->threads ? cfg->threads : (unsigned)re_cpu_count(&s.g.cpus);
 	warn_oversubscribed(&s, n, "--threads");
-	s.runtime = malloc(sizeof(*s.runtime));
+	s.runtime = runtime_alloc(&cfg->rt);
 	s.budget = aligned_alloc(64, sizeof(*s.budget));
 	if (s.runtime == NULL || s.budget == NULL || re_stats_init(&s.stats) < 0) {
 		re_log_error("malloc: %s", strerror(ENOMEM));
 		teardown(&s);
 		return 1;
 	}
-	*s.runtime = cfg->rt;
 	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
-	s.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;
+	s.g.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;
+	s.g.no_pin = cfg->no_pin;
+	s.g.epfd = s.epfd;
+	s.g.tmpl.addr = s.addr;
+	s.g.tmpl.backlog = cfg->backlog;
+	s.g.tmpl.runtime = &s.runtime;
+	s.g.tmpl.stats = &s.stats;
+	s.g.tmpl.budget = s.budget;
+	s.g.tmpl.notify_fd = s.notify_fd;
 	s.migrate_req = s.features.migrate_req;
 	if (!cfg->control_none) {
 		if (cfg->control[0] != '\0') {
@@ -1409,37 +1125,17 @@ int re_supervisor_run(const struct re_config *cfg)
 		}
 	}
 	if (cfg->takeover) {
-		if (takeover(&s, n, why, sizeof(why)) < 0) {
-			re_log_error("%s", why);
-			teardown(&s);
-			return 1;
-		}
+		r = re_group_takeover_start(&s.g, s.control_path, n);
 	} else {
-		s.group_valid = true;
-		for (unsigned i = 0; i < n; i++) {
-			if (spawn_joined(&s, why, sizeof(why)) < 0) {
-				re_log_error("%s", why);
-				teardown(&s);
-				return 1;
-			}
-		}
+		s.g.model.valid = true;
+		r = re_group_grow_start(&s.g, n);
 	}
-	if (start_control(&s, why, sizeof(why)) < 0) {
-		re_log_error("%s", why);
+	if (r < 0) {
+		re_log_error("%s", s.g.op.why);
 		teardown(&s);
 		return 1;
 	}
-	/* Every worker is in the SO_REUSEPORT group now; the reservation has done its
-	 * job of keeping the port ours. */
-	if (s.reserve_fd >= 0) {
-		(void)close(s.reserve_fd);
-		s.reserve_fd = -1;
-	}
-	if (cfg->user[0] != '\0' && drop_privileges(&s) < 0) {
-		teardown(&s);
-		return 1;
-	}
-	print_ready(&s);
+	s.phase = PHASE_WORKERS;
 	serve(&s);
 	log_drain_outcome(&s);
 	teardown(&s);

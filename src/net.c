@@ -216,8 +216,7 @@ static int syn_recv_dump(int fd, int family, unsigned port, struct re_net_peer *
 	}
 	for (;;) {
 		ssize_t got = recv(fd, buf, sizeof(buf), 0);
-		const struct nlmsghdr *h;
-		int left = (int)got;
+		size_t off = 0;
 
 		if (got < 0) {
 			if (errno == EINTR) {
@@ -228,10 +227,15 @@ static int syn_recv_dump(int fd, int family, unsigned port, struct re_net_peer *
 		if (got == 0) {
 			return -EPROTO;	/* the kernel never ends a dump without DONE */
 		}
-		for (h = (const struct nlmsghdr *)(void *)buf; NLMSG_OK(h, left);
-		     h = NLMSG_NEXT(h, left)) {
+		/* NLMSG_OK/NLMSG_NEXT, without their signed/unsigned mix. */
+		while ((size_t)got - off >= sizeof(struct nlmsghdr)) {
+			const struct nlmsghdr *h = (const void *)((const char *)buf + off);
 			const struct inet_diag_msg *d = NLMSG_DATA(h);
 
+			if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)got - off) {
+				return -EPROTO;
+			}
+			off += NLMSG_ALIGN(h->nlmsg_len);
 			if (h->nlmsg_type == NLMSG_DONE) {
 				return 0;
 			}

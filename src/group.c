@@ -202,7 +202,9 @@ static int spawn_one(struct re_group *g)
 		g->slots = ns;
 		g->cap = ncap;
 	}
-	p.id = g->next_id;
+	/* The id is spent from here on, even if this spawn fails: its stats block may
+	 * already have been seen, and a later worker must not continue its series. */
+	p.id = g->next_id++;
 	p.cpu = pick_cpu(g);
 	p.block = re_stats_block_create(p.id, p.cpu);
 	if (p.block == NULL) {
@@ -230,7 +232,6 @@ static int spawn_one(struct re_group *g)
 		return r;
 	}
 	g->nslots++;
-	g->next_id++;
 	r = re_worker_start(sl->w);
 	if (r < 0) {
 		/* Never started: the owner reaps it like a failed worker. */

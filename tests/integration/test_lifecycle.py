@@ -123,14 +123,17 @@ class Lifecycle(unittest.TestCase):
 
     # --- defect 2: a failed grow --------------------------------------------------
 
-    def test_failed_grow_answers_err_and_leaves_no_phantom(self):
+    def failed_grow(self, spare):
+        """Grow 1 -> 2 with only `spare` descriptors left under RLIMIT_NOFILE: it must
+        answer ERR naming worker 1, leave no phantom, and never reuse id 1."""
         srv = self.start("--threads", 1, "--no-pin")
         with retest.ControlClient(srv.ctl) as c:
+            # A round trip first: the supervisor has accepted this connection, so its
+            # descriptor is in the count below and cannot take the spare one later.
+            self.assertEqual(c.cmd("set idle-timeout 0"), "OK idle-timeout 0 ms\n")
             soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
             nfds = len(os.listdir("/proc/%d/fd" % srv.pid))
-            # One fd left: the worker's command eventfd is created, then the new
-            # thread's epoll instance or listener fails with EMFILE.
-            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (nfds + 1, hard))
+            resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (nfds + spare, hard))
             try:
                 reply = c.cmd("threads 2", timeout=15 * SCALE)
             finally:
@@ -142,11 +145,25 @@ class Lifecycle(unittest.TestCase):
             rows = worker_rows(srv.ctl)
             self.assertEqual([r[0] for r in rows], ["0"])
             self.assertEqual(rows[0][3], "running")
-            # The set is consistent: a later grow works and is counted exactly.
+            # The set is consistent: a later grow works and is counted exactly, and
+            # the failed worker's id stays spent (ids are never reused).
             self.assertEqual(c.cmd("threads 2", timeout=15 * SCALE), "OK threads 2\n")
             self.assertEqual([r[0] for r in worker_rows(srv.ctl)], ["0", "2"])
         self.assertIn("threads 2: worker 1:", srv.stderr())
         self.assertEqual(srv.stop(), 0)
+        return reply
+
+    def test_failed_grow_answers_err_and_leaves_no_phantom(self):
+        # One fd left: the worker's command eventfd is created, then the new
+        # thread's epoll instance or listener fails with EMFILE.
+        reply = self.failed_grow(1)
+        self.assertNotIn("eventfd", reply)
+
+    def test_failed_grow_at_eventfd_spends_its_id(self):
+        # No fd left: creating the worker (its command eventfd) fails before its
+        # thread exists; id 1 is spent all the same.
+        reply = self.failed_grow(0)
+        self.assertTrue(reply.startswith("ERR worker 1: eventfd: "), reply)
 
     def test_grow_after_user_is_refused(self):
         if os.geteuid() != 0:

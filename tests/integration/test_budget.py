@@ -145,15 +145,29 @@ class Budget(unittest.TestCase):
         srv = self.start("--threads", 1)
         s = srv.connect()
         retest.echo_check(s, b"warm")
-        st0 = retest.stats_json(self.path)["total"]
+        # The client has the echo as soon as send(2) returns, a moment before the
+        # worker counts that call: wait until the counters show it (and later the
+        # 200 messages), then insist they stay exactly there.
+        calls = ("recv_calls", "send_calls")
+
+        def counted(at_least):
+            st = retest.stats_json(self.path)["total"]
+            return st if all(st[k] >= at_least.get(k, 0) for k in calls) else None
+
+        st0 = retest.wait_until(lambda: counted({"recv_calls": 1, "send_calls": 1}),
+                                what="the warm-up echo's calls to be counted")
         for i in range(200):
             msg = b"%064d" % i
             s.sendall(msg)
             self.assertEqual(retest.recv_exact(s, len(msg)), msg)
-        st1 = retest.stats_json(self.path)["total"]
-        self.assertEqual(st1["recv_calls"] - st0["recv_calls"], 200)
-        self.assertEqual(st1["send_calls"] - st0["send_calls"], 200)
-        self.assertEqual(st1["buffer_bytes"], st0["buffer_bytes"])
+        want = {k: st0[k] + 200 for k in calls}
+        retest.wait_until(lambda: counted(want), what="200 recv and send calls counted")
+        for _ in range(5):
+            st1 = retest.stats_json(self.path)["total"]
+            self.assertEqual(st1["recv_calls"] - st0["recv_calls"], 200)
+            self.assertEqual(st1["send_calls"] - st0["send_calls"], 200)
+            self.assertEqual(st1["buffer_bytes"], st0["buffer_bytes"])
+            time.sleep(0.02)
         s.close()
         self.assertEqual(srv.stop(), 0, srv.stderr())
 

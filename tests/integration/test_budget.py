@@ -225,6 +225,15 @@ class Budget(unittest.TestCase):
             time.sleep(0.5)
             return before if snap() == before else None
 
+        retest.wait_until(settled, 10, what="B's worker settled")
+        # B's input must still be queued at the server, or a resumed B has nothing
+        # to read: its flood may have ended while the server, slow, still read on,
+        # and a buffer filled exactly by the last of it pauses all the same. A
+        # send the socket takes queues more; one it refuses proves the queue full.
+        try:
+            sent_b += b.send(data_b[sent_b:sent_b + 65536])
+        except BlockingIOError:
+            pass
         rx_b, _, buf_b = retest.wait_until(settled, 10, what="B's worker settled")
         # A reads everything and closes: its worker frees its buffer.
         a.setblocking(True)

@@ -22,7 +22,8 @@ enum re_conn_flag {
 	RE_CONN_CLOSED = 1u << 8,	/* fd closed; struct freed at the end of the batch */
 	RE_CONN_BULK = 1u << 9,		/* large reads: echo with splice(2), no user copy */
 	RE_CONN_BUDGET = 1u << 10,	/* reading stopped: --max-buffered had no room to grow
-					 * the buffer; retried on a timer */
+					 * the buffer, or to keep what an echo in place could
+					 * not send; retried on a timer */
 };
 
 /* A doubly-linked intrusive list node and head. */

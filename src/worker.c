@@ -269,6 +269,20 @@ static void pool_follow_limit(struct re_worker *w)
 	}
 }
 
+/* Reading stopped for want of budget: a buffer that could not grow, or an echo in
+ * place the socket cut short (no buffer for its remainder). Retried on the timer,
+ * since room freed by another worker raises no edge here. */
+static void budget_pause(struct re_worker *w, struct re_conn *c)
+{
+	if (!(c->flags & RE_CONN_BUDGET)) {
+		c->flags |= RE_CONN_BUDGET;
+		RE_STAT_ADD(w->st, budget_pauses, 1);
+		if (w->nbudget_paused++ == 0) {
+			w->budget_retry_at = w->now + RE_BUDGET_RETRY_MS;
+		}
+	}
+}
+
 static void budget_unpause(struct re_worker *w, struct re_conn *c)
 {
 	if (c->flags & RE_CONN_BUDGET) {
@@ -490,7 +504,8 @@ static ssize_t sys_recv(int fd, void *buf, size_t len, int flags)
  * at the input, send it, and consume only what the socket took. What it did not take
  * stays in the receive queue, where TCP flow control holds the sender back. Returns
  * the bytes consumed when all were echoed, 0 at EOF, -1 with errno when recv failed,
- * PEEK_STOPPED (the connection waits for EPOLLOUT) or PEEK_DEAD. */
+ * PEEK_STOPPED (the connection waits for EPOLLOUT, or for room in the budget) or
+ * PEEK_DEAD. */
 static ssize_t peek_echo(struct re_worker *w, struct re_conn *c, size_t want)
 {
 	ssize_t n, s, m;
@@ -526,14 +541,14 @@ static ssize_t peek_echo(struct re_worker *w, struct re_conn *c, size_t want)
 			touch(w, c);
 		}
 		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
-		RE_STAT_ADD(w->st, budget_pauses, 1);
 		return PEEK_STOPPED;
 	}
 	return n;
 }
 
 /* Write-through: echo n bytes straight from the scratch buffer; keep only what the
- * socket did not take. Context: out == NULL, which implies WRITABLE. */
+ * socket did not take. Context: out == NULL, so WRITABLE, unless a peek_echo was cut
+ * short and the budget has room again (the send then mostly takes nothing). */
 static int echo_scratch(struct re_worker *w, struct re_conn *c, size_t n)
 {
 	struct re_buf *b;
@@ -653,34 +668,32 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 					break;
 				}
 				if (g < 0) {
-					if (!(c->flags & RE_CONN_BUDGET)) {
-						c->flags |= RE_CONN_BUDGET;
-						RE_STAT_ADD(w->st, budget_pauses, 1);
-						if (w->nbudget_paused++ == 0) {
-							w->budget_retry_at = w->now + RE_BUDGET_RETRY_MS;
-						}
-					}
+					budget_pause(w, c);
 					break;
 				}
 				want = re_buf_tail(c->out);
 			}
 			dst = c->out->data + c->out->off + c->out->len;
 		} else if (!lingering) {
-			if (!(c->flags & RE_CONN_WRITABLE)) {
-				break;	/* a peek_echo the socket cut short: wait for EPOLLOUT */
-			}
 			if (want > w->rt->conn_buffer) {
 				want = w->rt->conn_buffer;	/* so a remainder always fits the cap */
 			}
 			/* A read never takes more than the budget can hold if the socket
 			 * does not take it all: without a covering reserve, echo in place. */
 			peek = !reserve_covers(w, want);
+			if (peek && !(c->flags & RE_CONN_WRITABLE)) {
+				/* A peek_echo the socket cut short, still without room: wait
+				 * for EPOLLOUT or for the budget timer. Once the reserve
+				 * covers a read, read on into a buffer as any connection. */
+				break;
+			}
 		}
 		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
 		budget_unpause(w, c);
 		if (peek) {
 			n = peek_echo(w, c, want);
 			if (n == PEEK_STOPPED) {
+				budget_pause(w, c);
 				break;
 			}
 			if (n == PEEK_DEAD) {

@@ -173,7 +173,10 @@ class Budget(unittest.TestCase):
 
     def test_room_freed_by_another_worker(self):
         """A connection paused at the budget resumes when another worker frees room,
-        though no event arrives for it: its client never reads meanwhile."""
+        though no event arrives for it: its client never reads meanwhile. B pauses
+        either way the budget stops a read: its buffer cannot grow, or (its worker's
+        reserve short) an echo in place that its full socket cut short; both resume
+        into a buffer when room frees."""
         srv = self.start("--threads", 2, "--max-buffered", "4M", "--conn-buffer", "16M",
                          "--no-pin")
 
@@ -218,12 +221,34 @@ class Budget(unittest.TestCase):
         data_a = retest.pattern(48 << 20, 21)
         data_b = retest.pattern(48 << 20, 22)
         sent_a = flood(a, data_a, "client A")
-        pauses0 = total(self.path, "budget_pauses")
+        # B's own worker's count: A's connection may pause again meanwhile (the room
+        # moves between the workers while B's grows), which the total would count.
+        pauses0 = per_worker("budget_pauses")[wb]
         sent_b = flood(b, data_b, "client B")
-        retest.wait_until(lambda: total(self.path, "budget_pauses") > pauses0, 10,
+        retest.wait_until(lambda: per_worker("budget_pauses")[wb] > pauses0, 10,
                           what="client B's connection paused at the budget")
-        rx_b = per_worker("bytes_received")[wb]
-        buf_b = per_worker("buffer_bytes")[wb]
+
+        # Then B's worker settles: the client's receive window can still open a
+        # little after the pause, and the EPOLLOUT that follows would resume B
+        # without the budget's help. Settled: nothing moved for half a second.
+        def settled():
+            def snap():
+                return tuple(per_worker(k)[wb] for k in
+                             ("bytes_received", "bytes_sent", "buffer_bytes"))
+            before = snap()
+            time.sleep(0.5)
+            return before if snap() == before else None
+
+        retest.wait_until(settled, 10, what="B's worker settled")
+        # B's input must still be queued at the server, or a resumed B has nothing
+        # to read: its flood may have ended while the server, slow, still read on,
+        # and a buffer filled exactly by the last of it pauses all the same. A
+        # send the socket takes queues more; one it refuses proves the queue full.
+        try:
+            sent_b += b.send(data_b[sent_b:sent_b + 65536])
+        except BlockingIOError:
+            pass
+        rx_b, _, buf_b = retest.wait_until(settled, 10, what="B's worker settled")
         # A reads everything and closes: its worker frees its buffer.
         a.setblocking(True)
         a.settimeout(30)

@@ -210,6 +210,71 @@ class Lifecycle(unittest.TestCase):
         s.close()
         self.assertEqual(new.stop(), 0)
 
+    def test_takeover_with_idle_and_busy_clients(self):
+        """Long-lived clients of the old instance: an idle one and one that never
+        stops sending. Both keep being served after the takeover (the busy one's
+        echoes stay exact), the old instance exits at its --drain-timeout, not when
+        they choose to leave, and new connections reach the new instance."""
+        import threading
+        port = retest.free_tcp_port()
+        old = self.start("--threads", 2, "--no-pin", "--drain-timeout", 2, port=port)
+        idle = old.connect()
+        self.addCleanup(idle.close)
+        retest.echo_check(idle, b"keep-alive")
+        busy = old.connect()
+        self.addCleanup(busy.close)
+        state = {"trips": 0, "after": 0, "end": None, "bad": 0}
+        takeover_at = []
+
+        def pinger():
+            busy.settimeout(30 * SCALE)
+            i = 0
+            try:
+                while True:
+                    msg = b"busy %08d\n" % i
+                    busy.sendall(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        d = busy.recv(len(msg) - len(got))
+                        if not d:
+                            state["end"] = "eof"
+                            return
+                        got += d
+                    if got != msg:
+                        state["bad"] += 1
+                    state["trips"] += 1
+                    if takeover_at:
+                        state["after"] += 1
+                    i += 1
+            except (ConnectionResetError, BrokenPipeError):
+                state["end"] = "reset"
+            except OSError as e:
+                state["end"] = "error %s" % e
+
+        t = threading.Thread(target=pinger, daemon=True)
+        t.start()
+        retest.wait_until(lambda: state["trips"] > 100, timeout=5 * SCALE,
+                          what="the busy client to run")
+        takeover_at.append(time.monotonic())
+        new = self.start("--threads", 1, "--no-pin", "--takeover", port=port)
+        rc, _ = wait_exit(old, 15 * SCALE)
+        dt = time.monotonic() - takeover_at[0]
+        t.join(10 * SCALE)
+        note("takeover with an idle and a busy client: old exited %.3f s after the "
+             "takeover began (--drain-timeout 2); busy client %d round trips after it, "
+             "ended by %s", dt, state["after"], state["end"])
+        self.assertEqual(rc, 0)
+        self.assertFalse(t.is_alive(), "the busy client was never disconnected")
+        self.assertEqual(state["bad"], 0, "an echo differed")
+        self.assertGreater(state["after"], 100, "the busy client was not served on")
+        self.assertIn(state["end"], ("reset", "eof"))
+        self.assertGreater(dt, 1.5)
+        self.assertLess(dt, 2.0 + 2.0 * SCALE)
+        s = new.connect()
+        retest.echo_check(s, b"served by the new instance")
+        s.close()
+        self.assertEqual(new.stop(), 0)
+
     def test_takeover_of_100_workers(self):
         """The `listeners` reply of 100 workers is longer than 256 bytes."""
         port = retest.free_tcp_port()

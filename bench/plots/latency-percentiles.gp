@@ -6,7 +6,7 @@ set border 3
 set tics nomirror
 set key top left font ',8' noenhanced
 set termoption noenhanced
-set multiplot layout 2,3 title "latency percentiles (medians of repeats)" font ',11'
+set multiplot layout 2,3 title "latency percentiles (medians of repeats)\nrun: compare 2026-11-27T13:54:38+00:00, load max 1.85 on 2 CPUs" font ',11'
 set title "pp64-d1"
 set xlabel 'percentile'
 set ylabel 'latency (us)'
@@ -59,7 +59,7 @@ plot "latency-percentiles-churn64.dat" index 0 using 1:2 with linespoints pt 7 l
      "latency-percentiles-churn64.dat" index 2 using 1:2 with linespoints pt 7 lw 2 lc rgb "#3c9a3c" title "node", \
      "latency-percentiles-churn64.dat" index 3 using 1:2 with linespoints pt 7 lw 2 lc rgb "#e08a00" title "python"
 unset logscale y
-set title "rate64 (offered 28.5k msgs/s)"
+set title "rate64 (offered 52.9k msgs/s)"
 set xlabel 'percentile'
 set ylabel 'latency (us)'
 set logscale y

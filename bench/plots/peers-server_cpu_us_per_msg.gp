@@ -6,7 +6,7 @@ set border 3
 set tics nomirror
 set key top left font ',8' noenhanced
 set termoption noenhanced
-set multiplot layout 2,3 title "server CPU us / message, by case" font ',11'
+set multiplot layout 2,3 title "server CPU us / message, by case\nrun: compare 2026-11-27T13:54:38+00:00, load max 1.85 on 2 CPUs" font ',11'
 set title "pp64-d1"
 set ylabel "server CPU us / message"
 set yrange [0:*]

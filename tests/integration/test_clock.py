@@ -54,19 +54,8 @@ def stalled_series(path):
     return out
 
 
-class ClockWrap(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="reuseecho-clock-")
-        self.ctl = os.path.join(self.dir, "control.sock")
-        self.srv = None
-        self.socks = []
-
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        if self.srv is not None and self.srv.alive():
-            self.srv.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+class ClockWrap(retest.ServerCase):
+    dir_prefix = "reuseecho-clock-"
 
     def start(self, env, *args):
         self.srv = retest.Server("--threads", 2, "--control", self.ctl, *args, extra_env=env)

@@ -50,19 +50,8 @@ def http_get_tcp(port, target, timeout):
     return retest.http_request(s, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target, timeout)
 
 
-class ControlCase(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="reuseecho-ctl-limits-")
-        self.ctl = os.path.join(self.dir, "control.sock")
-        self.srv = None
-        self.socks = []
-
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        if self.srv is not None and self.srv.alive():
-            self.srv.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+class ControlCase(retest.ServerCase):
+    dir_prefix = "reuseecho-ctl-limits-"
 
     def start(self, *args, **kw):
         self.srv = retest.Server("--threads", 2, "--control", self.ctl, *args, **kw)

@@ -20,24 +20,8 @@ SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSaniti
                    "runtime error:")
 
 
-class Lifecycle(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="reuseecho-life-")
-        self.ctl = os.path.join(self.dir, "control.sock")
-        self.srv = None
-        self.socks = []
-
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        if self.srv is not None and self.srv.alive():
-            self.srv.send_signal(signal.SIGCONT)
-            self.srv.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def start(self, *args):
-        self.srv = retest.Server("--control", self.ctl, *args)
-        return self.srv
+class Lifecycle(retest.ServerCase):
+    dir_prefix = "reuseecho-life-"
 
     def connect(self):
         s = self.srv.connect()

@@ -6,6 +6,7 @@ polls of a condition (wait_until), never fixed sleeps alone.
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -325,6 +326,31 @@ def report_skip(what, why):
     in meson's test log, whether the test then exits 77 or passes."""
     sys.stdout.write("SKIPPED: %s: %s\n" % (what, " ".join(str(why).split())))
     sys.stdout.flush()
+
+
+class ServerCase(unittest.TestCase):
+    """A test case with one server at a time: a private directory holding the control
+    socket (self.ctl), the server (self.srv, set by start()) and client sockets to close
+    (self.socks). tearDown closes the sockets, kills a server still running (SIGKILL
+    works on a stopped one too) and removes the directory."""
+    dir_prefix = "reuseecho-"
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix=self.dir_prefix)
+        self.ctl = os.path.join(self.dir, "control.sock")
+        self.srv = None
+        self.socks = []
+
+    def tearDown(self):
+        for s in self.socks:
+            s.close()
+        if self.srv is not None and self.srv.alive():
+            self.srv.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, *args, **kw):
+        self.srv = Server("--control", self.ctl, *args, **kw)
+        return self.srv
 
 
 def main():

@@ -30,6 +30,26 @@ class CheckSkips(unittest.TestCase):
                                stderr=subprocess.STDOUT, universal_newlines=True, timeout=30)
             return p.returncode, p.stdout
 
+    def test_reads_the_last_runs_log(self):
+        """After `meson test --setup asan` the log is testlog-asan.json: the newest
+        testlog*.json is the one read, whatever its setup name."""
+        with tempfile.TemporaryDirectory() as d:
+            logs = os.path.join(d, "meson-logs")
+            os.mkdir(logs)
+            old = os.path.join(logs, "testlog.json")
+            new = os.path.join(logs, "testlog-asan.json")
+            with open(old, "w") as f:
+                f.write(json.dumps(entry("cli", "OK")) + "\n")
+            with open(new, "w") as f:
+                f.write(json.dumps(entry("edge", "SKIP", "SKIPPED: edge: why\n")) + "\n")
+            os.utime(old, (1000, 1000))
+            allow = os.path.join(d, "allow.txt")
+            open(allow, "w").close()
+            p = subprocess.run([sys.executable, CHECK, d, allow], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("NOT ALLOWED edge:edge: why", p.stdout)
+
     def test_clean_run_passes(self):
         rc, out = self.run_check([entry("cli", "OK", "ok\n"), entry("edge", "OK")], "")
         self.assertEqual(rc, 0, out)

@@ -113,6 +113,8 @@ struct re_control {
 	atomic_bool path_bound;
 	dev_t sock_dev;
 	ino_t sock_ino;
+	struct timespec sock_mtime;	/* with dev/ino: a file system may give a successor's
+					 * socket at the same path our freed inode number */
 
 	/* Owned by the control thread. */
 	int epfd;
@@ -1044,6 +1046,7 @@ create:
 	if (r == 0 && lstat(c->path, &st) == 0) {
 		c->sock_dev = st.st_dev;
 		c->sock_ino = st.st_ino;
+		c->sock_mtime = st.st_mtim;
 		atomic_store_explicit(&c->path_bound, true, memory_order_release);
 	}
 	if (r < 0) {
@@ -1123,6 +1126,18 @@ static int control_setup(struct re_control *c)
 	return 0;
 }
 
+/* Is st (an lstat of our path) still the socket we bound? Device and inode alone are
+ * not enough: after a takeover the successor unlinks our socket and binds its own,
+ * and a file system that reuses inode numbers (ext4 does, tmpfs does not) can give it
+ * ours. Its modification time is its own, though: set when bind() creates the
+ * socket file, and not touched by the chown of --user (which moves the change time). */
+static bool same_socket(const struct re_control *c, const struct stat *st)
+{
+	return st->st_dev == c->sock_dev && st->st_ino == c->sock_ino &&
+	       st->st_mtim.tv_sec == c->sock_mtime.tv_sec &&
+	       st->st_mtim.tv_nsec == c->sock_mtime.tv_nsec;
+}
+
 static void control_teardown(struct re_control *c)
 {
 	struct stat st;
@@ -1147,7 +1162,7 @@ static void control_teardown(struct re_control *c)
 	}
 	/* Remove the path only while it is still the socket we created. */
 	if (atomic_load_explicit(&c->path_bound, memory_order_acquire) && lstat(c->path, &st) == 0 &&
-	    st.st_dev == c->sock_dev && st.st_ino == c->sock_ino) {
+	    same_socket(c, &st)) {
 		(void)unlink(c->path);
 	}
 	if (c->lis[RE_CONTROL_TCP].fd >= 0) {
@@ -1266,7 +1281,7 @@ void re_control_unlink_now(const struct re_control *c)
 	if (c == NULL || !atomic_load_explicit(&c->path_bound, memory_order_acquire)) {
 		return;
 	}
-	if (lstat(c->path, &st) == 0 && st.st_dev == c->sock_dev && st.st_ino == c->sock_ino) {
+	if (lstat(c->path, &st) == 0 && same_socket(c, &st)) {
 		(void)unlink(c->path);
 	}
 }

@@ -121,7 +121,7 @@ class Server:
         except FileNotFoundError:
             return
         self.control_path = path
-        self.control_id = (st.st_dev, st.st_ino)
+        self.control_id = (st.st_dev, st.st_ino, st.st_mtime_ns)
 
     def control_socket_left(self):
         """True when the control socket this server created is still at its path (a
@@ -132,7 +132,8 @@ class Server:
             st = os.lstat(self.control_path)
         except FileNotFoundError:
             return False
-        return (st.st_dev, st.st_ino) == self.control_id
+        # With the modification time: a file system may reuse our inode number for it.
+        return (st.st_dev, st.st_ino, st.st_mtime_ns) == self.control_id
 
     def _remove_left_socket(self):
         if self.control_socket_left():

@@ -13,13 +13,7 @@
 
 #include "chan.h"
 
-#define CHECK(cond) \
-	do { \
-		if (!(cond)) { \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-			exit(1); \
-		} \
-	} while (0)
+#include "check.h"
 
 static struct re_request *req(uint64_t gen)
 {

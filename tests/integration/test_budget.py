@@ -69,21 +69,12 @@ class RssSampler(threading.Thread):
         self.join(5)
 
 
-class Budget(unittest.TestCase):
-    def setUp(self):
-        self.srv = None
-        self.path = os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                 "reuseecho-budget-%d.sock" % os.getpid())
+class Budget(retest.ServerCase):
+    dir_prefix = "reuseecho-budget-"
 
-    def tearDown(self):
-        if self.srv is not None and self.srv.alive():
-            self.srv.kill()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-    def start(self, *args):
-        self.srv = retest.Server("--control", self.path, *args)
-        return self.srv
+    @property
+    def path(self):
+        return self.ctl
 
     def test_setting(self):
         srv = self.start("--threads", 1)

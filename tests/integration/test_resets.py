@@ -61,21 +61,12 @@ def sender_until_reset(s, deadline):
     return False
 
 
-class Resets(unittest.TestCase):
-    def setUp(self):
-        self.srv = None
-        self.path = os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                 "reuseecho-resets-%d.sock" % os.getpid())
+class Resets(retest.ServerCase):
+    dir_prefix = "reuseecho-resets-"
 
-    def tearDown(self):
-        if self.srv is not None and self.srv.alive():
-            self.srv.kill()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-    def start(self, *args):
-        self.srv = retest.Server("--control", self.path, *args)
-        return self.srv
+    @property
+    def path(self):
+        return self.ctl
 
     def stats(self):
         return retest.stats_json(self.path)["total"]

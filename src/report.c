@@ -267,8 +267,8 @@ static bool in_text_layout(enum counter_index idx)
 /* One line for the control thread's own counters. */
 static void text_control(const struct re_control_counters *k, struct re_strbuf *out)
 {
-	re_strbuf_printf(out, "control: unix clients %" PRIu32 "/%" PRIu32 ", tcp clients %" PRIu32
-			 "/%" PRIu32 ", refused busy %" PRIu64 ", refused peer %" PRIu64
+	re_strbuf_printf(out, "control: unix clients %" PRIu64 "/%" PRIu64 ", tcp clients %" PRIu64
+			 "/%" PRIu64 ", refused busy %" PRIu64 ", refused peer %" PRIu64
 			 ", refused tcp %" PRIu64 ", evicted %" PRIu64 ", header timeouts %" PRIu64 ", idle timeouts %" PRIu64
 			 ", fd limit %" PRIu64 ", backoffs %" PRIu64 ", fd reserve %" PRIu32 "/%" PRIu32
 			 " (used %" PRIu64 ")\n",
@@ -394,8 +394,8 @@ static void json_counters(struct re_strbuf *out, const struct re_stats_counters 
 /* ,"control":{...}: the control thread's counters, per listener where they differ. */
 static void json_control(const struct re_control_counters *k, struct re_strbuf *out)
 {
-	re_strbuf_printf(out, ",\"control\":{\"clients\":{\"unix\":%" PRIu32 ",\"tcp\":%" PRIu32 "},"
-			 "\"clients_limit\":{\"unix\":%" PRIu32 ",\"tcp\":%" PRIu32 "},"
+	re_strbuf_printf(out, ",\"control\":{\"clients\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},"
+			 "\"clients_limit\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},"
 			 "\"clients_accepted\":{\"unix\":%" PRIu64 ",\"tcp\":%" PRIu64 "},",
 			 k->clients[RE_CONTROL_UNIX], k->clients[RE_CONTROL_TCP],
 			 k->clients_limit[RE_CONTROL_UNIX], k->clients_limit[RE_CONTROL_TCP],
@@ -638,27 +638,30 @@ static void prom_counters(const struct re_snapshot *s, struct re_strbuf *out, bo
 }
 
 /* The control thread's families: no worker label; listener="unix|tcp". */
-static void prom_control(const struct re_control_counters *k, struct re_strbuf *out)
+/* One family of the control thread's, one sample per listener (unix, tcp). */
+static void prom_per_listener(struct re_strbuf *out, const char *name, const char *help,
+			      const char *type, const uint64_t v[RE_CONTROL_NLISTENERS])
 {
 	static const char *const lname[RE_CONTROL_NLISTENERS] = { "unix", "tcp" };
 
-	prom_family(out, "control_clients", "Control clients connected now, per listener", "gauge");
+	prom_family(out, name, help, type);
 	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "control_clients{listener=\"%s\"} %" PRIu32 "\n",
-				 lname[i], k->clients[i]);
+		re_strbuf_printf(out, PROM_PREFIX "%s{listener=\"%s\"} %" PRIu64 "\n", name, lname[i],
+				 v[i]);
 	}
-	prom_family(out, "control_clients_limit",
-		    "Control client budget per listener (0 = listener not open)", "gauge");
-	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "control_clients_limit{listener=\"%s\"} %" PRIu32 "\n",
-				 lname[i], k->clients_limit[i]);
-	}
-	prom_family(out, "control_clients_accepted_total", "Control clients accepted, per listener",
-		    "counter");
-	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "control_clients_accepted_total{listener=\"%s\"} %"
-				 PRIu64 "\n", lname[i], k->accepted[i]);
-	}
+}
+
+static void prom_control(const struct re_control_counters *k, struct re_strbuf *out)
+{
+	prom_per_listener(out, "control_clients",
+			  "Control clients connected now, per listener",
+			  "gauge", k->clients);
+	prom_per_listener(out, "control_clients_limit",
+			  "Control client budget per listener (0 = listener not open)",
+			  "gauge", k->clients_limit);
+	prom_per_listener(out, "control_clients_accepted_total",
+			  "Control clients accepted, per listener",
+			  "counter", k->accepted);
 	prom_family(out, "control_clients_refused_total",
 		    "Control clients refused: admin socket over budget (busy) or another uid "
 		    "(peer_uid); TCP budget full of clients that arrived in the same turn (burst)",
@@ -681,20 +684,12 @@ static void prom_control(const struct re_control_counters *k, struct re_strbuf *
 	prom_family(out, "control_idle_timeouts_total",
 		    "Admin socket clients closed after --control-timeout without activity", "counter");
 	re_strbuf_printf(out, PROM_PREFIX "control_idle_timeouts_total %" PRIu64 "\n", k->idle_timeouts);
-	prom_family(out, "control_accept_fd_limit_total",
-		    "Control accepts that failed at the fd limit (EMFILE/ENFILE), per listener",
-		    "counter");
-	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "control_accept_fd_limit_total{listener=\"%s\"} %"
-				 PRIu64 "\n", lname[i], k->accept_fd_limit[i]);
-	}
-	prom_family(out, "control_accept_backoffs_total",
-		    "Times a control listener stopped accepting for 100 ms (no fd to accept with)",
-		    "counter");
-	for (size_t i = 0; i < RE_CONTROL_NLISTENERS; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "control_accept_backoffs_total{listener=\"%s\"} %"
-				 PRIu64 "\n", lname[i], k->accept_backoffs[i]);
-	}
+	prom_per_listener(out, "control_accept_fd_limit_total",
+			  "Control accepts that failed at the fd limit (EMFILE/ENFILE), per listener",
+			  "counter", k->accept_fd_limit);
+	prom_per_listener(out, "control_accept_backoffs_total",
+			  "Times a control listener stopped accepting for 100 ms (no fd to accept with)",
+			  "counter", k->accept_backoffs);
 	prom_family(out, "control_fd_reserve_uses_total",
 		    "Reserve descriptors given up to accept an admin client at the fd limit", "counter");
 	re_strbuf_printf(out, PROM_PREFIX "control_fd_reserve_uses_total %" PRIu64 "\n",

@@ -53,8 +53,8 @@ enum re_control_listener {
 };
 
 struct re_control_counters {
-	uint32_t clients[RE_CONTROL_NLISTENERS];	/* gauge: connected now */
-	uint32_t clients_limit[RE_CONTROL_NLISTENERS];	/* gauge: each listener's budget */
+	uint64_t clients[RE_CONTROL_NLISTENERS];	/* gauge: connected now */
+	uint64_t clients_limit[RE_CONTROL_NLISTENERS];	/* gauge: each listener's budget */
 	uint64_t accepted[RE_CONTROL_NLISTENERS];
 	uint64_t refused_busy;		/* unix: over budget, told "ERR busy" */
 	uint64_t refused_peer;		/* unix: another uid (SO_PEERCRED) */

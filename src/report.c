@@ -482,6 +482,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_string(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, ",\"listener_handover\":");
 	json_string(out, f->handover, sizeof(f->handover));
+	re_strbuf_printf(out, ",\"udp\":%s", f->udp ? "true" : "false");
 	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
 	if (f->migrate_success >= 0) {
 		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
@@ -793,7 +794,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, "\",listener_handover=\"");
 	prom_label_value(out, f->handover, sizeof(f->handover));
-	re_strbuf_puts(out, "\"} 1\n");
+	re_strbuf_printf(out, "\",udp=\"%d\"} 1\n", f->udp ? 1 : 0);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		prom_family(out, "tcp_migrate_req_total",
 			    "Kernel TcpMigrateReq counters of this network namespace (TcpExt)", "counter");
@@ -925,7 +926,7 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 	} else {
 		re_strbuf_puts(out, "none");
 	}
-	re_strbuf_puts(out, "\n");
+	re_strbuf_printf(out, "\nudp %s\n", f->udp ? "on" : "off");
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

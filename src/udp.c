@@ -24,6 +24,22 @@
  * the same buffer. */
 #define RE_UDP_CTL_SIZE 128u
 
+/* --udp-rate: a token bucket per source address in a fixed table (per worker: the
+ * kernel spreads one address's flows over the workers by port). An address probes
+ * RATE_PROBE entries from its hash; with none free it takes the one idle longest, so
+ * a flood of new addresses costs no memory and only resets buckets it evicts. */
+#define RATE_SLOTS 4096u		/* power of two; 4096 x 32 bytes = 128 KiB, lazily
+					 * backed by calloc's zero pages */
+#define RATE_PROBE 8u
+#define MILLI 1000u			/* tokens are counted in thousandths of a datagram */
+
+struct rate_entry {
+	uint8_t addr[16];		/* IPv6, or v4-mapped IPv4 */
+	uint64_t tokens;		/* thousandths of a datagram */
+	uint32_t last_ms;		/* worker clock of the last refill */
+	uint32_t used;			/* 0: a free entry */
+};
+
 struct udp_ctl {
 	_Alignas(size_t) char buf[RE_UDP_CTL_SIZE];	/* cmsg_len is a size_t */
 };
@@ -39,6 +55,9 @@ struct re_udp {
 	unsigned head;
 	unsigned count;
 	uint64_t kernel_drops;	/* SK_MEMINFO_DROPS at the last sample */
+	uint32_t now_ms;	/* the worker's clock for this service pass */
+	uint32_t rate;		/* --udp-rate for this pass, 0 = off */
+	struct rate_entry *rate_tab;	/* RATE_SLOTS entries */
 	char *bufs;		/* RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, mmap'd */
 	struct mmsghdr msg[RE_UDP_SLOTS];
 	struct iovec iov[RE_UDP_SLOTS];
@@ -63,11 +82,12 @@ static int open_socket(const struct re_addr *a, const char **ret_call)
 		*ret_call = "socket";
 		return -errno;
 	}
-	/* IP_PKTINFO on an IPv6 socket covers the v4-mapped datagrams of a dual-stack
-	 * "::" socket: udpv6_recvmsg reports those with the IPv4 cmsgs. */
+	/* On an IPv6 socket IPV6_RECVPKTINFO covers the v4-mapped datagrams of a
+	 * dual-stack "::" too: the kernel reports their destination as a v4-mapped
+	 * IPV6_PKTINFO (ip6_datagram_recv_common_ctl). */
 	if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 ||
 	    set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
-	    set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0 ||
+	    (a->ss.ss_family == AF_INET && set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0) ||
 	    (a->ss.ss_family == AF_INET6 &&
 	     (set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0 ||
 	      set_int(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1) < 0))) {
@@ -97,6 +117,12 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 	}
 	u->fd = -1;
 	u->st = st;
+	u->rate_tab = calloc(RATE_SLOTS, sizeof(*u->rate_tab));
+	if (u->rate_tab == NULL) {
+		*ret_call = "malloc";
+		re_udp_close(u);
+		return -ENOMEM;
+	}
 	/* One mapping for every datagram buffer: a 64-byte datagram touches one page of
 	 * its slot, so resident memory follows the datagram sizes actually seen. */
 	u->bufs = mmap(NULL, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, PROT_READ | PROT_WRITE,
@@ -182,14 +208,92 @@ static bool loop_port(const struct sockaddr_in6 *from)
 	}
 }
 
+/* The source address as 16 bytes: IPv6 as is, IPv4 v4-mapped, so one IPv4 client
+ * is one key whether it reached an AF_INET or a dual-stack socket. */
+static void source_key(const struct sockaddr_in6 *from, uint8_t key[16])
+{
+	if (from->sin6_family == AF_INET6) {
+		memcpy(key, &from->sin6_addr, 16);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)from;
+
+		memset(key, 0, 10);
+		key[10] = 0xff;
+		key[11] = 0xff;
+		memcpy(key + 12, &sin->sin_addr, 4);
+	}
+}
+
+static uint32_t key_hash(const uint8_t key[16])
+{
+	uint64_t a, b;
+
+	memcpy(&a, key, 8);
+	memcpy(&b, key + 8, 8);
+	a ^= b * 0x9e3779b97f4a7c15ull;
+	a ^= a >> 29;
+	a *= 0xbf58476d1ce4e5b9ull;
+	return (uint32_t)(a >> 32);
+}
+
+/* True when the source may have one more datagram answered now (and takes its
+ * token). A bucket holds one second's worth; it refills at `rate` per second. */
+static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from)
+{
+	uint64_t cap = (uint64_t)u->rate * MILLI;
+	struct rate_entry *e = NULL, *oldest = NULL;
+	uint8_t key[16];
+	uint32_t h;
+
+	source_key(from, key);
+	h = key_hash(key);
+	for (unsigned i = 0; i < RATE_PROBE; i++) {
+		struct rate_entry *x = &u->rate_tab[(h + i) & (RATE_SLOTS - 1)];
+
+		if (x->used && memcmp(x->addr, key, 16) == 0) {
+			e = x;
+			break;
+		}
+		if (oldest == NULL || !x->used ||
+		    (oldest->used && (int32_t)(x->last_ms - oldest->last_ms) < 0)) {
+			oldest = x;
+		}
+	}
+	if (e == NULL) {
+		e = oldest;
+		memcpy(e->addr, key, 16);
+		e->used = 1;
+		e->tokens = cap;
+		e->last_ms = u->now_ms;
+	} else {
+		uint32_t dt = u->now_ms - e->last_ms;	/* wraps safely */
+
+		/* Refill: rate tokens per second = rate thousandths per millisecond. */
+		if (dt > 1000) {
+			dt = 1000;	/* a full bucket at most, and no overflow */
+		}
+		e->tokens += (uint64_t)dt * u->rate;
+		if (e->tokens > cap) {
+			e->tokens = cap;
+		}
+		e->last_ms = u->now_ms;
+	}
+	if (e->tokens < MILLI) {
+		return false;
+	}
+	e->tokens -= MILLI;
+	return true;
+}
+
 /* Turn the received control messages of h into the reply's: one IP_PKTINFO or
  * IPV6_PKTINFO that makes the reply leave from the address the datagram was sent
  * to. With a wildcard bind the kernel would otherwise pick the source by route, and
  * a client that sent to another local address (or a connected client) drops it.
- * IPv4, and v4-mapped datagrams on a dual-stack socket: ipi_spec_dst is the
- * datagram's destination for local unicast, and udp_sendmsg takes IP_PKTINFO on an
- * IPv6 socket too (ip_cmsg_send). The interface index stays 0 (routing chooses),
- * except for an IPv6 link-local destination, which needs its interface. */
+ * IPv4: ipi_spec_dst is the datagram's destination for local unicast. A v4-mapped
+ * datagram on a dual-stack socket arrives with a v4-mapped IPV6_PKTINFO, and
+ * udpv6_sendmsg hands a v4-mapped destination to udp_sendmsg, whose ip_cmsg_send
+ * takes that IPV6_PKTINFO as the IPv4 source. The interface index stays 0 (routing
+ * chooses), except for an IPv6 link-local destination, which needs its interface. */
 static void make_reply_ctl(struct msghdr *h)
 {
 	struct in_pktinfo p4;
@@ -329,6 +433,10 @@ static int recv_batch(struct re_udp *u, unsigned want)
 			RE_STAT_ADD(u->st, udp_dropped_loop_guard, 1);
 			continue;
 		}
+		if (u->rate != 0 && !rate_allow(u, h->msg_name)) {
+			RE_STAT_ADD(u->st, udp_dropped_rate_limit, 1);
+			continue;
+		}
 		if (k != tail + keep) {
 			swap_entries(u, k, tail + keep);
 			h = &u->msg[tail + keep].msg_hdr;
@@ -368,10 +476,12 @@ static int discard_batch(struct re_udp *u, unsigned want)
 	return n;
 }
 
-int re_udp_service(struct re_udp *u, unsigned budget)
+int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t rate)
 {
 	unsigned done = 0;
 
+	u->now_ms = now_ms;
+	u->rate = rate;
 	flush(u);
 	while (u->readable) {
 		unsigned want = RE_UDP_BATCH;
@@ -418,14 +528,14 @@ int re_udp_service(struct re_udp *u, unsigned budget)
 	return 0;
 }
 
-int re_udp_drain_input(struct re_udp *u, unsigned limit)
+int re_udp_drain_input(struct re_udp *u, unsigned limit, uint32_t now_ms, uint32_t rate)
 {
 	int r;
 
 	/* An arrival whose edge is still in epoll's ready list counts too: read
 	 * whatever the queue holds, edge or not. */
 	u->readable = true;
-	r = re_udp_service(u, limit);
+	r = re_udp_service(u, limit, now_ms, rate);
 	if (r < 0) {
 		return r;
 	}
@@ -471,5 +581,6 @@ void re_udp_close(struct re_udp *u)
 	if (u->bufs != NULL) {
 		(void)munmap(u->bufs, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE);
 	}
+	free(u->rate_tab);
 	free(u);
 }

@@ -1250,7 +1250,7 @@ static void udp_turn(struct re_worker *w)
 		w->udp_pending = false;
 		return;
 	}
-	r = re_udp_service(w->udp, RE_UDP_BUDGET);
+	r = re_udp_service(w->udp, RE_UDP_BUDGET, w->now, w->rt->udp_rate);
 	w->udp_pending = r > 0;
 	if (r < 0 && (!w->udp_logged || re_due(w->now, w->last_udp_log + RE_LOG_EVERY_MS))) {
 		w->udp_logged = true;

@@ -82,11 +82,13 @@ static int open_socket(const struct re_addr *a, const char **ret_call)
 		*ret_call = "socket";
 		return -errno;
 	}
-	/* On an IPv6 socket IPV6_RECVPKTINFO covers the v4-mapped datagrams of a
+	/* SO_REUSEPORT only, no SO_REUSEADDR: on UDP, two sockets that both set
+	 * SO_REUSEADDR may share an address whatever their owners, so any local user
+	 * could bind beside us and take datagrams; SO_REUSEPORT groups check the uid.
+	 * On an IPv6 socket IPV6_RECVPKTINFO covers the v4-mapped datagrams of a
 	 * dual-stack "::" too: the kernel reports their destination as a v4-mapped
 	 * IPV6_PKTINFO (ip6_datagram_recv_common_ctl). */
-	if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 ||
-	    set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
+	if (set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
 	    (a->ss.ss_family == AF_INET && set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0) ||
 	    (a->ss.ss_family == AF_INET6 &&
 	     (set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0 ||

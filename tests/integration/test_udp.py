@@ -1,6 +1,7 @@
 """UDP echo (--udp) from outside: every datagram comes back whole, as one datagram, to
 its source and from the address it was sent to; the counters say exactly what
 happened to each one."""
+import errno
 import os
 import socket
 import struct
@@ -224,6 +225,18 @@ class UdpEcho(retest.ServerCase):
         self.assertRegex(prom, r'reuseecho_feature_info\{[^}]*udp="1"\} 1')
         # Loopback: no reflection warning.
         self.assertNotIn("reflect", self.srv.stderr())
+
+    def test_no_sharing_by_reuseaddr(self):
+        """The workers' sockets set SO_REUSEPORT only: a socket with SO_REUSEADDR
+        (which on UDP would share the address with any other SO_REUSEADDR socket,
+        whoever owns it) cannot bind beside them and take datagrams."""
+        self.start("--udp", "--threads", "2")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with self.assertRaises(OSError) as cm:
+            s.bind(("127.0.0.1", self.srv.port))
+        self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
 
     def test_public_bind_warns(self):
         self.start("--udp", "--threads", "1", bind="0.0.0.0")

@@ -248,6 +248,18 @@ static const struct text_item text_layout[] = {
 	{ "memory", "buffered", IDX_buffer_bytes, true },
 	{ "accept errors", "emfile", IDX_accept_errors_fd, false },
 	{ "accept errors", "other", IDX_accept_errors_other, false },
+	{ "udp", "datagrams received", IDX_udp_datagrams_received, false },
+	{ "udp", "sent", IDX_udp_datagrams_sent, false },
+	{ "udp", "bytes received", IDX_udp_bytes_received, true },
+	{ "udp", "sent", IDX_udp_bytes_sent, true },
+	{ "udp", "recvmmsg calls", IDX_udp_recv_calls, false },
+	{ "udp", "sendmmsg calls", IDX_udp_send_calls, false },
+	{ "udp dropped", "truncated", IDX_udp_dropped_truncated, false },
+	{ "udp dropped", "queue full", IDX_udp_dropped_queue_full, false },
+	{ "udp dropped", "send error", IDX_udp_dropped_send_error, false },
+	{ "udp dropped", "loop guard", IDX_udp_dropped_loop_guard, false },
+	{ "udp dropped", "rate limit", IDX_udp_dropped_rate_limit, false },
+	{ "udp dropped", "kernel receive queue", IDX_udp_kernel_drops, false },
 };
 
 #define TEXT_LAYOUT_N (sizeof(text_layout) / sizeof(text_layout[0]))
@@ -470,6 +482,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_string(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, ",\"listener_handover\":");
 	json_string(out, f->handover, sizeof(f->handover));
+	re_strbuf_printf(out, ",\"udp\":%s", f->udp ? "true" : "false");
 	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
 	if (f->migrate_success >= 0) {
 		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
@@ -781,7 +794,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, "\",listener_handover=\"");
 	prom_label_value(out, f->handover, sizeof(f->handover));
-	re_strbuf_puts(out, "\"} 1\n");
+	re_strbuf_printf(out, "\",udp=\"%d\"} 1\n", f->udp ? 1 : 0);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		prom_family(out, "tcp_migrate_req_total",
 			    "Kernel TcpMigrateReq counters of this network namespace (TcpExt)", "counter");
@@ -913,7 +926,7 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 	} else {
 		re_strbuf_puts(out, "none");
 	}
-	re_strbuf_puts(out, "\n");
+	re_strbuf_printf(out, "\nudp %s\n", f->udp ? "on" : "off");
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

@@ -1,0 +1,265 @@
+"""UDP echo (--udp) from outside: every datagram comes back whole, as one datagram, to
+its source and from the address it was sent to; the counters say exactly what
+happened to each one."""
+import errno
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import retest  # noqa: E402
+import unittest  # noqa: E402
+
+V4_MAX = 65507
+V6_MAX = 65527
+SIZES_V4 = (0, 1, 1472, 8192, V4_MAX)
+SIZES_V6 = (0, 1, 1472, 8192, V6_MAX)
+FLOWS = 8
+TIMEOUT = retest.scaled(5.0)
+
+
+def udp_client(family, addr, port, bind=None):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.settimeout(TIMEOUT)
+    if bind is not None:
+        s.bind(bind)
+    s.connect((addr, port))
+    return s
+
+
+def payload(flow, seq, n):
+    """n bytes that differ per flow and per datagram, so a reply crossed between
+    flows or datagrams is caught."""
+    head = ("%d:%d:" % (flow, seq)).encode()
+    body = retest.pattern(n, seed=flow * 1000 + seq)
+    return (head + body)[:n]
+
+
+def udp_totals(path):
+    t = retest.stats_json(path)["total"]
+    return {k: v for k, v in t.items() if k.startswith("udp_")}
+
+
+class UdpEcho(retest.ServerCase):
+    dir_prefix = "reuseecho-udp-"
+
+    def echo_sizes(self, family, addr, sizes):
+        """Each of FLOWS connected clients sends every size, one at a time, and must
+        get exactly that datagram back. Returns (datagrams, bytes)."""
+        clients = [udp_client(family, addr, self.srv.port) for _ in range(FLOWS)]
+        self.socks += clients
+        n = nbytes = 0
+        for seq, size in enumerate(sizes):
+            for flow, c in enumerate(clients):
+                d = payload(flow, seq, size)
+                c.send(d)
+                got = c.recv(V6_MAX + 1)
+                self.assertEqual(len(got), size, "flow %d size %d" % (flow, size))
+                self.assertEqual(got, d, "flow %d size %d: payload differs" % (flow, size))
+                n += 1
+                nbytes += size
+        return n, nbytes
+
+    def assert_counts(self, received, nbytes, **drops):
+        want = {
+            "udp_datagrams_received": received,
+            "udp_bytes_received": nbytes,
+            "udp_dropped_truncated": 0,
+            "udp_dropped_queue_full": 0,
+            "udp_dropped_send_error": 0,
+            "udp_dropped_loop_guard": 0,
+            "udp_dropped_rate_limit": 0,
+            "udp_kernel_drops": 0,
+        }
+        for k, v in drops.items():
+            want["udp_dropped_" + k] = v
+        dropped = sum(drops.values())
+        want["udp_datagrams_sent"] = received - dropped
+        # The counters are read after every reply arrived: sent is final already.
+        got = retest.wait_until(
+            lambda: (lambda t: t if all(t[k] == v for k, v in want.items()) else None)(
+                udp_totals(self.ctl)),
+            what="udp counters %r" % want)
+        return got
+
+    def test_sizes_ipv4(self):
+        self.start("--udp", "--threads", "2")
+        n, nbytes = self.echo_sizes(socket.AF_INET, "127.0.0.1", SIZES_V4)
+        got = self.assert_counts(n, nbytes)
+        self.assertEqual(got["udp_bytes_sent"], nbytes)
+
+    def test_sizes_ipv6(self):
+        self.start("--udp", "--threads", "2", bind="::1")
+        n, nbytes = self.echo_sizes(socket.AF_INET6, "::1", SIZES_V6)
+        got = self.assert_counts(n, nbytes)
+        self.assertEqual(got["udp_bytes_sent"], nbytes)
+
+    def test_off_by_default(self):
+        self.start("--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.settimeout(retest.scaled(0.3))
+        c.send(b"x")
+        with self.assertRaises((socket.timeout, ConnectionRefusedError)):
+            c.recv(16)
+        self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
+
+
+    def test_v4_mapped_dual_stack(self):
+        """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6
+        clients are both answered, and a client connected to 127.0.0.2 gets its reply
+        from 127.0.0.2 (the reply's IP_PKTINFO on an IPv6 socket)."""
+        self.start("--udp", "--threads", "2", bind="::")
+        n1, b1 = self.echo_sizes(socket.AF_INET, "127.0.0.1", SIZES_V4)
+        n2, b2 = self.echo_sizes(socket.AF_INET6, "::1", SIZES_V6)
+        n3, b3 = self.echo_sizes(socket.AF_INET, "127.0.0.2", (0, 1, 1472))
+        got = self.assert_counts(n1 + n2 + n3, b1 + b2 + b3)
+        self.assertEqual(got["udp_bytes_sent"], b1 + b2 + b3)
+
+    def test_reply_source_wildcard(self):
+        """Bound to 0.0.0.0, a client connected to 127.0.0.2 only accepts datagrams
+        from 127.0.0.2: the reply must leave from the address the request went to,
+        not the one routing would pick for 127.0.0.1 (which is 127.0.0.1)."""
+        self.start("--udp", "--threads", "1", bind="0.0.0.0")
+        for addr in ("127.0.0.2", "127.0.0.1", "127.1.2.3"):
+            c = udp_client(socket.AF_INET, addr, self.srv.port)
+            self.socks.append(c)
+            c.send(b"hello " + addr.encode())
+            self.assertEqual(c.recv(100), b"hello " + addr.encode())
+            # recvfrom on an unconnected twin shows the reply's source outright.
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socks.append(u)
+            u.settimeout(TIMEOUT)
+            u.sendto(b"x", (addr, self.srv.port))
+            d, src = u.recvfrom(100)
+            self.assertEqual((d, src), (b"x", (addr, self.srv.port)))
+        self.assert_counts(6, sum(len("hello " + a) + 1 for a in
+                                  ("127.0.0.2", "127.0.0.1", "127.1.2.3")))
+
+    def test_loop_ports(self):
+        """Datagrams from source port 0, 7, 9, 13, 19 and 37 are never answered and
+        are counted; an ordinary one sent after them is answered, which (one worker,
+        one socket, one queue) proves the earlier ones were seen."""
+        if os.geteuid() != 0:
+            self.skipTest("binding source ports below 1024 and a raw socket need root")
+        self.start("--udp", "--threads", "1")
+        port = self.srv.port
+        for p in (7, 9, 13, 19, 37):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socks.append(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            c.bind(("127.0.0.1", p))
+            c.sendto(b"loop?", ("127.0.0.1", port))
+        # Source port 0 cannot be bound: craft the datagram on a raw socket. IPv4
+        # allows a zero UDP checksum (none computed).
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        self.socks.append(raw)
+        body = b"port zero"
+        hdr = struct.pack("!HHHH", 0, port, 8 + len(body), 0)
+        raw.sendto(hdr + body, ("127.0.0.1", 0))
+        c = udp_client(socket.AF_INET, "127.0.0.1", port)
+        self.socks.append(c)
+        c.send(b"after")
+        self.assertEqual(c.recv(100), b"after")
+        self.assert_counts(7, 5 * 5 + len(body) + 5, loop_guard=6)
+        # And none of the loop-port senders got anything back.
+        for s in self.socks[:5]:
+            s.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                s.recv(100)
+
+    def test_rate_limit(self):
+        """--udp-rate 5: a burst of 40 from one address gets the bucket's 5 answers
+        (plus what refills while the burst lasts); another address has its own
+        bucket; `set udp-rate 0` lifts the limit; every drop is counted."""
+        self.start("--udp", "--udp-rate", "5", "--threads", "1")
+        cfg = config(self.ctl)
+        self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("on", "5"))
+        answered = 0
+        total = 0
+        for src in ("127.0.0.1", "127.0.0.2"):
+            c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port, bind=(src, 0))
+            self.socks.append(c)
+            t0 = time.monotonic()
+            for i in range(40):
+                c.send(b"%d" % i)
+            # Once the counters show all 40 handled, read what came back until the
+            # client holds every reply the server counts as sent.
+            retest.wait_until(lambda: udp_totals(self.ctl)["udp_datagrams_received"] ==
+                              total + 40, what="40 datagrams received")
+            elapsed = time.monotonic() - t0
+            got = []
+            c.setblocking(False)
+
+            def all_read():
+                recv_ready(c, got)
+                return udp_totals(self.ctl)["udp_datagrams_sent"] == answered + len(got)
+            retest.wait_until(all_read, what="replies read")
+            # The bucket starts full (one second's worth) and refills 5/s.
+            self.assertGreaterEqual(len(got), 5)
+            self.assertLessEqual(len(got), 5 + int(elapsed * 5) + 1)
+            self.assertEqual(got[:5], [b"0", b"1", b"2", b"3", b"4"])
+            answered += len(got)
+            total += 40
+        self.assert_counts(total, 80 + 60, rate_limit=total - answered)
+        self.assertEqual(retest.ctl_command(self.ctl, "set udp-rate 0").strip(), "OK udp-rate 0")
+        c = self.socks[-1]
+        c.setblocking(True)
+        for i in range(40):
+            c.send(b"u%d" % i)
+            self.assertEqual(c.recv(100), b"u%d" % i)
+        self.assertEqual(config(self.ctl)["udp-rate"], "0")
+
+    def test_config_and_features(self):
+        self.start("--threads", "1")
+        cfg = config(self.ctl)
+        self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("off", "0"))
+        self.assertIn("udp off", retest.ctl_command(self.ctl, "features").splitlines())
+        self.srv.stop()
+        self.start("--udp", "--threads", "1")
+        self.assertIn("udp on", retest.ctl_command(self.ctl, "features").splitlines())
+        self.assertEqual(retest.stats_json(self.ctl)["features"]["udp"], True)
+        prom = retest.ctl_command(self.ctl, "metrics")
+        self.assertRegex(prom, r'reuseecho_feature_info\{[^}]*udp="1"\} 1')
+        # Loopback: no reflection warning.
+        self.assertNotIn("reflect", self.srv.stderr())
+
+    def test_no_sharing_by_reuseaddr(self):
+        """The workers' sockets set SO_REUSEPORT only: a socket with SO_REUSEADDR
+        (which on UDP would share the address with any other SO_REUSEADDR socket,
+        whoever owns it) cannot bind beside them and take datagrams."""
+        self.start("--udp", "--threads", "2")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with self.assertRaises(OSError) as cm:
+            s.bind(("127.0.0.1", self.srv.port))
+        self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
+
+    def test_public_bind_warns(self):
+        self.start("--udp", "--threads", "1", bind="0.0.0.0")
+        retest.wait_until(lambda: "can reflect spoofed traffic" in self.srv.stderr(),
+                          what="the reflection warning")
+
+
+def recv_ready(s, into):
+    """Append every datagram the non-blocking socket s holds now to `into`."""
+    while True:
+        try:
+            into.append(s.recv(100))
+        except BlockingIOError:
+            return
+
+
+def config(path):
+    out = {}
+    for ln in retest.ctl_command(path, "config").splitlines():
+        k, _, v = ln.partition(" ")
+        out[k] = v
+    return out
+
+
+if __name__ == "__main__":
+    retest.main()

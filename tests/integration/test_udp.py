@@ -218,12 +218,24 @@ class UdpEcho(retest.ServerCase):
         cfg = config(self.ctl)
         self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("off", "0"))
         self.assertIn("udp off", retest.ctl_command(self.ctl, "features").splitlines())
+        self.assertNotIn("udp in/s", top_once(self.ctl))
         self.srv.stop()
         self.start("--udp", "--threads", "1")
         self.assertIn("udp on", retest.ctl_command(self.ctl, "features").splitlines())
         self.assertEqual(retest.stats_json(self.ctl)["features"]["udp"], True)
         prom = retest.ctl_command(self.ctl, "metrics")
         self.assertRegex(prom, r'reuseecho_feature_info\{[^}]*udp="1"\} 1')
+        # `top` adds the UDP columns, and the `workers` table has them.
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        for i in range(3):
+            c.send(b"%d" % i)
+            self.assertEqual(c.recv(10), b"%d" % i)
+        hdr = top_once(self.ctl).splitlines()[2].split()
+        self.assertEqual(hdr[-4:], ["udp", "in/s", "udp", "drop/s"])
+        table = retest.ctl_command(self.ctl, "workers").splitlines()
+        row = dict(zip(table[0].split(), table[1].split()))
+        self.assertEqual((row["udp_in"], row["udp_out"], row["udp_dropped"]), ("3", "3", "0"))
         # Loopback: no reflection warning.
         self.assertNotIn("reflect", self.srv.stderr())
 
@@ -336,6 +348,12 @@ def recv_ready(s, into):
             into.append(s.recv(100))
         except BlockingIOError:
             return
+
+
+def top_once(path):
+    r = retest.run_ctl("-c", path, "--count", "1", "top", timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def config(path):

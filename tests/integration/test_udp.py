@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -341,6 +342,63 @@ class UdpFairness(retest.ServerCase):
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_sent"], seq)
 
 
+class UdpSendError(unittest.TestCase):
+    def test_send_error_drops_one(self):
+        """A reply the kernel refuses (an nft rule drops it in OUTPUT, so sendmmsg
+        fails with EPERM) is dropped and counted as send_error, and the replies
+        around it in the same batch still go out. Runs in a private network
+        namespace (unshare -n), so the rule touches nothing else."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and nft need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-send-error"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(60))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("send-error scenario: ok", r.stdout)
+
+
+def netns_send_error():
+    """Inside unshare -n: lo up, one server, a rule that drops the server's replies
+    to one client port. Exits 0 when every check holds."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udperr-") as d:
+        ctl = os.path.join(d, "control.sock")
+        srv = retest.Server("--control", ctl, "--udp", "--threads", "1")
+        try:
+            bad = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            bad.bind(("127.0.0.1", 0))
+            good = udp_client(socket.AF_INET, "127.0.0.1", srv.port)
+            rules = ("table inet reuseecho_test {\n chain out {\n"
+                     "  type filter hook output priority 0;\n"
+                     "  udp sport %d udp dport %d drop\n }\n}\n" %
+                     (srv.port, bad.getsockname()[1]))
+            subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True)
+            # Sent back to back, so the server most likely reads them in one batch:
+            # sendmmsg then stops at each refused reply and goes on after it.
+            for i in range(3):
+                bad.sendto(b"bad%d" % i, ("127.0.0.1", srv.port))
+                if i < 2:
+                    good.send(b"good%d" % i)
+            assert [good.recv(100) for _ in range(2)] == [b"good0", b"good1"]
+            want = {"udp_datagrams_received": 5, "udp_datagrams_sent": 2,
+                    "udp_dropped_send_error": 3, "udp_bytes_sent": 10}
+            retest.wait_until(lambda: all(udp_totals(ctl)[k] == v for k, v in want.items()),
+                              what="counters %r" % want)
+            bad.setblocking(False)
+            try:
+                got = bad.recv(100)
+                raise AssertionError("a refused reply arrived: %r" % got)
+            except BlockingIOError:
+                pass
+            assert srv.stop() == 0, srv.stderr()
+        finally:
+            if srv.alive():
+                srv.kill()
+    print("send-error scenario: ok")
+
+
 def recv_ready(s, into):
     """Append every datagram the non-blocking socket s holds now to `into`."""
     while True:
@@ -365,4 +423,7 @@ def config(path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--netns-send-error"]:
+        netns_send_error()
+        sys.exit(0)
     retest.main()

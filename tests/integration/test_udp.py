@@ -21,6 +21,7 @@ SIZES_V4 = (0, 1, 1472, 8192, V4_MAX)
 SIZES_V6 = (0, 1, 1472, 8192, V6_MAX)
 FLOWS = 8
 TIMEOUT = retest.scaled(5.0)
+UDP_SEGMENT = 103   # linux/udp.h
 
 
 def udp_client(family, addr, port, bind=None):
@@ -109,6 +110,31 @@ class UdpEcho(retest.ServerCase):
             c.recv(16)
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
 
+
+    def test_gso_bundle_keeps_boundaries(self):
+        """A client that sends with UDP_SEGMENT (as QUIC stacks do) hands the server
+        bundles of same-size datagrams, which the server's UDP_GRO socket takes in one
+        message and sends back with UDP_SEGMENT: every datagram must still come back
+        as itself, the last, shorter one included, and be counted one by one."""
+        self.start("--udp", "--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1472)
+        total = n = 0
+        for seq, (full, last) in enumerate(((10, 100), (3, 1472), (44, 0))):
+            sizes = [1472] * full + ([last] if last else [])
+            parts = [payload(seq, i, sz) for i, sz in enumerate(sizes)]
+            c.send(b"".join(parts))
+            got = [c.recv(70000) for _ in parts]
+            self.assertEqual([len(g) for g in got], sizes)
+            self.assertEqual(got, parts)
+            total += sum(sizes)
+            n += len(sizes)
+        # Each bundle reached the server whole (UDP_GRO): on loopback a UDP_SEGMENT
+        # send stays one packet, and the server's socket takes it as one.
+        self.assertEqual(udp_totals(self.ctl)["udp_gro_datagrams"], n)
+        got = self.assert_counts(n, total)
+        self.assertEqual(got["udp_bytes_sent"], total)
 
     def test_v4_mapped_dual_stack(self):
         """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6

@@ -71,6 +71,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -182,6 +183,7 @@ struct loader_stats {
 	uint64_t reordered;
 	uint64_t duplicated;
 	uint64_t corrupted;
+	uint64_t rx_drops;	/* datagrams the loader's own sockets dropped */
 	int first_err;		/* -errno of the first error, 0 if none has one */
 	const char *first_what;	/* NULL until the first error */
 	uint64_t hist[HIST_BUCKETS];
@@ -1406,6 +1408,25 @@ static void udp_run_loop(struct loader *t)
 	}
 }
 
+/*
+ * Adds what @f's socket dropped for want of receive buffer (SO_MEMINFO's
+ * SK_MEMINFO_DROPS) to rx_drops: such datagrams count as lost, and this says
+ * how many of the lost the loader itself, not the server, lost.
+ */
+static void udp_count_drops(struct loader *t, const struct flow *f)
+{
+	uint32_t mem[SK_MEMINFO_VARS];
+	socklen_t len = sizeof(mem);
+
+	if (getsockopt(f->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0) {
+		note_error(t, -errno, "getsockopt(SO_MEMINFO)");
+		return;
+	}
+	if (len > SK_MEMINFO_DROPS * sizeof(mem[0])) {
+		t->st.rx_drops += mem[SK_MEMINFO_DROPS];
+	}
+}
+
 /* Setup: open and connect every flow (UDP connect() does not wait). */
 static void udp_open_all(struct loader *t)
 {
@@ -1459,6 +1480,7 @@ static void *loader_main(void *arg)
 	}
 	for (i = 0; cfg->proto == PROTO_UDP && i < t->nconns; i++) {
 		if (t->flows[i].fd >= 0) {
+			udp_count_drops(t, &t->flows[i]);
 			(void)close(t->flows[i].fd);
 			t->flows[i].fd = -1;
 		}
@@ -2012,6 +2034,7 @@ struct result {
 	uint64_t reordered;
 	uint64_t duplicated;
 	uint64_t corrupted;
+	uint64_t rx_drops;
 	double loss_timeout;	/* udp: the timeout in effect at the end, largest thread's */
 	double pct_us[4];	/* p50, p90, p99, p99.9 */
 	double cpu;
@@ -2111,6 +2134,8 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 	set_field(&f[n++], "loss_timeout_s", false, !udp, "%.3f", res->loss_timeout);
 	set_field(&f[n++], "loss_timeout_auto", false, !udp, "%s",
 		  cfg->loss_timeout_set ? "false" : "true");
+	set_field(&f[n++], "loader_drops", false, !udp, "%llu",
+		  (unsigned long long)res->rx_drops);
 	return n;
 }
 
@@ -2179,13 +2204,16 @@ static void report(const struct config *cfg, const struct result *res)
 		if (cfg->proto == PROTO_UDP) {
 			printf("  datagrams   sent %llu, received %llu, lost %llu, late %llu "
 			       "(loss timeout %s%.3f s; whole run)\n"
-			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n",
+			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n"
+			       "  loader      %llu datagrams dropped by echoload's own sockets "
+			       "(counted in lost)\n",
 			       (unsigned long long)res->sent, (unsigned long long)res->received,
 			       (unsigned long long)res->lost, (unsigned long long)res->late,
 			       cfg->loss_timeout_set ? "" : "auto, at the end ",
 			       res->loss_timeout, (unsigned long long)res->reordered,
 			       (unsigned long long)res->duplicated,
-			       (unsigned long long)res->corrupted);
+			       (unsigned long long)res->corrupted,
+			       (unsigned long long)res->rx_drops);
 		}
 	}
 	(void)fflush(stdout);
@@ -2345,6 +2373,7 @@ int main(int argc, char **argv)
 		res.reordered += st->reordered;
 		res.duplicated += st->duplicated;
 		res.corrupted += st->corrupted;
+		res.rx_drops += st->rx_drops;
 		res.mismatches += st->corrupted;	/* udp: a datagram echoed wrong */
 		if ((double)loaders[i].loss_ns / 1e9 > res.loss_timeout) {
 			res.loss_timeout = (double)loaders[i].loss_ns / 1e9;

@@ -5,6 +5,7 @@ import errno
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -242,6 +243,90 @@ class UdpEcho(retest.ServerCase):
         self.start("--udp", "--threads", "1", bind="0.0.0.0")
         retest.wait_until(lambda: "can reflect spoofed traffic" in self.srv.stderr(),
                           what="the reflection warning")
+
+
+class UdpFairness(retest.ServerCase):
+    """One worker serves a UDP socket and TCP connections from one loop: neither may
+    starve the other. Each test is bounded in time (FLOOD_S) and count."""
+    dir_prefix = "reuseecho-udpfair-"
+    FLOOD_S = 2.0
+    RTT_MAX = 0.5       # seconds, worst round trip while the other side floods (a starved
+                        # side waits for most of FLOOD_S: 1.6 s seen)
+    MIN_ROUND_TRIPS = 50
+
+    def check_rtts(self, rtts, what):
+        worst = max(rtts) if rtts else float("inf")
+        print("%s: %d round trips, worst %.1f ms" % (what, len(rtts), worst * 1e3))
+        self.assertGreaterEqual(len(rtts), self.MIN_ROUND_TRIPS, what)
+        self.assertLess(worst, retest.scaled(self.RTT_MAX), what)
+
+    def test_udp_flood_does_not_starve_tcp(self):
+        """A C flooder sends 64-byte datagrams with sendmmsg faster than one worker
+        can echo them (its socket overflows); a TCP ping-pong on the same worker
+        keeps getting answered within RTT_MAX, because UDP gets a per-turn budget."""
+        self.start("--udp", "--threads", "1")
+        c = socket.create_connection(("127.0.0.1", self.srv.port), timeout=TIMEOUT)
+        self.socks.append(c)
+        flood = subprocess.Popen(
+            [os.environ.get("REUSEECHO_UDPFLOOD_BIN", retest.binary("udpflood")),
+             "127.0.0.1", str(self.srv.port), "64", "20000000",
+             "%.1f" % retest.scaled(self.FLOOD_S)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            retest.wait_until(lambda: udp_totals(self.ctl)["udp_datagrams_received"] > 10000,
+                              what="the flood reaching the worker")
+            rtts = []
+            msg = b"t" * 64
+            while flood.poll() is None:
+                t0 = time.monotonic()
+                c.sendall(msg)
+                self.assertEqual(retest.recv_exact(c, len(msg)), msg)
+                rtts.append(time.monotonic() - t0)
+            out, err = flood.communicate(timeout=TIMEOUT)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait()
+        self.assertEqual(flood.returncode, 0, err)
+        t = udp_totals(self.ctl)
+        print("flood: %s; server received %d, kernel dropped %d" %
+              (out.decode().strip(), t["udp_datagrams_received"], t["udp_kernel_drops"]))
+        self.check_rtts(rtts, "tcp ping-pong under a udp flood")
+
+    def test_tcp_stream_does_not_starve_udp(self):
+        """echoload streams 4 TCP connections with 16 MiB windows through one worker (more
+        than the 1 MiB a connection may read per turn, so its ready list stays busy);
+        a UDP ping-pong on the same worker keeps getting answered within RTT_MAX."""
+        self.start("--udp", "--threads", "1")
+        u = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(u)
+        load = subprocess.Popen(
+            [os.environ.get("ECHOLOAD_BIN", retest.binary("echoload")), "--mode", "stream",
+             "--port", str(self.srv.port), "--conns", "4", "--window", "16M",
+             "--size", "64K", "--warmup", "0",
+             "--duration", "%.1f" % retest.scaled(self.FLOOD_S), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            retest.wait_until(lambda: retest.stats_json(self.ctl)["total"]["bytes_received"] >
+                              (64 << 20), what="the TCP stream running")
+            rtts = []
+            seq = 0
+            while load.poll() is None:
+                d = b"u%d" % seq
+                t0 = time.monotonic()
+                u.send(d)
+                self.assertEqual(u.recv(100), d)
+                rtts.append(time.monotonic() - t0)
+                seq += 1
+            out, err = load.communicate(timeout=TIMEOUT)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        self.assertEqual(load.returncode, 0, err)
+        print("tcp stream: %s" % out.decode().strip()[:200])
+        self.check_rtts(rtts, "udp ping-pong under a tcp stream")
+        self.assertEqual(udp_totals(self.ctl)["udp_datagrams_sent"], seq)
 
 
 def recv_ready(s, into):

@@ -1410,8 +1410,8 @@ static void udp_run_loop(struct loader *t)
 
 /*
  * Adds what @f's socket dropped for want of receive buffer (SO_MEMINFO's
- * SK_MEMINFO_DROPS) to rx_drops: such datagrams count as lost, and this says
- * how many of the lost the loader itself, not the server, lost.
+ * SK_MEMINFO_DROPS) to rx_drops: a dropped answer with no other copy counts
+ * as lost, and this tells how much of the loss was the loader's own.
  */
 static void udp_count_drops(struct loader *t, const struct flow *f)
 {
@@ -2205,8 +2205,8 @@ static void report(const struct config *cfg, const struct result *res)
 			printf("  datagrams   sent %llu, received %llu, lost %llu, late %llu "
 			       "(loss timeout %s%.3f s; whole run)\n"
 			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n"
-			       "  loader      %llu datagrams dropped by echoload's own sockets "
-			       "(counted in lost)\n",
+			       "  loader      %llu answers dropped by echoload's own sockets "
+			       "(not the server's loss)\n",
 			       (unsigned long long)res->sent, (unsigned long long)res->received,
 			       (unsigned long long)res->lost, (unsigned long long)res->late,
 			       cfg->loss_timeout_set ? "" : "auto, at the end ",

@@ -999,8 +999,8 @@ def run_case(ctx, spec, workers, server_cpus, case):
             row[k] = sum(int(_num(r.get(k)) or 0) for r in main_runs)
         row["loss"] = row["lost"] / row["sent"] if row["sent"] else None
         if row["loader_drops"]:
-            note.append(f"{row['loader_drops']} of the {row['lost']} lost were dropped by "
-                        f"echoload's own sockets, not the server")
+            note.append(f"echoload's own sockets dropped {row['loader_drops']} answers: not all "
+                        f"of the {row['lost']} lost are the server's")
     lc = [r.get("loader_cpu") for r in use if r.get("loader_cpu") is not None]
     if lc and all(_num(x) is not None for x in lc):
         row["loader_cpu"] = statistics.median(_num(x) for x in lc)

@@ -55,6 +55,8 @@ struct re_udp {
 	unsigned head;
 	unsigned count;
 	uint64_t kernel_drops;	/* SK_MEMINFO_DROPS at the last sample */
+	uint32_t recv_size;	/* bytes a datagram may have: RE_UDP_SLOT_SIZE (test builds:
+				 * REUSEECHO_DEBUG_UDP_RECV_SIZE, to make MSG_TRUNC happen) */
 	uint32_t now_ms;	/* the worker's clock for this service pass */
 	uint32_t rate;		/* --udp-rate for this pass, 0 = off */
 	struct rate_entry *rate_tab;	/* RATE_SLOTS entries */
@@ -67,6 +69,22 @@ struct re_udp {
 	 * dropped, so these headers ask for nothing but the count. */
 	struct mmsghdr discard[RE_UDP_BATCH];
 };
+
+/* Test builds: REUSEECHO_DEBUG_UDP_RECV_SIZE=N (1-65536) receives at most N bytes of
+ * a datagram, so that a larger one is truncated (MSG_TRUNC), which the full-size
+ * buffers make impossible for a legal datagram otherwise. */
+static uint32_t debug_recv_size(void)
+{
+#ifdef RE_DEBUG_HOOKS
+	const char *v = getenv("REUSEECHO_DEBUG_UDP_RECV_SIZE");
+	long n = v != NULL ? strtol(v, NULL, 10) : 0;
+
+	if (n > 0 && n <= (long)RE_UDP_SLOT_SIZE) {
+		return (uint32_t)n;
+	}
+#endif
+	return RE_UDP_SLOT_SIZE;
+}
 
 static int set_int(int fd, int level, int opt, int v)
 {
@@ -119,6 +137,7 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 	}
 	u->fd = -1;
 	u->st = st;
+	u->recv_size = debug_recv_size();
 	u->rate_tab = calloc(RATE_SLOTS, sizeof(*u->rate_tab));
 	if (u->rate_tab == NULL) {
 		*ret_call = "malloc";
@@ -412,12 +431,13 @@ static int recv_batch(struct re_udp *u, unsigned want)
 	for (unsigned i = tail; i < tail + want; i++) {
 		struct msghdr *h = &u->msg[i].msg_hdr;
 
-		h->msg_iov->iov_len = RE_UDP_SLOT_SIZE;
+		h->msg_iov->iov_len = u->recv_size;
 		h->msg_namelen = sizeof(u->name[0]);
 		h->msg_controllen = RE_UDP_CTL_SIZE;
 		h->msg_flags = 0;
 	}
-	n = sys_recvmmsg(u->fd, &u->msg[tail], want, 0);
+	/* MSG_TRUNC: msg_len is the datagram's real size, also when it did not fit. */
+	n = sys_recvmmsg(u->fd, &u->msg[tail], want, MSG_TRUNC);
 	RE_STAT_ADD(u->st, udp_recv_calls, 1);
 	if (n <= 0) {
 		return n;

@@ -62,7 +62,9 @@
  *   and corrupted count over the whole run, msgs and latencies (received
  *   datagrams only) inside the window.  Corrupted datagrams count as
  *   mismatches; loss, lateness, reordering and duplication do not fail a run.
- *   The hard deadline grows by --loss-timeout.
+ *   The hard deadline grows by --loss-timeout; after the drain, if datagrams
+ *   were declared lost after the window, echoload listens one more timeout
+ *   (at most 5 s) so that their answers count as late.
  *
  *   Exit status: 0 success; 1 an error or mismatch occurred, or nothing was
  *   echoed; 2 usage error (one line on stderr naming the flag).
@@ -1338,10 +1340,17 @@ static bool udp_busy(const struct flow *f)
 	return f->state == CONN_OPEN && (f->inflight > 0 || f->next_seq < f->due);
 }
 
+/*
+ * Runs the flows until the window is over and every datagram is answered or
+ * lost.  If some were declared lost after the window closed, it then listens
+ * for one more loss timeout (--loss-timeout, or the automatic one's 1 s cap;
+ * at most DRAIN_SLACK_NS) sending nothing, so that an answer a stall held up
+ * at the very end is counted late, as it would be mid-run, not only lost.
+ */
 static void udp_run_loop(struct loader *t)
 {
 	struct epoll_event evs[MAX_EVENTS];
-	uint64_t next_due = UINT64_MAX;
+	uint64_t next_due = UINT64_MAX, lost_at_stop = 0, linger_end = 0;
 	uint32_t i;
 
 	if (t->cfg->mode == MODE_RATE) {
@@ -1362,6 +1371,7 @@ static void udp_run_loop(struct loader *t)
 
 		if (!t->stopping && now >= t->m_end) {
 			t->stopping = true;
+			lost_at_stop = t->st.lost;
 		}
 		if (t->cfg->mode == MODE_RATE) {
 			next_due = udp_issue_due(t, now);
@@ -1375,10 +1385,22 @@ static void udp_run_loop(struct loader *t)
 		for (i = 0; i < t->nconns && !busy; i++) {
 			busy = udp_busy(&t->flows[i]);
 		}
-		if (t->live == 0 || (t->stopping && !busy)) {
+		if (t->live == 0) {
 			break;
 		}
-		if (now >= t->hard) {
+		if (t->stopping && !busy) {
+			if (t->st.lost == lost_at_stop) {
+				break;
+			}
+			if (linger_end == 0) {
+				uint64_t linger = secs_to_ns(t->cfg->loss_timeout);
+
+				linger_end = now + (linger < DRAIN_SLACK_NS ? linger : DRAIN_SLACK_NS);
+			}
+			if (now >= linger_end) {
+				break;
+			}
+		} else if (now >= t->hard) {
 			for (i = 0; i < t->nconns; i++) {
 				if (udp_busy(&t->flows[i])) {
 					t->st.stuck++;
@@ -1387,7 +1409,7 @@ static void udp_run_loop(struct loader *t)
 			}
 			break;
 		}
-		deadline = t->stopping ? t->hard : t->m_end;
+		deadline = linger_end != 0 ? linger_end : t->stopping ? t->hard : t->m_end;
 		if (next_due < deadline) {
 			deadline = next_due;
 		}

@@ -88,10 +88,13 @@ def stop(proc):
 # Clean runs wait this long before calling a datagram lost: a shared, loaded
 # test machine stalls processes for tens of milliseconds, and a datagram that
 # is only slow must not fail a run that checks lost == 0.
-CLEAN_TIMEOUT = "2"
+SCALE = float(os.environ.get("REUSEECHO_TEST_SCALE", "1") or "1")
+CLEAN_TIMEOUT = str(2 * SCALE)
 # The detector runs' loss timeout: a lost datagram would show up as a latency of
-# at least this much, so max_us under it proves it did not.
-TIMEOUT_S = 0.5
+# at least this much, so max_us under it proves it did not. A stall longer than it
+# (twice it at the end of a run, where echoload listens one more timeout for late
+# answers) would turn answers in flight into lost and late ones.
+TIMEOUT_S = 1.0 * SCALE
 
 
 def echoload(exe, port, *args, duration=1.0, warmup=0.0, host="127.0.0.1", auto=False):
@@ -219,9 +222,12 @@ def impaired(exe, impair, port, label, impair_args, load_args, duration=1.0, aut
 def detector_checks(exe, impair, port):
     # 2 flows, 4 datagrams in flight each; every pick lies within the first
     # few thousand sequence numbers, which a 1 s run passes many times over.
+    # Drops lie 1200 apart, more than the 1024 sequence numbers a flow
+    # remembers: each is declared lost (its slot reused) before the next, so a
+    # flow never has all 4 slots waiting out a timeout.
     load = ["--conns", "2", "--depth", "4", "--loss-timeout", str(TIMEOUT_S)]
-    seqs = ",".join(str(100 + 97 * i) for i in range(7))
-    rc, _ = impaired(exe, impair, port, "drop 7", ["--drop", "0:" + seqs], load,
+    drops = ["--drop", "0:100,1300,2500,3700", "--drop", "1:100,1300,2500"]
+    rc, _ = impaired(exe, impair, port, "drop 7", drops, load,
                      lost=7, late=0, duplicated=0, reordered=0, corrupted=0, errors=0)
     check(rc == 0, "drop 7: loss is reported, exit 0 (got %d)" % rc)
     rc, _ = impaired(exe, impair, port, "duplicate 5", ["--dup", "1:50,60,70,80,90"], load,
@@ -251,7 +257,7 @@ def detector_checks(exe, impair, port):
     # under the 1 s it starts from. So short a timeout may call a datagram that a
     # loaded machine merely stalled lost, and then late when it comes: the 7
     # dropped are the ones lost and never late.
-    rc, rec = impaired(exe, impair, port, "auto timeout: drop 7", ["--drop", "0:" + seqs],
+    rc, rec = impaired(exe, impair, port, "auto timeout: drop 7", drops,
                        ["--conns", "2", "--depth", "4"], auto=True, duplicated=0,
                        reordered=0, corrupted=0, errors=0, loss_timeout_auto=True)
     if rec is not None:
@@ -259,19 +265,23 @@ def detector_checks(exe, impair, port):
               "auto timeout: lost - late == 7 (got %s - %s)" % (rec.get("lost"), rec.get("late")))
         check(0.05 <= rec.get("loss_timeout_s", 0) < 1.0,
               "auto timeout: tuned into [0.05, 1) s (got %s)" % rec.get("loss_timeout_s"))
-    # Late after its timeout, twice: at 500 datagrams/s per flow (rate mode) the
-    # slot still remembers the datagram when it comes back 0.8 s late (a ring of
-    # 1024 lasts 2 s); in fast pingpong a ring's worth of later datagrams has
-    # gone out by then, the slot was reused and declared it lost, and it comes
-    # back from behind the window.
-    rc, _ = impaired(exe, impair, port, "rate: delay 1 past the timeout",
-                     ["--delay", "1:50", "--delay-s", "0.8"],
-                     ["--mode", "rate", "--rate", "1000", "--conns", "2", "--loss-timeout",
-                      str(TIMEOUT_S)], duration=1.5, lost=1, late=1, duplicated=0,
-                     reordered=0, corrupted=0, errors=0, sent=1500, received=1499)
-    check(rc == 0, "rate: delay 1: exit 0 (got %d)" % rc)
+    # Late after its timeout, twice: at 300 datagrams/s per flow (rate mode) the
+    # slot still remembers the datagram when it comes back 1.5 timeouts late (a
+    # ring of 1024 lasts 3.4 s); in fast pingpong a ring's worth of later
+    # datagrams has gone out by then, the slot was reused and declared it lost,
+    # and it comes back from behind the window. In the rate run flow 1's
+    # datagram 590 is scheduled at 1181/600 s, just before the 2 s window
+    # closes: it is declared lost after it, and comes back late only because
+    # echoload then listens one more timeout for stragglers.
+    delay = str(1.5 * TIMEOUT_S)
+    rc, _ = impaired(exe, impair, port, "rate: delay 2 past the timeout",
+                     ["--delay", "1:30,590", "--delay-s", delay],
+                     ["--mode", "rate", "--rate", "600", "--conns", "2", "--loss-timeout",
+                      str(TIMEOUT_S)], duration=2.0, lost=2, late=2, duplicated=0,
+                     reordered=0, corrupted=0, errors=0, sent=1200, received=1198)
+    check(rc == 0, "rate: delay 2: exit 0 (got %d)" % rc)
     rc, _ = impaired(exe, impair, port, "pingpong: delay 1 past the window",
-                     ["--delay", "1:120", "--delay-s", "0.8"], load,
+                     ["--delay", "1:120", "--delay-s", delay], load, duration=2.0,
                      lost=1, late=1, duplicated=0, reordered=0, corrupted=0, errors=0)
     check(rc == 0, "pingpong: delay 1: exit 0 (got %d)" % rc)
 

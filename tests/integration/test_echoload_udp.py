@@ -11,8 +11,9 @@ the tutorial-style Python UDP peer (bench/peers/py-udp-echo.py). Checks:
   * each detector, through tests/helpers/udp_impair.py damaging chosen
     datagrams by flow and sequence number: 7 dropped -> lost 7; 5 duplicated ->
     duplicated 5; 3 pairs swapped -> reordered 3; 2 corrupted -> corrupted 2
-    and exit 1; 1 delayed past --loss-timeout -> lost 1 and late 1; and no lost
-    datagram's wait shows up as latency (max_us stays under the timeout); the
+    and exit 1; delayed past --loss-timeout -> lost and late, also for one
+    declared lost after the window closes; and no lost datagram's wait shows
+    up as latency (max_us stays under the timeout); the
     automatic loss timeout tunes itself below its 1 s start; a burst of 20000
     copies is split exactly between duplicated and loader_drops;
   * usage errors exit 2 with one line; a closed port exits 1 at once.

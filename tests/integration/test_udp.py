@@ -49,6 +49,11 @@ def udp_totals(path):
 class UdpEcho(retest.ServerCase):
     dir_prefix = "reuseecho-udp-"
 
+    def stop_clean(self):
+        """SIGTERM: the server drains and exits 0 (under ASan, LeakSanitizer checks
+        the exit; a killed server would hide a leak)."""
+        self.assertEqual(self.srv.stop(), 0, self.srv.stderr())
+
     def echo_sizes(self, family, addr, sizes):
         """Each of FLOWS connected clients sends every size, one at a time, and must
         get exactly that datagram back. Returns (datagrams, bytes)."""
@@ -93,12 +98,14 @@ class UdpEcho(retest.ServerCase):
         n, nbytes = self.echo_sizes(socket.AF_INET, "127.0.0.1", SIZES_V4)
         got = self.assert_counts(n, nbytes)
         self.assertEqual(got["udp_bytes_sent"], nbytes)
+        self.stop_clean()
 
     def test_sizes_ipv6(self):
         self.start("--udp", "--threads", "2", bind="::1")
         n, nbytes = self.echo_sizes(socket.AF_INET6, "::1", SIZES_V6)
         got = self.assert_counts(n, nbytes)
         self.assertEqual(got["udp_bytes_sent"], nbytes)
+        self.stop_clean()
 
     def test_off_by_default(self):
         self.start("--threads", "1")
@@ -109,6 +116,7 @@ class UdpEcho(retest.ServerCase):
         with self.assertRaises((socket.timeout, ConnectionRefusedError)):
             c.recv(16)
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
+        self.stop_clean()
 
 
     def test_gso_bundle_keeps_boundaries(self):
@@ -135,6 +143,7 @@ class UdpEcho(retest.ServerCase):
         self.assertEqual(udp_totals(self.ctl)["udp_gro_datagrams"], n)
         got = self.assert_counts(n, total)
         self.assertEqual(got["udp_bytes_sent"], total)
+        self.stop_clean()
 
     def test_v4_mapped_dual_stack(self):
         """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6
@@ -146,6 +155,7 @@ class UdpEcho(retest.ServerCase):
         n3, b3 = self.echo_sizes(socket.AF_INET, "127.0.0.2", (0, 1, 1472))
         got = self.assert_counts(n1 + n2 + n3, b1 + b2 + b3)
         self.assertEqual(got["udp_bytes_sent"], b1 + b2 + b3)
+        self.stop_clean()
 
     def test_reply_source_wildcard(self):
         """Bound to 0.0.0.0, a client connected to 127.0.0.2 only accepts datagrams
@@ -166,6 +176,7 @@ class UdpEcho(retest.ServerCase):
             self.assertEqual((d, src), (b"x", (addr, self.srv.port)))
         self.assert_counts(6, sum(len("hello " + a) + 1 for a in
                                   ("127.0.0.2", "127.0.0.1", "127.1.2.3")))
+        self.stop_clean()
 
     def test_loop_ports(self):
         """Datagrams from source port 0, 7, 9, 13, 19 and 37 are never answered and
@@ -198,6 +209,7 @@ class UdpEcho(retest.ServerCase):
             s.setblocking(False)
             with self.assertRaises(BlockingIOError):
                 s.recv(100)
+        self.stop_clean()
 
     def test_rate_limit(self):
         """--udp-rate 5: a burst of 40 from one address gets the bucket's 5 answers
@@ -240,6 +252,7 @@ class UdpEcho(retest.ServerCase):
             c.send(b"u%d" % i)
             self.assertEqual(c.recv(100), b"u%d" % i)
         self.assertEqual(config(self.ctl)["udp-rate"], "0")
+        self.stop_clean()
 
     def test_config_and_features(self):
         self.start("--threads", "1")
@@ -266,6 +279,7 @@ class UdpEcho(retest.ServerCase):
         self.assertEqual((row["udp_in"], row["udp_out"], row["udp_dropped"]), ("3", "3", "0"))
         # Loopback: no reflection warning.
         self.assertNotIn("reflect", self.srv.stderr())
+        self.stop_clean()
 
     def test_no_sharing_by_reuseaddr(self):
         """The workers' sockets set SO_REUSEPORT only: a socket with SO_REUSEADDR
@@ -278,17 +292,24 @@ class UdpEcho(retest.ServerCase):
         with self.assertRaises(OSError) as cm:
             s.bind(("127.0.0.1", self.srv.port))
         self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
+        self.stop_clean()
 
     def test_public_bind_warns(self):
         self.start("--udp", "--threads", "1", bind="0.0.0.0")
         retest.wait_until(lambda: "can reflect spoofed traffic" in self.srv.stderr(),
                           what="the reflection warning")
+        self.stop_clean()
 
 
 class UdpFairness(retest.ServerCase):
     """One worker serves a UDP socket and TCP connections from one loop: neither may
     starve the other. Each test is bounded in time (FLOOD_S) and count."""
     dir_prefix = "reuseecho-udpfair-"
+
+    def stop_clean(self):
+        """SIGTERM: the server drains and exits 0 (under ASan, LeakSanitizer checks
+        the exit; a killed server would hide a leak)."""
+        self.assertEqual(self.srv.stop(), 0, self.srv.stderr())
     FLOOD_S = 2.0
     RTT_MAX = 0.5       # seconds, worst round trip while the other side floods (a starved
                         # side waits for most of FLOOD_S: 1.6 s seen)
@@ -332,6 +353,8 @@ class UdpFairness(retest.ServerCase):
         print("flood: %s; server received %d, kernel dropped %d" %
               (out.decode().strip(), t["udp_datagrams_received"], t["udp_kernel_drops"]))
         self.check_rtts(rtts, "tcp ping-pong under a udp flood")
+        c.close()   # else the drain waits for it
+        self.stop_clean()
 
     def test_tcp_stream_does_not_starve_udp(self):
         """echoload streams 4 TCP connections with 16 MiB windows through one worker (more
@@ -367,6 +390,7 @@ class UdpFairness(retest.ServerCase):
         print("tcp stream: %s" % out.decode().strip()[:200])
         self.check_rtts(rtts, "udp ping-pong under a tcp stream")
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_sent"], seq)
+        self.stop_clean()
 
 
 class UdpSendError(unittest.TestCase):

@@ -40,6 +40,7 @@ class UdpTruncation(retest.ServerCase):
                 retest.stats_json(self.ctl)["total"]), what="counters %r" % want)
         # Bytes received counts each datagram's real size, truncated ones too.
         self.assertEqual(got["udp_bytes_received"], sum(sizes))
+        self.assertEqual(self.srv.stop(), 0, self.srv.stderr())
 
 
 if __name__ == "__main__":

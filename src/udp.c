@@ -27,9 +27,9 @@
 #define UDP_GRO 104		/* linux/udp.h, Linux 5.0 */
 #endif
 
-/* Room for the cmsgs a datagram can carry: IP_PKTINFO or IPV6_PKTINFO (the larger),
- * with slack for any other the kernel adds. The reply's single cmsg is written into
- * the same buffer. */
+/* Room for the cmsgs a datagram can carry: IP_PKTINFO or IPV6_PKTINFO (the larger)
+ * and UDP_GRO, with slack for any other the kernel adds. The reply's cmsgs (the
+ * source address and, for a bundle, UDP_SEGMENT) are written into the same buffer. */
 #define RE_UDP_CTL_SIZE 128u
 
 /* --udp-rate: a token bucket per source address in a fixed table (per worker: the
@@ -78,7 +78,8 @@ struct re_udp {
 	 * one datagram. */
 	uint16_t seg_size[RE_UDP_SLOTS];
 	/* Reading while the ring is full: datagrams are taken from the socket and
-	 * dropped, so these headers ask for nothing but the count. */
+	 * dropped, so these headers ask for nothing but their size (and a bundle's
+	 * segment size, to count its datagrams). */
 	struct mmsghdr discard[RE_UDP_BATCH];
 	struct udp_ctl discard_ctl[RE_UDP_BATCH];	/* only to learn a bundle's size */
 };
@@ -185,7 +186,7 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 	u->fd = r;
 	/* UDP_GRO: a bundle of same-size datagrams from one source (a sender using
 	 * UDP_SEGMENT, or a NIC's GRO) arrives as one message and goes back as one
-	 * UDP_SEGMENT send with the same boundaries: about a third of the CPU per
+	 * UDP_SEGMENT send with the same boundaries: about a quarter of the CPU per
 	 * datagram for such flows, and nothing changes for others (a kernel without
 	 * it simply delivers datagrams one by one). */
 	(void)set_int(u->fd, IPPROTO_UDP, UDP_GRO, 1);

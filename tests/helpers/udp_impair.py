@@ -52,6 +52,16 @@ def picks(values):
     return out
 
 
+def big_buffers(sock):
+    """8 MiB receive buffer where allowed (SO_RCVBUFFORCE needs CAP_NET_ADMIN),
+    else as much as net.core.rmem_max allows: a relay that a loaded machine
+    stalls must not drop datagrams itself."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 8 << 20)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+
+
 def addr_type(text):
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -65,6 +75,7 @@ class Relay:
         self.front = socket.socket(fam, socket.SOCK_DGRAM)
         self.front.bind((args.bind, 0))
         self.front.setblocking(False)
+        big_buffers(self.front)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.front, selectors.EVENT_READ, None)
         self.clients = {}       # client address -> upstream socket
@@ -97,6 +108,7 @@ class Relay:
             up = self.clients.get(client)
             if up is None:
                 up = socket.socket(self.fam, socket.SOCK_DGRAM)
+                big_buffers(up)
                 up.connect(self.up)
                 up.setblocking(False)
                 self.clients[client] = up

@@ -254,6 +254,7 @@ static const struct text_item text_layout[] = {
 	{ "udp", "sent", IDX_udp_bytes_sent, true },
 	{ "udp", "recvmmsg calls", IDX_udp_recv_calls, false },
 	{ "udp", "sendmmsg calls", IDX_udp_send_calls, false },
+	{ "udp", "in GRO bundles", IDX_udp_gro_datagrams, false },
 	{ "udp dropped", "truncated", IDX_udp_dropped_truncated, false },
 	{ "udp dropped", "queue full", IDX_udp_dropped_queue_full, false },
 	{ "udp dropped", "send error", IDX_udp_dropped_send_error, false },
@@ -821,6 +822,9 @@ enum {
 	COL_SEND_CALLS,
 	COL_ACCEPTQ,
 	COL_ACCEPTQ_MAX,
+	COL_UDP_IN,
+	COL_UDP_OUT,
+	COL_UDP_DROPPED,
 	NCOLS,
 };
 
@@ -828,7 +832,7 @@ enum {
 
 static const char *const col_names[NCOLS] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
 };
 
 /* Sum of every counter in the connections_closed_total family, so a new close
@@ -840,6 +844,21 @@ static uint64_t closed_sum(const struct re_stats_counters *c)
 
 	for (k = 0; k < NCOUNTERS; k++) {
 		if (strcmp(counters[k].metric, counters[IDX_closed_eof].metric) == 0) {
+			sum += counter_value(c, (enum counter_index)k);
+		}
+	}
+	return sum;
+}
+
+/* UDP datagrams lost at a worker, by every reason: the udp_dropped_total family
+ * plus the kernel's receive-queue drops. */
+static uint64_t udp_dropped_sum(const struct re_stats_counters *c)
+{
+	uint64_t sum = c->udp_kernel_drops;
+	size_t k;
+
+	for (k = 0; k < NCOUNTERS; k++) {
+		if (strcmp(counters[k].metric, counters[IDX_udp_dropped_truncated].metric) == 0) {
 			sum += counter_value(c, (enum counter_index)k);
 		}
 	}
@@ -874,6 +893,9 @@ static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
 	(void)snprintf(cells[COL_SEND_CALLS], CELL, "%" PRIu64, w->c.send_calls);
 	(void)snprintf(cells[COL_ACCEPTQ], CELL, "%" PRIu32, w->acceptq_len);
 	(void)snprintf(cells[COL_ACCEPTQ_MAX], CELL, "%" PRIu32, w->acceptq_max);
+	(void)snprintf(cells[COL_UDP_IN], CELL, "%" PRIu64, w->c.udp_datagrams_received);
+	(void)snprintf(cells[COL_UDP_OUT], CELL, "%" PRIu64, w->c.udp_datagrams_sent);
+	(void)snprintf(cells[COL_UDP_DROPPED], CELL, "%" PRIu64, udp_dropped_sum(&w->c));
 }
 
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)

@@ -7,6 +7,8 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -19,6 +21,7 @@ SIZES_V4 = (0, 1, 1472, 8192, V4_MAX)
 SIZES_V6 = (0, 1, 1472, 8192, V6_MAX)
 FLOWS = 8
 TIMEOUT = retest.scaled(5.0)
+UDP_SEGMENT = 103   # linux/udp.h
 
 
 def udp_client(family, addr, port, bind=None):
@@ -107,6 +110,31 @@ class UdpEcho(retest.ServerCase):
             c.recv(16)
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
 
+
+    def test_gso_bundle_keeps_boundaries(self):
+        """A client that sends with UDP_SEGMENT (as QUIC stacks do) hands the server
+        bundles of same-size datagrams, which the server's UDP_GRO socket takes in one
+        message and sends back with UDP_SEGMENT: every datagram must still come back
+        as itself, the last, shorter one included, and be counted one by one."""
+        self.start("--udp", "--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1472)
+        total = n = 0
+        for seq, (full, last) in enumerate(((10, 100), (3, 1472), (44, 0))):
+            sizes = [1472] * full + ([last] if last else [])
+            parts = [payload(seq, i, sz) for i, sz in enumerate(sizes)]
+            c.send(b"".join(parts))
+            got = [c.recv(70000) for _ in parts]
+            self.assertEqual([len(g) for g in got], sizes)
+            self.assertEqual(got, parts)
+            total += sum(sizes)
+            n += len(sizes)
+        # Each bundle reached the server whole (UDP_GRO): on loopback a UDP_SEGMENT
+        # send stays one packet, and the server's socket takes it as one.
+        self.assertEqual(udp_totals(self.ctl)["udp_gro_datagrams"], n)
+        got = self.assert_counts(n, total)
+        self.assertEqual(got["udp_bytes_sent"], total)
 
     def test_v4_mapped_dual_stack(self):
         """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6
@@ -218,12 +246,24 @@ class UdpEcho(retest.ServerCase):
         cfg = config(self.ctl)
         self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("off", "0"))
         self.assertIn("udp off", retest.ctl_command(self.ctl, "features").splitlines())
+        self.assertNotIn("udp in/s", top_once(self.ctl))
         self.srv.stop()
         self.start("--udp", "--threads", "1")
         self.assertIn("udp on", retest.ctl_command(self.ctl, "features").splitlines())
         self.assertEqual(retest.stats_json(self.ctl)["features"]["udp"], True)
         prom = retest.ctl_command(self.ctl, "metrics")
         self.assertRegex(prom, r'reuseecho_feature_info\{[^}]*udp="1"\} 1')
+        # `top` adds the UDP columns, and the `workers` table has them.
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        for i in range(3):
+            c.send(b"%d" % i)
+            self.assertEqual(c.recv(10), b"%d" % i)
+        hdr = top_once(self.ctl).splitlines()[2].split()
+        self.assertEqual(hdr[-4:], ["udp", "in/s", "udp", "drop/s"])
+        table = retest.ctl_command(self.ctl, "workers").splitlines()
+        row = dict(zip(table[0].split(), table[1].split()))
+        self.assertEqual((row["udp_in"], row["udp_out"], row["udp_dropped"]), ("3", "3", "0"))
         # Loopback: no reflection warning.
         self.assertNotIn("reflect", self.srv.stderr())
 
@@ -329,6 +369,156 @@ class UdpFairness(retest.ServerCase):
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_sent"], seq)
 
 
+class UdpSendError(unittest.TestCase):
+    def test_send_error_drops_one(self):
+        """A reply the kernel refuses (an nft rule drops it in OUTPUT, so sendmmsg
+        fails with EPERM) is dropped and counted as send_error, and the replies
+        around it in the same batch still go out. Runs in a private network
+        namespace (unshare -n), so the rule touches nothing else."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and nft need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-send-error"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(60))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("send-error scenario: ok", r.stdout)
+
+
+    def test_send_buffer_full_bounded_queue(self):
+        """On a slow return path (the server's replies shaped to 16 Mbit/s on lo by
+        htb, in a private namespace) the server's send buffer fills: sendmmsg meets EAGAIN, replies wait in the
+        worker's slots for EPOLLOUT, and beyond those the input is read and dropped
+        as queue_full. Every reply the server counts as sent arrives, intact and in
+        order; received = sent + queue_full, and received + the kernel's drops at
+        the server's receive buffer = what the client sent."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and tc need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-queue-full"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(90))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("queue-full scenario: ok", r.stdout)
+
+
+def netns_queue_full():
+    """Inside unshare -n: lo up, one server whose replies are shaped by an htb class,
+    one client that sends QF_COUNT datagrams of QF_SIZE bytes, paced, and reads the
+    replies on a thread. Exits 0 when every check holds."""
+    QF_COUNT, QF_SIZE = 1500, 1000
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udpqf-") as d:
+        ctl = os.path.join(d, "control.sock")
+        srv = retest.Server("--control", ctl, "--udp", "--threads", "1")
+        try:
+            # Only the server's replies go through the slow class (htb 1:10, whose
+            # queue of lo's 1,000 packets is far more than the server's send buffer
+            # holds, so it drops none); everything else takes the fast one.
+            for cmd in (["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+                         "default", "20"],
+                        ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb",
+                         "rate", "16mbit", "ceil", "16mbit", "burst", "16k"],
+                        ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb",
+                         "rate", "10gbit"],
+                        ["filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32",
+                         "match", "ip", "protocol", "17", "0xff", "match", "ip", "sport",
+                         str(srv.port), "0xffff", "flowid", "1:10"]):
+                subprocess.run(["tc"] + cmd, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            c = udp_client(socket.AF_INET, "127.0.0.1", srv.port)
+            c.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)   # SO_RCVBUFFORCE: lose nothing here
+            got = []
+
+            def reader():
+                c.settimeout(retest.scaled(3.0))
+                try:
+                    while True:
+                        got.append(c.recv(QF_SIZE + 1))
+                except socket.timeout:
+                    pass
+            th = threading.Thread(target=reader, daemon=True)
+            th.start()
+            sent = [b"%06d" % i + retest.pattern(QF_SIZE - 6, seed=i) for i in range(QF_COUNT)]
+            # About 10 MB/s in, five times what the replies may leave at: paced in
+            # bursts of 10 so the server's receive buffer (about 100 of these) is
+            # not what overflows.
+            for i, d_ in enumerate(sent):
+                c.send(d_)
+                if i % 10 == 9:
+                    time.sleep(0.001)
+            try:
+                # Every datagram is accounted for: dropped by the kernel at the
+                # server's full receive buffer, or received and then echoed or
+                # dropped because the slots were full.
+                retest.wait_until(lambda: (lambda t: t["udp_datagrams_received"] +
+                                           t["udp_kernel_drops"] == QF_COUNT and
+                                           t["udp_datagrams_sent"] + t["udp_dropped_queue_full"] ==
+                                           t["udp_datagrams_received"])(udp_totals(ctl)),
+                                  timeout=30, what="every datagram accounted for")
+            except AssertionError as e:
+                raise AssertionError("%s; counters %r" % (e, udp_totals(ctl)))
+            th.join(retest.scaled(30))
+            t = udp_totals(ctl)
+            print("sent %d, server echoed %d, queue_full %d, kernel drops %d, client got %d" %
+                  (QF_COUNT, t["udp_datagrams_sent"], t["udp_dropped_queue_full"],
+                   t["udp_kernel_drops"], len(got)))
+            assert t["udp_dropped_queue_full"] > 0, t
+            assert t["udp_dropped_send_error"] == 0, t
+            assert len(got) == t["udp_datagrams_sent"], (len(got), t)
+            # Intact and in order: a subsequence of what was sent.
+            idx = [int(g[:6]) for g in got]
+            assert idx == sorted(set(idx)), "replies reordered or duplicated"
+            assert all(g == sent[i] for g, i in zip(got, idx)), "a reply differs"
+            assert srv.stop() == 0, srv.stderr()
+        finally:
+            if srv.alive():
+                srv.kill()
+    print("queue-full scenario: ok")
+
+
+def netns_send_error():
+    """Inside unshare -n: lo up, one server, a rule that drops the server's replies
+    to one client port. Exits 0 when every check holds."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udperr-") as d:
+        ctl = os.path.join(d, "control.sock")
+        srv = retest.Server("--control", ctl, "--udp", "--threads", "1")
+        try:
+            bad = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            bad.bind(("127.0.0.1", 0))
+            good = udp_client(socket.AF_INET, "127.0.0.1", srv.port)
+            rules = ("table inet reuseecho_test {\n chain out {\n"
+                     "  type filter hook output priority 0;\n"
+                     "  udp sport %d udp dport %d drop\n }\n}\n" %
+                     (srv.port, bad.getsockname()[1]))
+            subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True)
+            # Sent back to back, so the server most likely reads them in one batch:
+            # sendmmsg then stops at each refused reply and goes on after it.
+            for i in range(3):
+                bad.sendto(b"bad%d" % i, ("127.0.0.1", srv.port))
+                if i < 2:
+                    good.send(b"good%d" % i)
+            assert [good.recv(100) for _ in range(2)] == [b"good0", b"good1"]
+            want = {"udp_datagrams_received": 5, "udp_datagrams_sent": 2,
+                    "udp_dropped_send_error": 3, "udp_bytes_sent": 10}
+            retest.wait_until(lambda: all(udp_totals(ctl)[k] == v for k, v in want.items()),
+                              what="counters %r" % want)
+            bad.setblocking(False)
+            try:
+                got = bad.recv(100)
+                raise AssertionError("a refused reply arrived: %r" % got)
+            except BlockingIOError:
+                pass
+            assert srv.stop() == 0, srv.stderr()
+        finally:
+            if srv.alive():
+                srv.kill()
+    print("send-error scenario: ok")
+
+
 def recv_ready(s, into):
     """Append every datagram the non-blocking socket s holds now to `into`."""
     while True:
@@ -336,6 +526,12 @@ def recv_ready(s, into):
             into.append(s.recv(100))
         except BlockingIOError:
             return
+
+
+def top_once(path):
+    r = retest.run_ctl("-c", path, "--count", "1", "top", timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def config(path):
@@ -347,4 +543,10 @@ def config(path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--netns-send-error"]:
+        netns_send_error()
+        sys.exit(0)
+    if sys.argv[1:] == ["--netns-queue-full"]:
+        netns_queue_full()
+        sys.exit(0)
     retest.main()

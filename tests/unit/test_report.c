@@ -393,7 +393,7 @@ static uint64_t prom_sum(const char *out, const char *prefix, const char *labels
 
 static const char *const header_cols[] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
 };
 
 #define NCOLS (sizeof(header_cols) / sizeof(header_cols[0]))
@@ -465,6 +465,12 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 		CHECK(strtoull(f[10], NULL, 10) == w->c.send_calls);
 		CHECK(strtoul(f[11], NULL, 10) == w->acceptq_len);
 		CHECK(strtoul(f[12], NULL, 10) == w->acceptq_max);
+		CHECK(strtoull(f[13], NULL, 10) == w->c.udp_datagrams_received);
+		CHECK(strtoull(f[14], NULL, 10) == w->c.udp_datagrams_sent);
+		CHECK(strtoull(f[15], NULL, 10) ==
+		      w->c.udp_dropped_truncated + w->c.udp_dropped_queue_full +
+		      w->c.udp_dropped_send_error + w->c.udp_dropped_loop_guard +
+		      w->c.udp_dropped_rate_limit + w->c.udp_kernel_drops);
 	}
 }
 

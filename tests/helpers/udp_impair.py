@@ -21,9 +21,11 @@ reproducible. One thread and a selector; stdlib only.
 
 Usage: udp_impair.py --upstream HOST:PORT [--bind 127.0.0.1] [OPTIONS]
 Prints "udp-impair: listening on HOST:PORT" once bound. On SIGTERM/SIGINT it
-prints one JSON object of what it did ({"forwarded":..,"returned":..,
-"dropped":..,"duplicated":..,"corrupted":..,"swapped":..,"delayed":..}) on
-stdout and exits 0.
+prints one JSON object of what it did ({"forwarded":..,"answered":..,
+"returned":..,"send_failed":..,"dropped":..,"duplicated":..,"corrupted":..,
+"swapped":..,"delayed":..}) on stdout and exits 0: forwarded to the server,
+answered by it, returned to clients, sends that failed either way, then the
+picks. forwarded - answered is what the server (or a stall) lost.
 """
 
 import argparse
@@ -52,6 +54,16 @@ def picks(values):
     return out
 
 
+def big_buffers(sock):
+    """8 MiB receive buffer where allowed (SO_RCVBUFFORCE needs CAP_NET_ADMIN),
+    else as much as net.core.rmem_max allows: a relay that a loaded machine
+    stalls must not drop datagrams itself."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 8 << 20)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+
+
 def addr_type(text):
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -65,6 +77,7 @@ class Relay:
         self.front = socket.socket(fam, socket.SOCK_DGRAM)
         self.front.bind((args.bind, 0))
         self.front.setblocking(False)
+        big_buffers(self.front)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.front, selectors.EVENT_READ, None)
         self.clients = {}       # client address -> upstream socket
@@ -78,15 +91,16 @@ class Relay:
         self.held = {}          # flow -> (deadline, client, datagram) held by --swap
         self.timers = []        # (due, n, client, datagram) delayed by --delay
         self.n = 0
-        self.stats = dict.fromkeys(("forwarded", "returned", "dropped", "duplicated",
-                                    "corrupted", "swapped", "delayed"), 0)
+        self.stats = dict.fromkeys(("forwarded", "answered", "returned", "send_failed",
+                                    "dropped", "duplicated", "corrupted", "swapped",
+                                    "delayed"), 0)
 
     def send_back(self, client, data):
         try:
             self.front.sendto(data, client)
             self.stats["returned"] += 1
         except OSError:
-            pass  # the client went away: a test sees it as loss
+            self.stats["send_failed"] += 1  # a test sees it as loss
 
     def from_client(self):
         while True:
@@ -97,6 +111,7 @@ class Relay:
             up = self.clients.get(client)
             if up is None:
                 up = socket.socket(self.fam, socket.SOCK_DGRAM)
+                big_buffers(up)
                 up.connect(self.up)
                 up.setblocking(False)
                 self.clients[client] = up
@@ -105,7 +120,7 @@ class Relay:
                 up.send(data)
                 self.stats["forwarded"] += 1
             except OSError:
-                pass
+                self.stats["send_failed"] += 1
 
     def from_server(self, up, client):
         while True:
@@ -115,6 +130,7 @@ class Relay:
                 return
             except OSError:
                 return  # ICMP error from the server side: nothing to relay
+            self.stats["answered"] += 1
             key = HDR.unpack_from(data)[::2] if len(data) >= HDR.size else None
             flow = key[0] if key else None
             if key in self.drop:

@@ -93,9 +93,9 @@ SCALE = float(os.environ.get("REUSEECHO_TEST_SCALE", "1") or "1")
 CLEAN_TIMEOUT = str(2 * SCALE)
 # The detector runs' loss timeout: a lost datagram would show up as a latency of
 # at least this much, so max_us under it proves it did not. A stall longer than it
-# (twice it at the end of a run, where echoload listens one more timeout for late
-# answers) would turn answers in flight into lost and late ones.
-TIMEOUT_S = 1.0 * SCALE
+# would turn answers in flight into lost and late ones: on this 2-CPU machine at
+# load 4-5, 1 s stalls of the relay or the server were seen.
+TIMEOUT_S = 2.0 * SCALE
 
 
 def echoload(exe, port, *args, duration=1.0, warmup=0.0, host="127.0.0.1", auto=False):
@@ -206,6 +206,7 @@ def impaired(exe, impair, port, label, impair_args, load_args, duration=1.0, aut
             stats = json.loads(line)
     print("    relay: %s" % stats, flush=True)
     expect(label, rec, **want)
+    rec = None if rec is None else dict(rec, relay=stats)
     if rec is not None:
         check(rec.get("sent") == rec.get("received") + rec.get("lost") + rec.get("corrupted"),
               "%s: sent == received + lost + corrupted (%s, %s, %s, %s)"
@@ -221,14 +222,14 @@ def impaired(exe, impair, port, label, impair_args, load_args, duration=1.0, aut
 
 
 def detector_checks(exe, impair, port):
-    # 2 flows, 4 datagrams in flight each; every pick lies within the first
-    # few thousand sequence numbers, which a 1 s run passes many times over.
-    # Drops lie 1200 apart, more than the 1024 sequence numbers a flow
-    # remembers: each is declared lost (its slot reused) before the next, so a
-    # flow never has all 4 slots waiting out a timeout.
+    # 2 flows, 4 datagrams in flight each (8 for the drops, 7 of which go in a
+    # row, so the flow goes on with its eighth slot); every pick lies within
+    # the first few hundred sequence numbers, which even a slow run reaches.
     load = ["--conns", "2", "--depth", "4", "--loss-timeout", str(TIMEOUT_S)]
-    drops = ["--drop", "0:100,1300,2500,3700", "--drop", "1:100,1300,2500"]
-    rc, _ = impaired(exe, impair, port, "drop 7", drops, load,
+    drops = ["--drop", "0:100,101,102,103,104,105,106"]
+    load8 = ["--conns", "2", "--depth", "8"]
+    rc, _ = impaired(exe, impair, port, "drop 7", drops, load8 + ["--loss-timeout",
+                                                                  str(TIMEOUT_S)],
                      lost=7, late=0, duplicated=0, reordered=0, corrupted=0, errors=0)
     check(rc == 0, "drop 7: loss is reported, exit 0 (got %d)" % rc)
     rc, _ = impaired(exe, impair, port, "duplicate 5", ["--dup", "1:50,60,70,80,90"], load,
@@ -242,15 +243,17 @@ def detector_checks(exe, impair, port):
                      duplicated=0, reordered=0, errors=0)
     check(rc == 1, "corrupt 2: exit 1 (got %d)" % rc)
     # 20000 copies of one answer in a burst overflow the loader's own socket:
-    # every copy is either read (duplicated) or dropped there (loader_drops).
+    # every copy is either read (duplicated) or dropped there (loader_drops), and
+    # so may be an ordinary answer caught in the burst, which is then lost.
     rc, rec = impaired(exe, impair, port, "flood 20000 copies", ["--dup", "0:100", "--copies",
                                                                 "20000"],
-                       ["--conns", "1", "--loss-timeout", str(TIMEOUT_S)], lost=0, late=0,
+                       ["--conns", "1", "--loss-timeout", str(TIMEOUT_S)], late=0,
                        reordered=0, corrupted=0, errors=0)
     if rec is not None:
-        check(rec.get("duplicated", 0) + rec.get("loader_drops", 0) == 20000,
-              "flood: duplicated + loader_drops == 20000 (got %s + %s)"
-              % (rec.get("duplicated"), rec.get("loader_drops")))
+        check(rec.get("duplicated", 0) + rec.get("loader_drops", 0)
+              == 20000 + rec.get("lost", 0),
+              "flood: duplicated + loader_drops == 20000 + lost (got %s + %s, lost %s)"
+              % (rec.get("duplicated"), rec.get("loader_drops"), rec.get("lost")))
         if rec.get("loader_drops") == 0:
             print("note: the loader kept up with the flood; loader_drops not exercised")
     # Without --loss-timeout the timeout tunes itself to 10 x the recent p99,
@@ -259,30 +262,38 @@ def detector_checks(exe, impair, port):
     # loaded machine merely stalled lost, and then late when it comes: the 7
     # dropped are the ones lost and never late.
     rc, rec = impaired(exe, impair, port, "auto timeout: drop 7", drops,
-                       ["--conns", "2", "--depth", "4"], auto=True, duplicated=0,
+                       load8, auto=True, duplicated=0,
                        reordered=0, corrupted=0, errors=0, loss_timeout_auto=True)
-    if rec is not None:
-        check(rec.get("lost", 0) - rec.get("late", 0) == 7,
-              "auto timeout: lost - late == 7 (got %s - %s)" % (rec.get("lost"), rec.get("late")))
+    if rec is not None and rec["relay"] is not None:
+        # A server stall with a 50 ms timeout: the flows keep sending, the
+        # server's receive buffer overflows, and those datagrams are lost too.
+        # The relay saw how many the server never answered and how many sends
+        # failed: echoload must count exactly those and the 7 dropped.
+        relay = rec["relay"]
+        gone = relay["forwarded"] - relay["answered"] + relay["send_failed"]
+        check(relay["dropped"] == 7, "auto timeout: relay dropped 7 (got %s)" % relay["dropped"])
+        check(rec.get("lost", 0) - rec.get("late", 0) == 7 + gone,
+              "auto timeout: lost - late == 7 + %d the server never answered (got %s - %s)"
+              % (gone, rec.get("lost"), rec.get("late")))
         check(0.05 <= rec.get("loss_timeout_s", 0) < 1.0,
               "auto timeout: tuned into [0.05, 1) s (got %s)" % rec.get("loss_timeout_s"))
-    # Late after its timeout, twice: at 300 datagrams/s per flow (rate mode) the
+    # Late after its timeout, twice: at 150 datagrams/s per flow (rate mode) the
     # slot still remembers the datagram when it comes back 1.5 timeouts late (a
-    # ring of 1024 lasts 3.4 s); in fast pingpong a ring's worth of later
-    # datagrams has gone out by then, the slot was reused and declared it lost,
-    # and it comes back from behind the window. In the rate run flow 1's
-    # datagram 590 is scheduled at 1181/600 s, just before the 2 s window
+    # ring of 1024 lasts 6.8 s); in fast pingpong a ring's worth of later
+    # datagrams has gone out within 0.5 s, the slot was reused and declared it
+    # lost, and it comes back from behind the window. In the rate run flow 1's
+    # datagram 290 is scheduled at 581/300 s, just before the 2 s window
     # closes: it is declared lost after it, and comes back late only because
     # echoload then listens one more timeout for stragglers.
     delay = str(1.5 * TIMEOUT_S)
     rc, _ = impaired(exe, impair, port, "rate: delay 2 past the timeout",
-                     ["--delay", "1:30,590", "--delay-s", delay],
-                     ["--mode", "rate", "--rate", "600", "--conns", "2", "--loss-timeout",
+                     ["--delay", "1:30,290", "--delay-s", delay],
+                     ["--mode", "rate", "--rate", "300", "--conns", "2", "--loss-timeout",
                       str(TIMEOUT_S)], duration=2.0, lost=2, late=2, duplicated=0,
-                     reordered=0, corrupted=0, errors=0, sent=1200, received=1198)
+                     reordered=0, corrupted=0, errors=0, sent=600, received=598)
     check(rc == 0, "rate: delay 2: exit 0 (got %d)" % rc)
     rc, _ = impaired(exe, impair, port, "pingpong: delay 1 past the window",
-                     ["--delay", "1:120", "--delay-s", delay], load, duration=2.0,
+                     ["--delay", "1:120", "--delay-s", "0.5"], load,
                      lost=1, late=1, duplicated=0, reordered=0, corrupted=0, errors=0)
     check(rc == 0, "pingpong: delay 1: exit 0 (got %d)" % rc)
 
@@ -314,10 +325,13 @@ def main(argv):
         server, port = start(argv_srv)
         rc, rec = echoload(exe, port, "--conns", "8", "--threads", "2", "--depth", "4")
         expect_clean("pingpong 8 flows depth 4", rc, rec, depth=4, conns=8)
-        # Open loop at 2000/s for exactly 1 s with no warm-up: 2000 datagrams.
-        rc, rec = echoload(exe, port, "--mode", "rate", "--rate", "2000", "--conns", "8",
+        # Open loop at 500/s for exactly 1 s with no warm-up: 500 datagrams. Kept
+        # slow: a server stalled by a loaded machine loses what overflows its
+        # receive buffer (about 160 such datagrams by default), which at 500/s
+        # takes a stall of 0.3 s.
+        rc, rec = echoload(exe, port, "--mode", "rate", "--rate", "500", "--conns", "8",
                            "--size", "256")
-        expect_clean("rate 2000/s", rc, rec, msgs=2000, sent=2000, bytes=2000 * 256)
+        expect_clean("rate 500/s", rc, rec, msgs=500, sent=500, bytes=500 * 256)
         # 65507 B datagrams over 2 flows: 8 of them in flight at once would
         # overflow a default 208 KiB server receive buffer (a real loss, counted).
         for size, flows in ((24, 8), (1472, 8), (65507, 2)):

@@ -201,6 +201,11 @@ static const char usage_text[] =
 	"      --drain-timeout S    on SIGTERM/SIGINT, how long to finish echoing what\n"
 	"                           clients already sent before resetting what is left\n"
 	"                           (default 10)\n"
+	"      --udp                also serve UDP echo on the same address and port\n"
+	"                           (default: off; on a public address a UDP echo can\n"
+	"                           reflect spoofed traffic: see the README)\n"
+	"      --udp-rate PPS       answer at most PPS UDP datagrams per second from one\n"
+	"                           source address; 0 = no limit (default 0)\n"
 	"";
 
 /* Two strings: ISO C only promises string literals of 4095 bytes. */
@@ -253,6 +258,8 @@ enum {
 	OPT_METRICS_LISTEN,
 	OPT_TAKEOVER,
 	OPT_USER,
+	OPT_UDP,
+	OPT_UDP_RATE,
 };
 
 static const struct option long_options[] = {
@@ -274,6 +281,8 @@ static const struct option long_options[] = {
 	{ "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
 	{ "takeover", no_argument, NULL, OPT_TAKEOVER },
 	{ "user", required_argument, NULL, OPT_USER },
+	{ "udp", no_argument, NULL, OPT_UDP },
+	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -508,6 +517,17 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			break;
 		case OPT_TAKEOVER:
 			cfg->takeover = true;
+			break;
+		case OPT_UDP:
+			cfg->udp = true;
+			break;
+		case OPT_UDP_RATE:
+			r = re_config_parse_uint(arg, 0, RE_MAX_UDP_RATE, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "datagrams per second 0-100000000, 0 = no limit");
+			}
+			cfg->rt.udp_rate = (uint32_t)v;
 			break;
 		case OPT_USER:
 			if (arg[0] == '\0' || strlen(arg) >= sizeof(cfg->user) ||

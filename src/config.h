@@ -17,6 +17,7 @@
 #define RE_DEFAULT_CONN_BUFFER (256u * 1024u)
 #define RE_DEFAULT_DRAIN_TIMEOUT_MS 10000u
 #define RE_MAX_THREADS 1024
+#define RE_MAX_UDP_RATE 100000000u
 #define RE_MIN_CONN_BUFFER 4096u
 #define RE_MAX_CONN_BUFFER (1024u * 1024u * 1024u)
 #define RE_MAX_TIMEOUT_MS (7u * 24u * 3600u * 1000u)	/* one week */
@@ -36,6 +37,7 @@ struct re_runtime {
 	uint32_t conn_buffer;		/* cap on unsent echo bytes per connection */
 	uint32_t drain_timeout_ms;
 	uint64_t max_buffered;		/* cap on all connections' buffers together */
+	uint32_t udp_rate;		/* --udp-rate: datagrams/s per source; 0 = off */
 };
 
 struct re_config {
@@ -46,6 +48,7 @@ struct re_config {
 	bool cpus_set;
 	bool no_pin;
 	int backlog;
+	bool udp;			/* --udp: UDP echo beside TCP */
 	struct re_runtime rt;
 	enum re_log_level log_level;
 	bool control_none;		/* --control none */

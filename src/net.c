@@ -103,6 +103,19 @@ bool re_net_is_v6_any(const struct re_addr *a)
 	       IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
 }
 
+bool re_net_is_loopback(const struct re_addr *a)
+{
+	if (a->ss.ss_family == AF_INET6) {
+		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(in6)) {
+			return in6->s6_addr[12] == 127;
+		}
+		return IN6_IS_ADDR_LOOPBACK(in6);
+	}
+	return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+}
+
 /* Dual-stack for "::" regardless of net.ipv6.bindv6only; v6-only for other v6
  * addresses is implied by the address itself. */
 static int set_v6only(int fd, const struct re_addr *a)

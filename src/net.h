@@ -42,6 +42,9 @@ void re_net_set_port(struct re_addr *a, unsigned port);
 /* "1.2.3.4:7007" or "[::1]:7007". Always NUL-terminates when len > 0. */
 void re_net_format_addr(const struct re_addr *a, char *buf, size_t len);
 
+/* True for 127.0.0.0/8, ::1 and v4-mapped 127.0.0.0/8. */
+bool re_net_is_loopback(const struct re_addr *a);
+
 /* True for the IPv6 wildcard "::" (listened on dual-stack). */
 bool re_net_is_v6_any(const struct re_addr *a);
 

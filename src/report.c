@@ -248,6 +248,18 @@ static const struct text_item text_layout[] = {
 	{ "memory", "buffered", IDX_buffer_bytes, true },
 	{ "accept errors", "emfile", IDX_accept_errors_fd, false },
 	{ "accept errors", "other", IDX_accept_errors_other, false },
+	{ "udp", "datagrams received", IDX_udp_datagrams_received, false },
+	{ "udp", "sent", IDX_udp_datagrams_sent, false },
+	{ "udp", "bytes received", IDX_udp_bytes_received, true },
+	{ "udp", "sent", IDX_udp_bytes_sent, true },
+	{ "udp", "recvmmsg calls", IDX_udp_recv_calls, false },
+	{ "udp", "sendmmsg calls", IDX_udp_send_calls, false },
+	{ "udp dropped", "truncated", IDX_udp_dropped_truncated, false },
+	{ "udp dropped", "queue full", IDX_udp_dropped_queue_full, false },
+	{ "udp dropped", "send error", IDX_udp_dropped_send_error, false },
+	{ "udp dropped", "loop guard", IDX_udp_dropped_loop_guard, false },
+	{ "udp dropped", "rate limit", IDX_udp_dropped_rate_limit, false },
+	{ "udp dropped", "kernel receive queue", IDX_udp_kernel_drops, false },
 };
 
 #define TEXT_LAYOUT_N (sizeof(text_layout) / sizeof(text_layout[0]))

@@ -1109,6 +1109,12 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.epfd = s.epfd;
 	s.g.tmpl.addr = s.addr;
 	s.g.tmpl.backlog = cfg->backlog;
+	s.g.tmpl.udp = cfg->udp;
+	if (cfg->udp && !re_net_is_loopback(&s.addr)) {
+		re_log_warn("--udp on %s: a UDP echo on a reachable address can reflect spoofed "
+			    "traffic at third parties; bind a loopback or trusted address, or "
+			    "use --udp-rate and a firewall", s.address);
+	}
 	s.g.tmpl.runtime = &s.runtime;
 	s.g.tmpl.stats = &s.stats;
 	s.g.tmpl.budget = s.budget;

@@ -37,11 +37,15 @@
 #include "log.h"
 #include "mclock.h"
 #include "rcu.h"
+#include "udp.h"
 
 #define RE_MAX_EVENTS 256
 #define RE_SCRATCH_SIZE (256u * 1024u)	/* larger than a typical in-flight window: a full read is rare */
 #define RE_READ_BUDGET (1024u * 1024u)	/* bytes per connection per loop turn */
 #define RE_ACCEPT_BUDGET 64		/* accepts per loop turn */
+#define RE_UDP_BUDGET 256		/* UDP datagrams per loop turn (8 batches) */
+#define RE_UDP_DRAIN_LIMIT 65536	/* bound on one re_udp_drain_input: more than a receive
+					 * buffer can hold at any size */
 #define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
 #define RE_SAMPLE_MS 250		/* accept-queue sampling and heartbeat period */
 #define RE_BUF_POOL_BYTES (256u * 1024u)	/* idle buffers a worker keeps for reuse */
@@ -116,8 +120,13 @@ struct re_worker {
 	/* Everything below belongs to the worker thread. */
 	int lfd;
 	int epfd;
-	char listen_tag;		/* epoll data.ptr markers for the two non-conn fds */
+	char listen_tag;		/* epoll data.ptr markers for the non-conn fds */
 	char cmd_tag;
+	char udp_tag;
+	struct re_udp *udp;		/* --udp: this worker's UDP socket; NULL = none */
+	bool udp_pending;		/* an edge or a spent budget: serve UDP this turn */
+	uint32_t last_udp_log;
+	bool udp_logged;
 	char *scratch;			/* one recv buffer for every connection */
 	int pipe_r;			/* the bulk-echo pipe, empty between uses; -1 = none */
 	int pipe_w;
@@ -1154,6 +1163,13 @@ static void dispatch(struct re_worker *w, const struct epoll_event *ev)
 		handle_command(w);
 		return;
 	}
+	if (ev->data.ptr == &w->udp_tag) {
+		/* Served once per turn after the connections (udp_turn), with its own
+		 * budget, however many edges this batch holds. */
+		re_udp_events(w->udp, e);
+		w->udp_pending = true;
+		return;
+	}
 	c = ev->data.ptr;
 	if (c->flags & RE_CONN_CLOSED) {
 		return;		/* stale: closed earlier in this batch */
@@ -1178,7 +1194,8 @@ static atomic_int debug_close_mid_batch_id = -1;
 
 static bool is_conn_event(const struct re_worker *w, const struct epoll_event *ev)
 {
-	return ev->data.ptr != &w->listen_tag && ev->data.ptr != &w->cmd_tag;
+	return ev->data.ptr != &w->listen_tag && ev->data.ptr != &w->cmd_tag &&
+	       ev->data.ptr != &w->udp_tag;
 }
 
 /* Test builds: evs[0, done) are dispatched. When armed for this worker, evs[done - 1]
@@ -1219,6 +1236,27 @@ void re_worker_debug_close_mid_batch(int id)
 #else
 	(void)id;
 #endif
+}
+
+/* One UDP pass per loop turn, within RE_UDP_BUDGET datagrams. A pass that spent its
+ * budget with input left stays pending: no new edge will come for datagrams already
+ * queued, so the next turn polls instead of blocking (as the ready list does for
+ * connections). */
+static void udp_turn(struct re_worker *w)
+{
+	int r;
+
+	if (!w->udp_pending || w->udp == NULL) {
+		w->udp_pending = false;
+		return;
+	}
+	r = re_udp_service(w->udp, RE_UDP_BUDGET);
+	w->udp_pending = r > 0;
+	if (r < 0 && (!w->udp_logged || re_due(w->now, w->last_udp_log + RE_LOG_EVERY_MS))) {
+		w->udp_logged = true;
+		w->last_udp_log = w->now;
+		re_log_warn("worker %d: recvmmsg: %s", w->p.id, strerror(-r));
+	}
 }
 
 /* Serve the connections that were on the ready list when the pass began; any that
@@ -1302,6 +1340,7 @@ static void run_timers(struct re_worker *w)
 	}
 	if (re_due(w->now, w->next_sample)) {
 		sample_accept_queue(w);
+		re_udp_sample(w->udp);
 		w->next_sample = w->now + RE_SAMPLE_MS;
 	}
 }
@@ -1312,7 +1351,7 @@ static int next_timeout(const struct re_worker *w)
 {
 	int32_t t;
 
-	if (w->nready > 0 || w->accept_pending) {
+	if (w->nready > 0 || w->accept_pending || w->udp_pending) {
 		return 0;
 	}
 	t = re_until(w->now, w->next_sample);
@@ -1382,6 +1421,7 @@ static void worker_loop(struct re_worker *w)
 #endif
 		}
 		run_ready(w);
+		udp_turn(w);
 		if (w->accept_pending) {
 			do_accept(w);
 		}
@@ -1415,6 +1455,14 @@ static int worker_setup(struct re_worker *w)
 		fail(w, call, w->lfd);
 		return w->lfd;
 	}
+	if (w->p.udp) {
+		int r = re_udp_open(&w->udp, &w->p.addr, w->st, &call);
+
+		if (r < 0) {
+			fail(w, call, r);
+			return r;
+		}
+	}
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0) {
 		fail(w, "epoll_create1", -errno);
@@ -1431,6 +1479,16 @@ static int worker_setup(struct re_worker *w)
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->cmd_fd, &ev) < 0) {
 		fail(w, "epoll_ctl", -errno);
 		return -errno;
+	}
+	if (w->udp != NULL) {
+		/* Registered once, never modified: readiness is tracked in the udp state.
+		 * Adding reports the current state as a first edge. */
+		ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+		ev.data.ptr = &w->udp_tag;
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, re_udp_fd(w->udp), &ev) < 0) {
+			fail(w, "epoll_ctl", -errno);
+			return -errno;
+		}
 	}
 	w->scratch = malloc(RE_SCRATCH_SIZE);
 	if (w->scratch == NULL) {
@@ -1460,6 +1518,8 @@ static void worker_teardown(struct re_worker *w)
 	close_all(w, CLOSE_DRAIN, true);
 	reap(w);
 	close_listener(w);
+	re_udp_close(w->udp);
+	w->udp = NULL;
 	if (w->epfd >= 0) {
 		(void)close(w->epfd);
 		w->epfd = -1;

@@ -41,6 +41,7 @@ struct re_worker_params {
 	int cpu;			/* -1: do not pin */
 	struct re_addr addr;		/* concrete port */
 	int backlog;
+	bool udp;			/* --udp: also open a UDP echo socket on addr */
 	struct re_runtime **runtime;	/* RCU-published settings slot */
 	struct re_stats *stats;		/* registry (for the global connection count) */
 	struct re_stats_block *block;	/* this worker's counters */

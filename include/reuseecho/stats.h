@@ -38,7 +38,19 @@
 	X(epoll_waits, counter, "epoll_waits_total", "", "epoll_wait(2) calls") \
 	X(events, counter, "events_total", "", "epoll events handled") \
 	X(accept_errors_fd, counter, "accept_errors_total", "class=\"emfile\"", "accept4(2) failures, by errno class") \
-	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class")
+	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class") \
+	X(udp_datagrams_received, counter, "udp_datagrams_received_total", "", "UDP datagrams received (--udp)") \
+	X(udp_datagrams_sent, counter, "udp_datagrams_sent_total", "", "UDP datagrams echoed back") \
+	X(udp_bytes_received, counter, "udp_bytes_received_total", "", "UDP payload bytes received") \
+	X(udp_bytes_sent, counter, "udp_bytes_sent_total", "", "UDP payload bytes echoed back") \
+	X(udp_dropped_truncated, counter, "udp_dropped_total", "reason=\"truncated\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_dropped_queue_full, counter, "udp_dropped_total", "reason=\"queue_full\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_dropped_send_error, counter, "udp_dropped_total", "reason=\"send_error\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_dropped_loop_guard, counter, "udp_dropped_total", "reason=\"loop_guard\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_dropped_rate_limit, counter, "udp_dropped_total", "reason=\"rate_limit\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_kernel_drops, counter, "udp_receive_queue_drops_total", "", "UDP datagrams the kernel dropped because a worker's socket receive buffer was full") \
+	X(udp_recv_calls, counter, "udp_recv_calls_total", "", "recvmmsg(2) calls on UDP sockets") \
+	X(udp_send_calls, counter, "udp_send_calls_total", "", "sendmmsg(2) calls on UDP sockets")
 
 /* Plain values: a snapshot, a sum, or the retired total. */
 struct re_stats_counters {

@@ -1,0 +1,475 @@
+/* udp: a worker's UDP echo path. recvmmsg a batch into slots of a fixed ring, turn
+ * each datagram's header into its reply in place (the source becomes the
+ * destination, the destination address from IP_PKTINFO/IPV6_PKTINFO becomes the
+ * source), sendmmsg the ring's queued replies. No allocation after open, and no
+ * system call per datagram beyond its share of one recvmmsg and one sendmmsg.
+ * Called only by the worker thread that opened it.
+ */
+#include "udp.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/sock_diag.h>
+
+/* Room for the cmsgs a datagram can carry: IP_PKTINFO or IPV6_PKTINFO (the larger),
+ * with slack for any other the kernel adds. The reply's single cmsg is written into
+ * the same buffer. */
+#define RE_UDP_CTL_SIZE 128u
+
+struct udp_ctl {
+	_Alignas(size_t) char buf[RE_UDP_CTL_SIZE];	/* cmsg_len is a size_t */
+};
+
+struct re_udp {
+	int fd;
+	struct re_stats_block *st;
+	bool readable;
+	bool writable;
+	/* The ring: entries [head, head + count) (mod RE_UDP_SLOTS) are replies waiting
+	 * to be sent, in arrival order. Each entry owns its iovec, name and control
+	 * buffer through its own pointers, so entries can be swapped freely. */
+	unsigned head;
+	unsigned count;
+	uint64_t kernel_drops;	/* SK_MEMINFO_DROPS at the last sample */
+	char *bufs;		/* RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, mmap'd */
+	struct mmsghdr msg[RE_UDP_SLOTS];
+	struct iovec iov[RE_UDP_SLOTS];
+	struct sockaddr_in6 name[RE_UDP_SLOTS];	/* large enough for either family */
+	struct udp_ctl ctl[RE_UDP_SLOTS];
+	/* Reading while the ring is full: datagrams are taken from the socket and
+	 * dropped, so these headers ask for nothing but the count. */
+	struct mmsghdr discard[RE_UDP_BATCH];
+};
+
+static int set_int(int fd, int level, int opt, int v)
+{
+	return setsockopt(fd, level, opt, &v, sizeof(v));
+}
+
+static int open_socket(const struct re_addr *a, const char **ret_call)
+{
+	int fd = socket(a->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int r;
+
+	if (fd < 0) {
+		*ret_call = "socket";
+		return -errno;
+	}
+	/* IP_PKTINFO on an IPv6 socket covers the v4-mapped datagrams of a dual-stack
+	 * "::" socket: udpv6_recvmsg reports those with the IPv4 cmsgs. */
+	if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 ||
+	    set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
+	    set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0 ||
+	    (a->ss.ss_family == AF_INET6 &&
+	     (set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0 ||
+	      set_int(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1) < 0))) {
+		*ret_call = "setsockopt";
+		goto fail;
+	}
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+		*ret_call = "bind";
+		goto fail;
+	}
+	return fd;
+fail:
+	r = -errno;	/* before close() can clobber errno */
+	(void)close(fd);
+	return r;
+}
+
+int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_block *st,
+		const char **ret_call)
+{
+	struct re_udp *u = calloc(1, sizeof(*u));
+	int r;
+
+	if (u == NULL) {
+		*ret_call = "malloc";
+		return -ENOMEM;
+	}
+	u->fd = -1;
+	u->st = st;
+	/* One mapping for every datagram buffer: a 64-byte datagram touches one page of
+	 * its slot, so resident memory follows the datagram sizes actually seen. */
+	u->bufs = mmap(NULL, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (u->bufs == MAP_FAILED) {
+		r = -errno;
+		u->bufs = NULL;
+		*ret_call = "mmap";
+		re_udp_close(u);
+		return r;
+	}
+	for (unsigned i = 0; i < RE_UDP_SLOTS; i++) {
+		struct msghdr *h = &u->msg[i].msg_hdr;
+
+		u->iov[i].iov_base = u->bufs + (size_t)i * RE_UDP_SLOT_SIZE;
+		h->msg_iov = &u->iov[i];
+		h->msg_iovlen = 1;
+		h->msg_name = &u->name[i];
+		h->msg_control = u->ctl[i].buf;
+	}
+	r = open_socket(a, ret_call);
+	if (r < 0) {
+		re_udp_close(u);
+		return r;
+	}
+	u->fd = r;
+	/* Nothing is known until the first edge; EPOLL_CTL_ADD reports the state. */
+	u->writable = true;
+	*ret = u;
+	return 0;
+}
+
+int re_udp_fd(const struct re_udp *u)
+{
+	return u != NULL ? u->fd : -1;
+}
+
+unsigned re_udp_queued(const struct re_udp *u)
+{
+	return u != NULL ? u->count : 0;
+}
+
+void re_udp_events(struct re_udp *u, uint32_t events)
+{
+	/* EPOLLERR on an unconnected UDP socket only reports a pending error, which the
+	 * next recvmmsg returns: treat it as readable. */
+	if (events & (EPOLLIN | EPOLLERR)) {
+		u->readable = true;
+	}
+	if (events & (EPOLLOUT | EPOLLERR)) {
+		u->writable = true;
+	}
+}
+
+/* Raw system calls, like re_net_recv: glibc's wrappers are cancellation points and
+ * no thread of ours is ever cancelled. */
+static int sys_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	return (int)syscall(SYS_recvmmsg, fd, v, n, flags, NULL);
+}
+
+static int sys_sendmmsg(int fd, struct mmsghdr *v, unsigned n)
+{
+	return (int)syscall(SYS_sendmmsg, fd, v, n, 0);
+}
+
+/* Source ports of the classic small services: an echo answering echo, chargen or
+ * daytime would bounce datagrams between the two forever (BSD inetd refuses them
+ * too); port 0 cannot be answered. */
+static bool loop_port(const struct sockaddr_in6 *from)
+{
+	/* sin_port and sin6_port share their offset. */
+	switch (ntohs(from->sin6_port)) {
+	case 0:
+	case 7:		/* echo */
+	case 9:		/* discard */
+	case 13:	/* daytime */
+	case 19:	/* chargen */
+	case 37:	/* time */
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Turn the received control messages of h into the reply's: one IP_PKTINFO or
+ * IPV6_PKTINFO that makes the reply leave from the address the datagram was sent
+ * to. With a wildcard bind the kernel would otherwise pick the source by route, and
+ * a client that sent to another local address (or a connected client) drops it.
+ * IPv4, and v4-mapped datagrams on a dual-stack socket: ipi_spec_dst is the
+ * datagram's destination for local unicast, and udp_sendmsg takes IP_PKTINFO on an
+ * IPv6 socket too (ip_cmsg_send). The interface index stays 0 (routing chooses),
+ * except for an IPv6 link-local destination, which needs its interface. */
+static void make_reply_ctl(struct msghdr *h)
+{
+	struct in_pktinfo p4;
+	struct in6_pktinfo p6;
+	int have = 0;
+	struct cmsghdr *c;
+
+	for (c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(p4))) {
+			memcpy(&p4, CMSG_DATA(c), sizeof(p4));
+			have = 4;
+		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(p6))) {
+			memcpy(&p6, CMSG_DATA(c), sizeof(p6));
+			have = 6;
+		}
+	}
+	h->msg_flags = 0;
+	if (have == 0) {
+		h->msg_controllen = 0;
+		return;
+	}
+	h->msg_controllen = RE_UDP_CTL_SIZE;
+	c = CMSG_FIRSTHDR(h);
+	if (have == 4) {
+		struct in_pktinfo r = { .ipi_ifindex = 0, .ipi_spec_dst = p4.ipi_spec_dst };
+
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(r));
+		memcpy(CMSG_DATA(c), &r, sizeof(r));
+		h->msg_controllen = CMSG_SPACE(sizeof(r));
+	} else {
+		struct in6_pktinfo r = { .ipi6_addr = p6.ipi6_addr, .ipi6_ifindex = 0 };
+
+		if (IN6_IS_ADDR_LINKLOCAL(&p6.ipi6_addr)) {
+			r.ipi6_ifindex = p6.ipi6_ifindex;
+		}
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(r));
+		memcpy(CMSG_DATA(c), &r, sizeof(r));
+		h->msg_controllen = CMSG_SPACE(sizeof(r));
+	}
+}
+
+static void advance(struct re_udp *u, unsigned n)
+{
+	u->head = (u->head + n) % RE_UDP_SLOTS;
+	u->count -= n;
+	if (u->count == 0) {
+		u->head = 0;	/* the next batch gets the whole ring, unwrapped */
+	}
+}
+
+/* Send queued replies while the socket takes them. sendmmsg stops at the first
+ * datagram that fails and reports it on the next call (when it is first): that one
+ * is dropped and counted, the rest go on. EAGAIN: the send buffer is full; the
+ * kernel raises EPOLLOUT when it drains. */
+static void flush(struct re_udp *u)
+{
+	while (u->count > 0 && u->writable) {
+		unsigned n = RE_UDP_SLOTS - u->head;
+		uint64_t bytes = 0;
+		int r;
+
+		if (n > u->count) {
+			n = u->count;
+		}
+		r = sys_sendmmsg(u->fd, &u->msg[u->head], n);
+		RE_STAT_ADD(u->st, udp_send_calls, 1);
+		if (r < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				u->writable = false;
+				return;
+			}
+			/* EPERM (a firewall), ENETUNREACH, EMSGSIZE, EINVAL...: this
+			 * datagram only. */
+			RE_STAT_ADD(u->st, udp_dropped_send_error, 1);
+			advance(u, 1);
+			continue;
+		}
+		for (int i = 0; i < r; i++) {
+			bytes += u->msg[u->head + (unsigned)i].msg_len;
+		}
+		RE_STAT_ADD(u->st, udp_datagrams_sent, r);
+		RE_STAT_ADD(u->st, udp_bytes_sent, bytes);
+		advance(u, (unsigned)r);
+	}
+}
+
+static void swap_entries(struct re_udp *u, unsigned a, unsigned b)
+{
+	struct mmsghdr t = u->msg[a];
+
+	u->msg[a] = u->msg[b];
+	u->msg[b] = t;
+}
+
+/* Receive up to `want` datagrams into the free slots after the queue, keep the ones
+ * to answer (as replies, in order) and drop the rest. Returns the number received,
+ * or -1 with errno; fewer than `want` means the receive queue is empty. */
+static int recv_batch(struct re_udp *u, unsigned want)
+{
+	unsigned tail = (u->head + u->count) % RE_UDP_SLOTS;
+	unsigned keep = 0;
+	uint64_t bytes = 0;
+	int n;
+
+	for (unsigned i = tail; i < tail + want; i++) {
+		struct msghdr *h = &u->msg[i].msg_hdr;
+
+		h->msg_iov->iov_len = RE_UDP_SLOT_SIZE;
+		h->msg_namelen = sizeof(u->name[0]);
+		h->msg_controllen = RE_UDP_CTL_SIZE;
+		h->msg_flags = 0;
+	}
+	n = sys_recvmmsg(u->fd, &u->msg[tail], want, 0);
+	RE_STAT_ADD(u->st, udp_recv_calls, 1);
+	if (n <= 0) {
+		return n;
+	}
+	for (unsigned k = tail; k < tail + (unsigned)n; k++) {
+		struct msghdr *h = &u->msg[k].msg_hdr;
+		unsigned len = u->msg[k].msg_len;
+
+		bytes += len;
+		if (h->msg_flags & MSG_TRUNC) {
+			RE_STAT_ADD(u->st, udp_dropped_truncated, 1);
+			continue;
+		}
+		if (loop_port(h->msg_name)) {
+			RE_STAT_ADD(u->st, udp_dropped_loop_guard, 1);
+			continue;
+		}
+		if (k != tail + keep) {
+			swap_entries(u, k, tail + keep);
+			h = &u->msg[tail + keep].msg_hdr;
+		}
+		h->msg_iov->iov_len = len;
+		make_reply_ctl(h);
+		keep++;
+	}
+	RE_STAT_ADD(u->st, udp_datagrams_received, n);
+	RE_STAT_ADD(u->st, udp_bytes_received, bytes);
+	u->count += keep;
+	return n;
+}
+
+/* The ring is full and the socket takes no replies: read and drop (counted), so the
+ * loss shows where it happens and the receive queue holds fresh datagrams for when
+ * output moves again. MSG_TRUNC makes msg_len the datagram's real size. */
+static int discard_batch(struct re_udp *u, unsigned want)
+{
+	uint64_t bytes = 0;
+	int n;
+
+	for (unsigned i = 0; i < want; i++) {
+		memset(&u->discard[i], 0, sizeof(u->discard[i]));
+	}
+	n = sys_recvmmsg(u->fd, u->discard, want, MSG_TRUNC);
+	RE_STAT_ADD(u->st, udp_recv_calls, 1);
+	if (n <= 0) {
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		bytes += u->discard[i].msg_len;
+	}
+	RE_STAT_ADD(u->st, udp_datagrams_received, n);
+	RE_STAT_ADD(u->st, udp_bytes_received, bytes);
+	RE_STAT_ADD(u->st, udp_dropped_queue_full, n);
+	return n;
+}
+
+int re_udp_service(struct re_udp *u, unsigned budget)
+{
+	unsigned done = 0;
+
+	flush(u);
+	while (u->readable) {
+		unsigned want = RE_UDP_BATCH;
+		int n;
+
+		if (done >= budget) {
+			return 1;	/* input left and no edge will announce it again */
+		}
+		if (want > budget - done) {
+			want = budget - done;
+		}
+		if (u->count == RE_UDP_SLOTS) {
+			n = discard_batch(u, want);
+		} else {
+			unsigned tail = (u->head + u->count) % RE_UDP_SLOTS;
+			unsigned room = RE_UDP_SLOTS - u->count;
+
+			if (room > RE_UDP_SLOTS - tail) {
+				room = RE_UDP_SLOTS - tail;	/* one contiguous run */
+			}
+			if (want > room) {
+				want = room;
+			}
+			n = recv_batch(u, want);
+			flush(u);
+		}
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			u->readable = false;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				return 0;
+			}
+			return -errno;
+		}
+		/* recvmmsg on a non-blocking socket stops early only at EAGAIN: the queue
+		 * was empty at that instant, and a later arrival raises a new edge. */
+		if ((unsigned)n < want) {
+			u->readable = false;
+		}
+		done += (unsigned)n;
+	}
+	return 0;
+}
+
+int re_udp_drain_input(struct re_udp *u, unsigned limit)
+{
+	int r;
+
+	/* An arrival whose edge is still in epoll's ready list counts too: read
+	 * whatever the queue holds, edge or not. */
+	u->readable = true;
+	r = re_udp_service(u, limit);
+	if (r < 0) {
+		return r;
+	}
+	return (int)u->count;
+}
+
+void re_udp_sample(struct re_udp *u)
+{
+	uint32_t mi[SK_MEMINFO_VARS];
+	socklen_t len = sizeof(mi);
+
+	if (u == NULL || u->fd < 0) {
+		return;
+	}
+	memset(mi, 0, sizeof(mi));
+	if (getsockopt(u->fd, SOL_SOCKET, SO_MEMINFO, mi, &len) < 0 ||
+	    len <= SK_MEMINFO_DROPS * sizeof(mi[0])) {
+		return;
+	}
+	/* The socket's count only grows; the counter adds what is new, so it keeps
+	 * growing across sockets and across the worker's retirement (its block is
+	 * folded into the retired total). */
+	if (mi[SK_MEMINFO_DROPS] > u->kernel_drops) {
+		RE_STAT_ADD(u->st, udp_kernel_drops, mi[SK_MEMINFO_DROPS] - u->kernel_drops);
+		u->kernel_drops = mi[SK_MEMINFO_DROPS];
+	}
+}
+
+void re_udp_close(struct re_udp *u)
+{
+	if (u == NULL) {
+		return;
+	}
+	if (u->fd >= 0) {
+		re_udp_sample(u);
+		(void)close(u->fd);
+		u->fd = -1;
+	}
+	if (u->count > 0) {
+		RE_STAT_ADD(u->st, udp_dropped_queue_full, u->count);
+		u->count = 0;
+	}
+	if (u->bufs != NULL) {
+		(void)munmap(u->bufs, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE);
+	}
+	free(u);
+}

@@ -1,0 +1,72 @@
+/* udp: one worker's UDP echo socket and everything it needs on the data path: the
+ * SO_REUSEPORT socket, the recvmmsg/sendmmsg batch arrays, the control-message
+ * buffers, the bounded queue of replies waiting for EPOLLOUT and their datagram
+ * buffers. Owned by one worker thread, which alone calls these functions (the
+ * counters go to that worker's stats block). Nothing here logs; errors are -errno.
+ */
+#ifndef REUSEECHO_SRC_UDP_H
+#define REUSEECHO_SRC_UDP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "net.h"
+#include "stats.h"
+
+/* Datagrams per recvmmsg/sendmmsg call. */
+#define RE_UDP_BATCH 32u
+/* Datagrams a worker holds: one batch being echoed plus replies that found the send
+ * buffer full and wait for EPOLLOUT. Beyond that, input is read and dropped
+ * (counted) until output moves again: memory never grows with load. */
+#define RE_UDP_SLOTS (2u * RE_UDP_BATCH)
+/* Every datagram buffer holds the largest UDP payload (65,527 bytes over IPv6,
+ * 65,507 over IPv4) and one byte more, so a legal datagram is never truncated. */
+#define RE_UDP_SLOT_SIZE 65536u
+
+struct re_udp;
+
+/* Open a non-blocking, close-on-exec SO_REUSEPORT UDP socket bound to a (dual-stack
+ * for "::", like the TCP listener), asking for the destination address of every
+ * datagram (IP_PKTINFO, IPV6_RECVPKTINFO), and allocate its batch arrays. The
+ * datagram buffers are one anonymous mapping that costs memory only where touched.
+ * Counters go to st. On success *ret is the new object; on failure *ret_call names
+ * the call that failed ("socket", "setsockopt", "bind", "mmap") and -errno is
+ * returned. Context: the worker thread. */
+int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_block *st,
+		const char **ret_call) __attribute__((warn_unused_result));
+
+/* The socket, for epoll registration and handover (-1 when u is NULL). */
+int re_udp_fd(const struct re_udp *u);
+
+/* Record the readiness of an epoll event (EPOLLIN, EPOLLOUT, EPOLLERR...). The socket
+ * is registered EPOLLIN|EPOLLOUT|EPOLLET once and never modified: readiness lives in
+ * u until a call returns EAGAIN. Context: the worker thread. */
+void re_udp_events(struct re_udp *u, uint32_t events);
+
+/* Echo within a budget of `budget` datagrams: send queued replies while the socket
+ * takes them, read batches while it is readable, echo each datagram whole to its
+ * source from its destination address. Returns 1 when the budget ran out with input
+ * left (no new edge will come for it: call again next turn), 0 when nothing is left
+ * to do until an edge, or -errno when recvmmsg failed in an unexpected way (readiness
+ * is cleared; the worker logs it, rate-limited). Context: the worker thread. */
+int re_udp_service(struct re_udp *u, unsigned budget) __attribute__((warn_unused_result));
+
+/* Read the socket's receive queue to EAGAIN and echo everything, bounded by `limit`
+ * datagrams (the receive buffer holds a finite number; the bound guards against a
+ * sender that keeps it full). Replies the socket buffer cannot take yet stay queued:
+ * returns how many still wait for EPOLLOUT (0: all echoed), or -errno. Used before the
+ * socket is closed (drain, retire). Context: the worker thread. */
+int re_udp_drain_input(struct re_udp *u, unsigned limit) __attribute__((warn_unused_result));
+
+/* Replies queued for EPOLLOUT. */
+unsigned re_udp_queued(const struct re_udp *u);
+
+/* Sample the kernel's receive-queue drop count of the socket (SO_MEMINFO) into the
+ * stats block. Context: the worker thread, on its 250 ms timer. */
+void re_udp_sample(struct re_udp *u);
+
+/* Sample once more, close the socket, free everything. Queued replies are dropped
+ * (counted). Accepts NULL. Context: the worker thread. */
+void re_udp_close(struct re_udp *u);
+
+#endif

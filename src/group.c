@@ -114,8 +114,20 @@ int re_group_model_steer_away(const struct re_group_model *g, int member, struct
 
 /* --- the worker set ------------------------------------------------------------------ */
 
+/* The first worker has bound its UDP socket: the reservation, index 0 of the UDP
+ * group until now, leaves, and that worker moves into index 0 as in the TCP group.
+ * This must happen before the next worker binds (re_net_reserve_udp). */
+static void release_udp_hold(struct re_group *g)
+{
+	if (g->udp_hold_fd >= 0) {
+		(void)close(g->udp_hold_fd);
+		g->udp_hold_fd = -1;
+	}
+}
+
 void re_group_finish(struct re_group *g)
 {
+	release_udp_hold(g);
 	re_group_abort(g);
 	free(g->slots);
 	g->slots = NULL;
@@ -526,6 +538,7 @@ bool re_group_step(struct re_group *g, int64_t now)
 			if (st == RE_WORKER_RUNNING) {
 				/* Listening: it took the next index of the group array. */
 				(void)re_group_model_join(&g->model, sl->id);
+				release_udp_hold(g);
 				g->op.deadline = 0;
 				g->op.step = S_SPAWN;
 				continue;

@@ -454,6 +454,24 @@ static int parse_listeners(struct re_group *g)
 			 g->op.ctl_path, reply);
 		return -EPROTO;
 	}
+	/* The UDP groups must match as the TCP groups do: our UDP sockets join the old
+	 * instance's UDP group in step with our listeners, and the one steering program
+	 * (built from the TCP order) is attached to both. An old instance without UDP
+	 * leaves a UDP group of ours alone, in another order than the TCP group after
+	 * the old listeners leave; one with UDP would have its UDP sockets closed with
+	 * nobody to steer them around. So both must agree: "udp" after the order (an
+	 * instance that never sends it serves no UDP). */
+	{
+		const char *u = strstr(reply, " udp");
+		bool old_udp = u != NULL && (u[4] == '\0' || u[4] == '\n' || u[4] == ' ');
+
+		if (old_udp != g->tmpl.udp) {
+			snprintf(g->op.why, sizeof(g->op.why), "--takeover: the running instance %s "
+				 "UDP and this one %s: start it %s --udp", old_udp ? "serves" : "does not serve",
+				 g->tmpl.udp ? "would" : "would not", old_udp ? "with" : "without");
+			return -EPROTO;
+		}
+	}
 	p = strstr(reply, "order") + 5;
 	g->model.valid = true;
 	while (*p == ' ') {

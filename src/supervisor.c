@@ -611,7 +611,10 @@ static void do_listeners(struct supervisor *s, struct re_request *r)
 		used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " %d",
 					 s->g.model.m[i]);
 	}
-
+	/* After the order, where an instance that does not know it stops reading. */
+	if (s->cfg->udp && used < sizeof(r->reply)) {
+		used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " udp");
+	}
 	if (used >= sizeof(r->reply)) {
 		r->status = -E2BIG;
 		snprintf(r->reply, sizeof(r->reply), "too many listeners to list");

@@ -1,5 +1,5 @@
 /*
- * echoload: load generator and verifier for TCP echo servers.
+ * echoload: load generator and verifier for TCP and UDP echo servers.
  * main() parses the command line, sequences the phases and reports; each
  * loader thread owns its epoll, its share of the connections and its
  * statistics, and touches nothing else until main() reads them after join.
@@ -8,6 +8,7 @@
  * step with this block):
  *
  *   echoload [OPTIONS]
+ *     --proto tcp|udp     default tcp; udp: pingpong and rate modes only
  *     --mode pingpong|stream|churn|rate   default pingpong
  *     --host ADDR         IPv4 or IPv6 literal, default 127.0.0.1
  *     --port P            default 7007
@@ -22,6 +23,8 @@
  *     --close fin|rst     churn: how the client closes, default fin
  *     --duration SECONDS  measured time, decimals allowed, default 10
  *     --warmup SECONDS    unmeasured time before it, default 1 (0 allowed)
+ *     --loss-timeout SECONDS  udp: an unanswered datagram is lost after it,
+ *                         and frees its window slot, default 1
  *     --json | --csv      machine output on stdout (one JSON object on one
  *                         line | a header line and one row, same keys)
  *     --allow-remote      permit a --host outside 127.0.0.0/8 and ::1
@@ -48,6 +51,18 @@
  *   and checked.  Connection setup (not churn) precedes the warm-up and is
  *   bounded by 5 s; the run after it by warmup + duration + 5 s.
  *
+ *   UDP (--proto udp): --conns flows, each a connected socket; a datagram
+ *   of SIZE bytes carries flow id, sequence number and send time (scheduled
+ *   time in rate mode) in a 24-byte header, then a pattern that flow and
+ *   sequence number select.  pingpong keeps DEPTH datagrams in flight per
+ *   flow; rate sends datagram i at t0 + i/RATE on flow i mod CONNS whatever
+ *   is in flight.  Each datagram that comes back is classified (see the
+ *   UDP section below); sent, received, lost, late, reordered, duplicated
+ *   and corrupted count over the whole run, msgs and latencies (received
+ *   datagrams only) inside the window.  Corrupted datagrams count as
+ *   mismatches; loss, lateness, reordering and duplication do not fail a run.
+ *   The hard deadline grows by --loss-timeout.
+ *
  *   Exit status: 0 success; 1 an error or mismatch occurred, or nothing was
  *   echoed; 2 usage error (one line on stderr naming the flag).
  */
@@ -71,6 +86,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +108,14 @@
 #define STREAM_CHUNK_DEFAULT	(16u * 1024)
 #define TS_ENTRIES_MAX		(1ull << 27)	/* 1 GiB of send timestamps in all */
 #define BOTTLENECK_CPU		0.90
+#define UDP_HDR_LEN		24u		/* struct udp_hdr on the wire */
+#define UDP_MAX_V4		65507u		/* largest UDP payload over IPv4 */
+#define UDP_MAX_V6		65527u		/* ... and over IPv6 (no jumbograms) */
+#define UDP_BATCH		64u		/* datagrams per recvmmsg()/sendmmsg() */
+#define UDP_RING_MIN		1024u		/* datagrams tracked per flow, at least */
+#define UDP_RING_MAX		(1u << 20)
+#define UDP_SEQ_STRIDE		40503u		/* payload offset step per sequence number */
+#define UDP_RCVBUF_DEFAULT	(208u * 1024)
 
 /*
  * Latency histogram, HdrHistogram-like: values below 256 ns are exact; above,
@@ -103,6 +127,7 @@
 
 enum mode { MODE_PINGPONG, MODE_STREAM, MODE_CHURN, MODE_RATE };
 enum output { OUT_HUMAN, OUT_JSON, OUT_CSV };
+enum proto { PROTO_TCP, PROTO_UDP };
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
 
 static const char *const mode_names[] = {
@@ -113,6 +138,7 @@ static const char *const mode_names[] = {
 };
 
 struct config {
+	enum proto proto;
 	enum mode mode;
 	enum output output;
 	char host[INET6_ADDRSTRLEN];
@@ -127,6 +153,8 @@ struct config {
 	double rate;
 	double duration;
 	double warmup;
+	double loss_timeout;	/* udp: seconds before an unanswered datagram is lost */
+	bool loss_timeout_set;
 	bool size_set;
 	bool close_rst;
 	bool allow_remote;
@@ -140,6 +168,14 @@ struct loader_stats {
 	uint64_t mismatches;
 	uint64_t stuck;
 	uint64_t max_ns;
+	/* udp, over the whole run like errors and mismatches */
+	uint64_t sent;
+	uint64_t received;
+	uint64_t lost;
+	uint64_t late;
+	uint64_t reordered;
+	uint64_t duplicated;
+	uint64_t corrupted;
 	int first_err;		/* -errno of the first error, 0 if none has one */
 	const char *first_what;	/* NULL until the first error */
 	uint64_t hist[HIST_BUCKETS];
@@ -168,6 +204,42 @@ struct conn {
 	uint64_t done;		/* messages fully echoed */
 	uint64_t queued;	/* rate: messages added to tx_end */
 	uint64_t due;		/* rate: messages whose scheduled time has come */
+};
+
+/*
+ * UDP.  Every datagram starts with this header (host byte order: the loader
+ * reads back what it wrote); the rest of it is the pattern from an offset
+ * that flow and sequence number select, so every byte can be checked.
+ */
+struct udp_hdr {
+	uint32_t flow;		/* global flow id */
+	uint32_t size;		/* datagram length, header included */
+	uint64_t seq;		/* per flow, from 0 */
+	uint64_t ts;		/* send time (rate: scheduled time), CLOCK_MONOTONIC ns */
+};
+
+enum slot_state { SLOT_FREE, SLOT_OUT, SLOT_DONE, SLOT_LOST };
+
+/* What a flow knows about sequence number @seq (ring index seq & mask). */
+struct slot {
+	uint64_t seq;
+	uint64_t ts;
+	uint8_t state;
+};
+
+/* One UDP flow: a connected socket and its sequence window. */
+struct flow {
+	int fd;
+	uint32_t id;		/* global number: selects pattern and rate slot */
+	uint32_t seed;		/* pattern offset of sequence number 0 */
+	uint8_t state;		/* CONN_OPEN or CONN_DEAD */
+	bool wblocked;		/* sendmmsg() met a full buffer: wait for EPOLLOUT */
+	uint32_t inflight;	/* slots SLOT_OUT */
+	uint64_t next_seq;	/* sequence number of the next datagram to send */
+	uint64_t oldest;	/* no datagram below it is still SLOT_OUT */
+	uint64_t rx_high;	/* highest sequence received intact, plus 1; 0: none */
+	uint64_t due;		/* rate: datagrams whose scheduled time has come */
+	struct slot *ring;
 };
 
 struct run {
@@ -205,6 +277,16 @@ struct loader {
 	uint64_t sched_next;	/* rate: scheduled time of the next message */
 	uint64_t sched_round;
 	uint32_t sched_conn;
+	/* udp */
+	struct flow *flows;
+	struct slot *slot_store;
+	uint32_t ring_mask;
+	uint64_t loss_ns;
+	uint64_t next_expire;	/* earliest send time + loss_ns of a SLOT_OUT datagram */
+	size_t rx_len;		/* per receive buffer: one more than the datagram size */
+	struct mmsghdr *mm;	/* UDP_BATCH entries, for receiving and for sending */
+	struct iovec *iov;	/* 2 * UDP_BATCH */
+	struct udp_hdr *hdrs;	/* UDP_BATCH headers being sent */
 	struct loader_stats st;
 };
 
@@ -837,6 +919,462 @@ static void run_loop(struct loader *t)
 	}
 }
 
+/* ---- UDP ----
+ *
+ * Each flow is a connected UDP socket (as most UDP clients are), registered
+ * EPOLLIN|EPOLLET once; EPOLLOUT is added only while a send met a full
+ * buffer.  Datagrams go out and come in by sendmmsg()/recvmmsg() in batches
+ * of UDP_BATCH so that the loader is not the bottleneck.  A flow remembers
+ * the last ring_mask + 1 sequence numbers it sent (struct slot): a datagram
+ * is received (first intact copy), corrupted (wrong length, header or
+ * payload byte), duplicated (a later intact copy), reordered (received
+ * intact below the highest sequence number received so far), lost (no answer
+ * within --loss-timeout, or its slot was needed again, i.e. a ring's worth
+ * of later datagrams went out first) or late (an answer after it was
+ * declared lost, or too far behind the window to tell).  Only received
+ * datagrams give latencies.
+ */
+
+static inline const uint8_t *udp_payload(const struct flow *f, uint64_t seq)
+{
+	uint64_t off = f->seed + (seq % PAT_PERIOD) * (uint64_t)UDP_SEQ_STRIDE;
+
+	return pattern + off % PAT_PERIOD;
+}
+
+/* A flow error: count it, close the socket, forget what was in flight. */
+static void udp_fail(struct loader *t, struct flow *f, int err, const char *what)
+{
+	note_error(t, err, what);
+	if (f->fd >= 0) {
+		(void)close(f->fd);
+		f->fd = -1;
+	}
+	f->state = CONN_DEAD;
+	f->inflight = 0;
+	f->due = f->next_seq;
+	t->live--;
+}
+
+/* Receive buffer the loader asks for: room for every datagram in flight
+ * (the kernel charges about size + 768 bytes each), doubled. */
+static int udp_rcvbuf(const struct config *cfg)
+{
+	uint64_t need;
+
+	if (cfg->mode != MODE_PINGPONG) {
+		return 0;
+	}
+	need = (uint64_t)cfg->depth * (cfg->size + 768) * 2;
+	if (need <= UDP_RCVBUF_DEFAULT) {
+		return 0;
+	}
+	return need > INT_MAX / 2 ? INT_MAX / 2 : (int)need;
+}
+
+/* Opens @f's socket, connected to the server and registered; -errno on
+ * failure with nothing left open. */
+static int udp_open(struct loader *t, struct flow *f)
+{
+	const struct config *cfg = t->cfg;
+	struct epoll_event ev;
+	int rcvbuf = udp_rcvbuf(cfg);
+	int fd, r;
+
+	fd = socket(cfg->addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	if (rcvbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0) {
+		goto fail;
+	}
+	if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0) {
+		goto fail;
+	}
+	ev.events = EPOLLIN | EPOLLET;
+	ev.data.u64 = (uint64_t)(f - t->flows);
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		goto fail;
+	}
+	f->fd = fd;
+	f->state = CONN_OPEN;
+	return 0;
+fail:
+	r = -errno;	/* before close() can clobber errno */
+	(void)close(fd);
+	return r;
+}
+
+/* Asks for EPOLLOUT on @f (@want) or stops asking.  EPOLL_CTL_MOD re-checks
+ * readiness, so space freed before the call still raises the event. */
+static int udp_want_out(struct loader *t, struct flow *f, bool want)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLET | (want ? EPOLLOUT : 0),
+		.data.u64 = (uint64_t)(f - t->flows),
+	};
+
+	f->wblocked = want;
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, f->fd, &ev) < 0) {
+		udp_fail(t, f, -errno, "epoll_ctl");
+		return -1;
+	}
+	return 0;
+}
+
+/* Datagram @seq of @f went out with time stamp @ts. */
+static void udp_sent(struct loader *t, struct flow *f, uint64_t seq, uint64_t ts)
+{
+	struct slot *s = &f->ring[seq & t->ring_mask];
+
+	if (s->state == SLOT_OUT) {
+		/* A ring's worth of later datagrams went out first: lost. */
+		s->state = SLOT_LOST;
+		f->inflight--;
+		t->st.lost++;
+	}
+	s->seq = seq;
+	s->ts = ts;
+	s->state = SLOT_OUT;
+	f->inflight++;
+	t->st.sent++;
+	if (ts + t->loss_ns < t->next_expire) {
+		t->next_expire = ts + t->loss_ns;
+	}
+}
+
+/*
+ * Sends what @f owes: pingpong, up to --depth in flight (nothing once
+ * stopping); rate, every datagram whose scheduled time has come.  Returns 0,
+ * or -1 if @f failed and was retired.  A full socket buffer (EAGAIN, ENOBUFS)
+ * parks the flow until EPOLLOUT.
+ */
+static int udp_send(struct loader *t, struct flow *f, uint64_t now)
+{
+	const struct config *cfg = t->cfg;
+	uint32_t body = (uint32_t)cfg->size - UDP_HDR_LEN;
+
+	while (!f->wblocked) {
+		uint64_t want;
+		unsigned k, i;
+		int n;
+
+		if (cfg->mode == MODE_RATE) {
+			want = f->due - f->next_seq;
+		} else {
+			want = t->stopping || f->inflight >= cfg->depth ? 0 :
+			       cfg->depth - f->inflight;
+		}
+		if (want == 0) {
+			return 0;
+		}
+		k = want < UDP_BATCH ? (unsigned)want : UDP_BATCH;
+		for (i = 0; i < k; i++) {
+			uint64_t seq = f->next_seq + i;
+			struct udp_hdr *h = &t->hdrs[i];
+
+			h->flow = f->id;
+			h->size = (uint32_t)cfg->size;
+			h->seq = seq;
+			h->ts = cfg->mode == MODE_RATE ? sched_time(t, seq, f->id) : now;
+			t->iov[2 * i] = (struct iovec){ h, UDP_HDR_LEN };
+			t->iov[2 * i + 1] = (struct iovec){ (void *)udp_payload(f, seq), body };
+			memset(&t->mm[i], 0, sizeof(t->mm[i]));
+			t->mm[i].msg_hdr.msg_iov = &t->iov[2 * i];
+			t->mm[i].msg_hdr.msg_iovlen = 2;
+		}
+		n = sendmmsg(f->fd, t->mm, k, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == ENOBUFS) {
+				return udp_want_out(t, f, true);
+			}
+			udp_fail(t, f, -errno, "sendmmsg");
+			return -1;
+		}
+		for (i = 0; i < (unsigned)n; i++) {
+			udp_sent(t, f, f->next_seq + i, t->hdrs[i].ts);
+		}
+		f->next_seq += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Checks one datagram of @len bytes that came back on @f at @now. */
+static void udp_check(struct loader *t, struct flow *f, const uint8_t *p, size_t len,
+		      uint64_t now)
+{
+	const struct config *cfg = t->cfg;
+	const struct udp_hdr *h = (const struct udp_hdr *)p;
+	struct slot *s;
+	uint64_t at;
+	bool bad;
+
+	if (len != cfg->size || h->flow != f->id || h->size != cfg->size ||
+	    h->seq >= f->next_seq) {
+		t->st.corrupted++;	/* cannot tell which datagram it was */
+		return;
+	}
+	s = &f->ring[h->seq & t->ring_mask];
+	if (s->seq != h->seq || s->state == SLOT_FREE) {
+		t->st.late++;		/* behind the window: declared lost long ago */
+		return;
+	}
+	if (h->ts != s->ts) {
+		t->st.corrupted++;
+		return;
+	}
+	bad = memcmp(p + UDP_HDR_LEN, udp_payload(f, h->seq), len - UDP_HDR_LEN) != 0;
+	if (bad) {
+		t->st.corrupted++;
+	}
+	if (s->state == SLOT_DONE) {
+		t->st.duplicated += !bad;
+		return;
+	}
+	if (s->state == SLOT_LOST) {
+		t->st.late += !bad;
+		return;
+	}
+	s->state = SLOT_DONE;	/* answered, intact or not: not lost */
+	f->inflight--;
+	if (bad) {
+		return;
+	}
+	t->st.received++;
+	if (h->seq + 1 < f->rx_high) {
+		t->st.reordered++;
+	} else {
+		f->rx_high = h->seq + 1;
+	}
+	at = cfg->mode == MODE_RATE ? s->ts : now;
+	if (at >= t->m_start && at < t->m_end) {
+		t->st.msgs++;
+		t->st.bytes += len;
+		hist_record(&t->st, now > s->ts ? now - s->ts : 0);
+	}
+}
+
+/*
+ * Reads and checks what the kernel holds for @f.  Returns 0, or -1 if @f
+ * failed (an ICMP error such as port unreachable arrives as ECONNREFUSED).
+ * Edge-triggered: a batch shorter than UDP_BATCH means the queue was empty,
+ * and a later datagram raises a new edge, so we stop there.
+ */
+static int udp_read(struct loader *t, struct flow *f)
+{
+	for (;;) {
+		uint64_t now;
+		unsigned i;
+		int n;
+
+		for (i = 0; i < UDP_BATCH; i++) {
+			t->iov[i] = (struct iovec){ t->rx + i * t->rx_len, t->rx_len };
+			memset(&t->mm[i], 0, sizeof(t->mm[i]));
+			t->mm[i].msg_hdr.msg_iov = &t->iov[i];
+			t->mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		n = recvmmsg(f->fd, t->mm, UDP_BATCH, 0, NULL);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN) {
+				return 0;
+			}
+			udp_fail(t, f, -errno, "recvmmsg");
+			return -1;
+		}
+		now = now_ns();
+		for (i = 0; i < (unsigned)n; i++) {
+			size_t len = t->mm[i].msg_len;
+
+			if (t->mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				len = t->rx_len + 1;	/* longer than sent: corrupted */
+			}
+			udp_check(t, f, t->rx + i * t->rx_len, len, now);
+		}
+		if ((unsigned)n < UDP_BATCH) {
+			return 0;
+		}
+	}
+}
+
+/* Declares lost what has waited --loss-timeout; refills pingpong windows. */
+static void udp_expire(struct loader *t, uint64_t now)
+{
+	uint64_t next = UINT64_MAX, span = (uint64_t)t->ring_mask + 1;
+	uint32_t i;
+
+	for (i = 0; i < t->nconns; i++) {
+		struct flow *f = &t->flows[i];
+		uint32_t before = f->inflight;
+
+		if (f->state != CONN_OPEN) {
+			continue;
+		}
+		if (f->next_seq - f->oldest > span) {
+			f->oldest = f->next_seq - span;
+		}
+		while (f->oldest < f->next_seq) {
+			struct slot *s = &f->ring[f->oldest & t->ring_mask];
+
+			if (s->seq == f->oldest && s->state == SLOT_OUT) {
+				if (s->ts + t->loss_ns > now) {
+					if (s->ts + t->loss_ns < next) {
+						next = s->ts + t->loss_ns;
+					}
+					break;
+				}
+				s->state = SLOT_LOST;
+				f->inflight--;
+				t->st.lost++;
+			}
+			f->oldest++;
+		}
+		if (f->inflight < before && t->cfg->mode == MODE_PINGPONG) {
+			(void)udp_send(t, f, now);
+			if (f->state == CONN_OPEN && f->oldest < f->next_seq) {
+				struct slot *s = &f->ring[f->oldest & t->ring_mask];
+
+				if (s->state == SLOT_OUT && s->ts + t->loss_ns < next) {
+					next = s->ts + t->loss_ns;
+				}
+			}
+		}
+	}
+	t->next_expire = next;
+}
+
+static void udp_on_event(struct loader *t, uint64_t data, uint32_t events)
+{
+	struct flow *f = &t->flows[(uint32_t)data];
+
+	if (f->fd < 0) {
+		return;	/* failed earlier in this batch */
+	}
+	if (f->wblocked && (events & (EPOLLOUT | EPOLLERR))) {
+		if (udp_want_out(t, f, false) < 0) {
+			return;
+		}
+	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+		if (udp_read(t, f) < 0) {
+			return;
+		}
+	}
+	(void)udp_send(t, f, now_ns());
+}
+
+/* Rate: make every datagram whose time has come due; returns the next time. */
+static uint64_t udp_issue_due(struct loader *t, uint64_t now)
+{
+	while (t->sched_next < t->m_end) {
+		struct flow *f;
+
+		if (t->sched_next > now) {
+			return t->sched_next;
+		}
+		f = &t->flows[t->sched_conn];
+		if (f->state == CONN_OPEN) {
+			f->due++;
+			(void)udp_send(t, f, now);
+		}
+		if (++t->sched_conn == t->nconns) {
+			t->sched_conn = 0;
+			t->sched_round++;
+		}
+		t->sched_next = sched_time(t, t->sched_round, t->first_id + t->sched_conn);
+	}
+	return UINT64_MAX;
+}
+
+static bool udp_busy(const struct flow *f)
+{
+	return f->state == CONN_OPEN && (f->inflight > 0 || f->next_seq < f->due);
+}
+
+static void udp_run_loop(struct loader *t)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	uint64_t next_due = UINT64_MAX;
+	uint32_t i;
+
+	if (t->cfg->mode == MODE_RATE) {
+		t->sched_next = sched_time(t, 0, t->first_id);
+	} else {
+		uint64_t now = now_ns();
+
+		for (i = 0; i < t->nconns; i++) {
+			if (t->flows[i].state == CONN_OPEN) {
+				(void)udp_send(t, &t->flows[i], now);
+			}
+		}
+	}
+	for (;;) {
+		uint64_t now = now_ns(), deadline;
+		bool busy = false;
+		int n;
+
+		if (!t->stopping && now >= t->m_end) {
+			t->stopping = true;
+		}
+		if (t->cfg->mode == MODE_RATE) {
+			next_due = udp_issue_due(t, now);
+		}
+		if (now >= t->next_expire) {
+			udp_expire(t, now);
+		}
+		for (i = 0; i < t->nconns && !busy; i++) {
+			busy = udp_busy(&t->flows[i]);
+		}
+		if (t->live == 0 || (t->stopping && !busy)) {
+			break;
+		}
+		if (now >= t->hard) {
+			for (i = 0; i < t->nconns; i++) {
+				if (udp_busy(&t->flows[i])) {
+					t->st.stuck++;
+					note_error(t, 0, "flow still busy at the deadline");
+				}
+			}
+			break;
+		}
+		deadline = t->stopping ? t->hard : t->m_end;
+		if (next_due < deadline) {
+			deadline = next_due;
+		}
+		if (t->next_expire < deadline) {
+			deadline = t->next_expire;
+		}
+		n = wait_events(t, evs, deadline, now);
+		if (n < 0) {
+			note_error(t, -errno, "epoll_wait");
+			break;
+		}
+		for (int j = 0; j < n; j++) {
+			udp_on_event(t, evs[j].data.u64, evs[j].events);
+		}
+	}
+}
+
+/* Setup: open and connect every flow (UDP connect() does not wait). */
+static void udp_open_all(struct loader *t)
+{
+	uint32_t i;
+
+	for (i = 0; i < t->nconns; i++) {
+		int r = udp_open(t, &t->flows[i]);
+
+		if (r < 0) {
+			udp_fail(t, &t->flows[i], r, "socket");
+		}
+	}
+}
+
 static void *loader_main(void *arg)
 {
 	struct loader *t = arg;
@@ -851,6 +1389,8 @@ static void *loader_main(void *arg)
 			t->conns[i].state = CONN_DEAD;
 		}
 		t->live = 0;
+	} else if (cfg->proto == PROTO_UDP) {
+		udp_open_all(t);
 	} else if (cfg->mode != MODE_CHURN) {
 		connect_all(t);
 	}
@@ -859,16 +1399,26 @@ static void *loader_main(void *arg)
 	t->t0 = run->t0;
 	t->m_start = t->t0 + secs_to_ns(cfg->warmup);
 	t->m_end = t->m_start + secs_to_ns(cfg->duration);
-	t->hard = t->m_end + DRAIN_SLACK_NS;
+	t->hard = t->m_end + DRAIN_SLACK_NS + t->loss_ns;
 	if (cfg->mode == MODE_RATE) {
 		/* Sends are due at exact times: the default 50 us of timer slack
 		 * would show up as latency measured from the schedule. */
 		(void)prctl(PR_SET_TIMERSLACK, 1000ul, 0ul, 0ul, 0ul);
 	}
 	if (!run->abort && t->live > 0) {
-		run_loop(t);
+		if (cfg->proto == PROTO_UDP) {
+			udp_run_loop(t);
+		} else {
+			run_loop(t);
+		}
 	}
-	for (i = 0; i < t->nconns; i++) {
+	for (i = 0; cfg->proto == PROTO_UDP && i < t->nconns; i++) {
+		if (t->flows[i].fd >= 0) {
+			(void)close(t->flows[i].fd);
+			t->flows[i].fd = -1;
+		}
+	}
+	for (i = 0; cfg->proto == PROTO_TCP && i < t->nconns; i++) {
 		if (t->conns[i].fd >= 0) {
 			(void)close(t->conns[i].fd);
 			t->conns[i].fd = -1;
@@ -894,9 +1444,26 @@ static uint64_t next_pow2(uint64_t v)
 	return p;
 }
 
-/* Send-timestamp ring entries per connection for the configured mode. */
+/*
+ * Send-timestamp ring entries per connection for the configured mode; UDP:
+ * sequence numbers a flow tracks, at least UDP_RING_MIN, 4 windows in
+ * pingpong, and in rate mode twice what a flow sends in --loss-timeout, so
+ * that a slot is reused (its datagram declared lost early) only under a
+ * reordering far deeper than any real path's.
+ */
 static uint64_t ring_len(const struct config *cfg)
 {
+	if (cfg->proto == PROTO_UDP) {
+		double want = UDP_RING_MIN;
+
+		if (cfg->mode == MODE_PINGPONG && 4.0 * cfg->depth > want) {
+			want = 4.0 * cfg->depth;
+		} else if (cfg->mode == MODE_RATE &&
+			   2 * cfg->rate / cfg->conns * cfg->loss_timeout > want) {
+			want = 2 * cfg->rate / cfg->conns * cfg->loss_timeout;
+		}
+		return want >= UDP_RING_MAX ? UDP_RING_MAX : next_pow2((uint64_t)want);
+	}
 	switch (cfg->mode) {
 	case MODE_PINGPONG:
 		return next_pow2((uint64_t)cfg->depth + 1);
@@ -925,6 +1492,31 @@ static int loader_init(struct loader *t, struct run *run, unsigned index,
 	t->unit = cfg->size;
 	t->send_ts = cfg->mode == MODE_PINGPONG || cfg->mode == MODE_STREAM;
 	t->ns_per_msg = cfg->mode == MODE_RATE ? 1e9 / cfg->rate : 0;
+	if (cfg->proto == PROTO_UDP) {
+		t->ring_mask = (uint32_t)(rl - 1);
+		t->loss_ns = secs_to_ns(cfg->loss_timeout);
+		t->next_expire = UINT64_MAX;
+		t->rx_len = (size_t)(cfg->size + 8) & ~(size_t)7;	/* > size, aligned */
+		t->flows = calloc(n, sizeof(*t->flows));
+		t->slot_store = calloc((size_t)(n * rl), sizeof(*t->slot_store));
+		t->rx = aligned_alloc(8, UDP_BATCH * t->rx_len);
+		t->mm = calloc(UDP_BATCH, sizeof(*t->mm));
+		t->iov = calloc(2 * UDP_BATCH, sizeof(*t->iov));
+		t->hdrs = calloc(UDP_BATCH, sizeof(*t->hdrs));
+		if (t->flows == NULL || t->slot_store == NULL || t->rx == NULL ||
+		    t->mm == NULL || t->iov == NULL || t->hdrs == NULL) {
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++) {
+			struct flow *f = &t->flows[i];
+
+			f->fd = -1;
+			f->id = first + i;
+			f->seed = (uint32_t)(((uint64_t)f->id * 2654435761u) % PAT_PERIOD);
+			f->ring = t->slot_store + (size_t)i * rl;
+		}
+		return 0;
+	}
 	t->conns = calloc(n, sizeof(*t->conns));
 	t->ts_store = calloc((size_t)(n * rl), sizeof(*t->ts_store));
 	t->rx = malloc(IO_MAX);
@@ -952,6 +1544,11 @@ static void loader_finish(struct loader *t)
 	free(t->conns);
 	free(t->ts_store);
 	free(t->rx);
+	free(t->flows);
+	free(t->slot_store);
+	free(t->mm);
+	free(t->iov);
+	free(t->hdrs);
 }
 
 /* ---- command line ---- */
@@ -959,10 +1556,12 @@ static void loader_finish(struct loader *t)
 enum {
 	OPT_MODE = 256, OPT_HOST, OPT_PORT, OPT_THREADS, OPT_CONNS, OPT_SIZE,
 	OPT_DEPTH, OPT_WINDOW, OPT_RATE, OPT_CLOSE, OPT_DURATION, OPT_WARMUP,
-	OPT_JSON, OPT_CSV, OPT_ALLOW_REMOTE, OPT_HELP, OPT_VERSION,
+	OPT_JSON, OPT_CSV, OPT_ALLOW_REMOTE, OPT_HELP, OPT_VERSION, OPT_PROTO,
+	OPT_LOSS_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
+	{ "proto", required_argument, NULL, OPT_PROTO },
 	{ "mode", required_argument, NULL, OPT_MODE },
 	{ "host", required_argument, NULL, OPT_HOST },
 	{ "port", required_argument, NULL, OPT_PORT },
@@ -975,6 +1574,7 @@ static const struct option long_opts[] = {
 	{ "close", required_argument, NULL, OPT_CLOSE },
 	{ "duration", required_argument, NULL, OPT_DURATION },
 	{ "warmup", required_argument, NULL, OPT_WARMUP },
+	{ "loss-timeout", required_argument, NULL, OPT_LOSS_TIMEOUT },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
 	{ "allow-remote", no_argument, NULL, OPT_ALLOW_REMOTE },
@@ -986,32 +1586,39 @@ static const struct option long_opts[] = {
 static void usage(FILE *f)
 {
 	fputs("usage: echoload [OPTIONS]\n"
-	      "Load a TCP echo server and check every echoed byte.\n"
+	      "Load a TCP or UDP echo server and check every echoed byte.\n"
 	      "\n"
+	      "  --proto tcp|udp     transport (default tcp); udp: pingpong and rate only,\n"
+	      "                      one connected socket per flow (--conns flows)\n"
 	      "  --mode pingpong|stream|churn|rate  workload (default pingpong)\n"
 	      "        pingpong: DEPTH messages in flight per connection\n"
 	      "        stream:   WINDOW bytes in flight per connection, in chunks of SIZE\n"
 	      "        churn:    connect, send one message, read the echo, close; repeat\n"
 	      "        rate:     open loop at RATE msgs/s, latency from the scheduled time\n"
 	      "  --host ADDR         IPv4 or IPv6 literal (default 127.0.0.1)\n"
-	      "  --port P            TCP port (default 7007)\n"
+	      "  --port P            server port (default 7007)\n"
 	      "  --threads N         loader threads, one epoll each (default 1)\n"
 	      "  --conns N           connections; churn: concurrent cycles (default 50)\n"
 	      "  --size BYTES        message size, K/M suffixes (default 64;\n"
-	      "                      stream: chunk size, default min(WINDOW, 16K))\n"
+	      "                      stream: chunk size, default min(WINDOW, 16K);\n"
+	      "                      udp: datagram size, 24..65507 (IPv6 65527))\n"
 	      "  --depth D           pingpong: messages in flight per connection (default 1)\n"
 	      "  --window BYTES      stream: bytes in flight per connection (default 64K)\n"
 	      "  --rate MSGS_PER_S   rate: total message rate (required in rate mode)\n"
 	      "  --close fin|rst     churn: close with FIN or with RST (default fin)\n"
 	      "  --duration SECONDS  measured time, decimals allowed (default 10)\n"
 	      "  --warmup SECONDS    unmeasured time before it, 0 allowed (default 1)\n"
+	      "  --loss-timeout SECONDS  udp: a datagram unanswered this long is lost\n"
+	      "                      and frees its window slot (default 1)\n"
 	      "  --json              one JSON object on one line on stdout\n"
 	      "  --csv               a CSV header line and one row on stdout\n"
 	      "  --allow-remote      allow a --host outside 127.0.0.0/8 and ::1\n"
 	      "  --help              show this help and exit\n"
 	      "  --version           show the version and exit\n"
 	      "\n"
-	      "Exit status: 0 success; 1 errors, mismatches or nothing echoed; 2 usage.\n",
+	      "Exit status: 0 success; 1 errors, mismatches (udp: corrupted datagrams)\n"
+	      "or nothing echoed; 2 usage.  UDP loss, reordering and duplicates are\n"
+	      "reported, not failures.\n",
 	      f);
 }
 
@@ -1122,10 +1729,24 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		.window = 64 * 1024,
 		.duration = 10,
 		.warmup = 1,
+		.loss_timeout = 1,
 	};
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
 		switch (opt) {
+		case OPT_PROTO:
+			if (strcmp(optarg, "tcp") != 0 && strcmp(optarg, "udp") != 0) {
+				return bad_value("--proto", optarg, "tcp or udp");
+			}
+			cfg->proto = optarg[0] == 'u' ? PROTO_UDP : PROTO_TCP;
+			break;
+		case OPT_LOSS_TIMEOUT:
+			if (parse_secs("--loss-timeout", optarg, 0, false, 3600,
+				       "seconds, > 0 and <= 3600", &cfg->loss_timeout) < 0) {
+				return -EINVAL;
+			}
+			cfg->loss_timeout_set = true;
+			break;
 		case OPT_MODE:
 			for (v = 0; v < 4; v++) {
 				if (strcmp(optarg, mode_names[v]) == 0) {
@@ -1265,13 +1886,42 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 			return -EINVAL;
 		}
 	}
-	if (ring_len(cfg) * cfg->conns > TS_ENTRIES_MAX) {
+	if (cfg->proto == PROTO_UDP && (cfg->mode == MODE_STREAM || cfg->mode == MODE_CHURN)) {
+		fprintf(stderr, "echoload: --mode: %s is TCP only (UDP: pingpong, "
+			"with a large --depth for bulk, or rate)\n", mode_names[cfg->mode]);
+		return -EINVAL;
+	}
+	if (cfg->proto == PROTO_TCP && cfg->loss_timeout_set) {
+		fprintf(stderr, "echoload: --loss-timeout: only with --proto udp\n");
+		return -EINVAL;
+	}
+	if (cfg->proto == PROTO_UDP &&
+	    ring_len(cfg) * cfg->conns * sizeof(struct slot) > TS_ENTRIES_MAX * sizeof(uint64_t)) {
+		fprintf(stderr, "echoload: --conns: %u flows need over 1 GiB of "
+			"sequence windows\n", cfg->conns);
+		return -EINVAL;
+	}
+	if (cfg->proto == PROTO_TCP && ring_len(cfg) * cfg->conns > TS_ENTRIES_MAX) {
 		fprintf(stderr, "echoload: %s: too many messages in flight "
 			"(over 1 GiB of timestamps for %u connections)\n",
 			cfg->mode == MODE_STREAM ? "--window" : "--depth", cfg->conns);
 		return -EINVAL;
 	}
-	return resolve_host(cfg);
+	if (resolve_host(cfg) < 0) {
+		return -EINVAL;
+	}
+	if (cfg->proto == PROTO_UDP) {
+		uint64_t max = cfg->addr.ss_family == AF_INET6 ? UDP_MAX_V6 : UDP_MAX_V4;
+
+		if (cfg->size < UDP_HDR_LEN || cfg->size > max) {
+			fprintf(stderr, "echoload: --size: %llu bytes is not a UDP datagram "
+				"echoload can send (expected %u..%llu: a %u-byte header, "
+				"then payload)\n", (unsigned long long)cfg->size,
+				UDP_HDR_LEN, (unsigned long long)max, UDP_HDR_LEN);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 /* Soft RLIMIT_NOFILE up to the hard limit; returns the soft limit now. */
@@ -1302,6 +1952,13 @@ struct result {
 	uint64_t mismatches;
 	uint64_t stuck;
 	uint64_t max_ns;
+	uint64_t sent;		/* udp, whole run */
+	uint64_t received;
+	uint64_t lost;
+	uint64_t late;
+	uint64_t reordered;
+	uint64_t duplicated;
+	uint64_t corrupted;
 	double pct_us[4];	/* p50, p90, p99, p99.9 */
 	double cpu;
 	double secs;		/* measured window as run: --duration unless stopped early */
@@ -1315,7 +1972,7 @@ static double per_sec(double x, const struct result *res)
 	return res->secs > 0 ? x / res->secs : 0;
 }
 
-#define FIELD_MAX 32
+#define FIELD_MAX 40
 
 struct field {
 	const char *key;
@@ -1347,6 +2004,7 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 	size_t n = 0;
 	double secs = res->secs;
 	unsigned long long depth;
+	bool udp = cfg->proto == PROTO_UDP;
 
 	switch (cfg->mode) {
 	case MODE_PINGPONG:
@@ -1385,6 +2043,18 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 		  cfg->close_rst ? "rst" : "fin");
 	set_field(&f[n++], "warmup_s", false, false, "%.3f", cfg->warmup);
 	set_field(&f[n++], "stuck", false, false, "%llu", (unsigned long long)res->stuck);
+	set_field(&f[n++], "proto", true, false, "%s", udp ? "udp" : "tcp");
+	set_field(&f[n++], "sent", false, !udp, "%llu", (unsigned long long)res->sent);
+	set_field(&f[n++], "received", false, !udp, "%llu", (unsigned long long)res->received);
+	set_field(&f[n++], "lost", false, !udp, "%llu", (unsigned long long)res->lost);
+	set_field(&f[n++], "late", false, !udp, "%llu", (unsigned long long)res->late);
+	set_field(&f[n++], "reordered", false, !udp, "%llu",
+		  (unsigned long long)res->reordered);
+	set_field(&f[n++], "duplicated", false, !udp, "%llu",
+		  (unsigned long long)res->duplicated);
+	set_field(&f[n++], "corrupted", false, !udp, "%llu",
+		  (unsigned long long)res->corrupted);
+	set_field(&f[n++], "loss_timeout_s", false, !udp, "%.3f", cfg->loss_timeout);
 	return n;
 }
 
@@ -1416,9 +2086,10 @@ static void report(const struct config *cfg, const struct result *res)
 		}
 		putchar('\n');
 	} else {
-		printf("echoload: %s against %s port %u: %u conns, %u threads, size %llu B",
-		       mode_names[cfg->mode], cfg->host, cfg->port, cfg->conns, cfg->threads,
-		       (unsigned long long)cfg->size);
+		printf("echoload: %s%s against %s port %u: %u %s, %u threads, size %llu B",
+		       cfg->proto == PROTO_UDP ? "udp " : "", mode_names[cfg->mode], cfg->host,
+		       cfg->port, cfg->conns, cfg->proto == PROTO_UDP ? "flows" : "conns",
+		       cfg->threads, (unsigned long long)cfg->size);
 		if (cfg->mode == MODE_PINGPONG) {
 			printf(", depth %u", cfg->depth);
 		} else if (cfg->mode == MODE_STREAM) {
@@ -1449,6 +2120,16 @@ static void report(const struct config *cfg, const struct result *res)
 		       (double)res->max_ns / 1e3,
 		       (unsigned long long)res->errors, (unsigned long long)res->mismatches,
 		       res->cpu * 100, cfg->threads);
+		if (cfg->proto == PROTO_UDP) {
+			printf("  datagrams   sent %llu, received %llu, lost %llu, late %llu "
+			       "(loss timeout %.3f s; whole run)\n"
+			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n",
+			       (unsigned long long)res->sent, (unsigned long long)res->received,
+			       (unsigned long long)res->lost, (unsigned long long)res->late,
+			       cfg->loss_timeout, (unsigned long long)res->reordered,
+			       (unsigned long long)res->duplicated,
+			       (unsigned long long)res->corrupted);
+		}
 	}
 	(void)fflush(stdout);
 }
@@ -1600,6 +2281,14 @@ int main(int argc, char **argv)
 		res.errors += st->errors;
 		res.mismatches += st->mismatches;
 		res.stuck += st->stuck;
+		res.sent += st->sent;
+		res.received += st->received;
+		res.lost += st->lost;
+		res.late += st->late;
+		res.reordered += st->reordered;
+		res.duplicated += st->duplicated;
+		res.corrupted += st->corrupted;
+		res.mismatches += st->corrupted;	/* udp: a datagram echoed wrong */
 		if (st->max_ns > res.max_ns) {
 			res.max_ns = st->max_ns;
 		}
@@ -1627,8 +2316,9 @@ int main(int argc, char **argv)
 			first_err ? ": " : "", first_err ? strerror(-first_err) : "");
 	}
 	if (res.mismatches > 0) {
-		fprintf(stderr, "echoload: %llu messages echoed with wrong bytes\n",
-			(unsigned long long)res.mismatches);
+		fprintf(stderr, "echoload: %llu %s echoed with wrong bytes\n",
+			(unsigned long long)res.mismatches,
+			cfg.proto == PROTO_UDP ? "datagrams" : "messages");
 	}
 	if (res.msgs == 0) {
 		fprintf(stderr, "echoload: nothing was echoed in the measured window\n");

@@ -67,6 +67,7 @@ struct wrow {
 	char cpu[16];
 	char state[16];
 	uint64_t active, accepted, bytes_in, bytes_out, acceptq, acceptq_max;
+	uint64_t udp_in, udp_dropped;	/* datagrams; 0 from a server without the columns */
 };
 
 static int col_index(char **cols, int ncols, const char *name)
@@ -96,7 +97,7 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	char *line = strtok_r(text, "\n", &save);
 	char *hdr[32];
 	int nh, n = 0;
-	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax;
+	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax, i_uin, i_udrop;
 
 	if (line == NULL) {
 		return -1;
@@ -111,6 +112,8 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	i_out = col_index(hdr, nh, "bytes_out");
 	i_q = col_index(hdr, nh, "acceptq");
 	i_qmax = col_index(hdr, nh, "acceptq_max");
+	i_uin = col_index(hdr, nh, "udp_in");
+	i_udrop = col_index(hdr, nh, "udp_dropped");
 	if (i_id < 0 || i_active < 0 || i_acc < 0 || i_in < 0 || i_out < 0) {
 		return -1;
 	}
@@ -132,6 +135,8 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 		r->bytes_out = strtoull(cols[i_out], NULL, 10);
 		r->acceptq = i_q >= 0 ? strtoull(cols[i_q], NULL, 10) : 0;
 		r->acceptq_max = i_qmax >= 0 ? strtoull(cols[i_qmax], NULL, 10) : 0;
+		r->udp_in = i_uin >= 0 ? strtoull(cols[i_uin], NULL, 10) : 0;
+		r->udp_dropped = i_udrop >= 0 ? strtoull(cols[i_udrop], NULL, 10) : 0;
 		n++;
 	}
 	return n;
@@ -150,6 +155,14 @@ static const struct wrow *find_row(const struct wrow *rows, int n, long id)
 /* The process totals of `stats json` ("total": live + retired workers, never drops). */
 struct totals {
 	uint64_t active, accepted, bytes_in, bytes_out;
+	bool udp;			/* the server runs with --udp: show the UDP columns */
+	uint64_t udp_in, udp_dropped;	/* datagrams received; dropped for any reason */
+};
+
+/* The UDP drop counters of a `stats json` total: every reason and the kernel's. */
+static const char *const udp_drop_keys[] = {
+	"udp_dropped_truncated", "udp_dropped_queue_full", "udp_dropped_send_error",
+	"udp_dropped_loop_guard", "udp_dropped_rate_limit", "udp_kernel_drops",
 };
 
 /* Value of "key": inside [obj, end). Returns 0 or -1 when absent. */
@@ -181,6 +194,22 @@ static int parse_totals(const char *js, struct totals *t)
 	    json_u64(obj, end, "bytes_received", &t->bytes_in) < 0 ||
 	    json_u64(obj, end, "bytes_sent", &t->bytes_out) < 0) {
 		return -1;
+	}
+	t->udp = strstr(end, "\"udp\":true") != NULL;
+	t->udp_in = 0;
+	t->udp_dropped = 0;
+	if (t->udp) {
+		uint64_t v;
+
+		if (json_u64(obj, end, "udp_datagrams_received", &t->udp_in) < 0) {
+			return -1;
+		}
+		for (size_t k = 0; k < sizeof(udp_drop_keys) / sizeof(udp_drop_keys[0]); k++) {
+			if (json_u64(obj, end, udp_drop_keys[k], &v) < 0) {
+				return -1;
+			}
+			t->udp_dropped += v;
+		}
 	}
 	return 0;
 }
@@ -227,16 +256,20 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 {
 	double maxr = 0, minr = INFINITY, sum = 0, sumsq = 0;
 	int nrates = 0;
-	char in[32], out[32], acc_s[32];
-	double acc, bi, bo;
+	char in[32], out[32], acc_s[32], uin[32], udrop[32];
+	double acc, bi, bo, ui, ud;
 
 	if (tty) {
 		fputs("\033[H\033[2J", stdout);
 	}
 	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
 	       n == 1 ? "" : "s");
-	printf("%4s %4s %-9s %8s %10s %14s %14s %9s\n", "id", "cpu", "state", "active", "accept/s",
+	printf("%4s %4s %-9s %8s %10s %14s %14s %9s", "id", "cpu", "state", "active", "accept/s",
 	       "in", "out", "acceptq");
+	if (tot->udp) {
+		printf(" %10s %10s", "udp in/s", "udp drop/s");
+	}
+	printf("\n");
 	for (int i = 0; i < n; i++) {
 		const struct wrow *r = &cur[i];
 		const struct wrow *p = find_row(prev, np, r->id);
@@ -259,8 +292,20 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 			snprintf(in, sizeof(in), "-");
 			snprintf(out, sizeof(out), "-");
 		}
-		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64 "\n", r->id,
+		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64, r->id,
 		       r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max);
+		if (tot->udp) {
+			if (p != NULL && rate(r->udp_in, p->udp_in, dt, &ui) &&
+			    rate(r->udp_dropped, p->udp_dropped, dt, &ud)) {
+				snprintf(uin, sizeof(uin), "%.0f", ui);
+				snprintf(udrop, sizeof(udrop), "%.0f", ud);
+			} else {
+				snprintf(uin, sizeof(uin), "-");
+				snprintf(udrop, sizeof(udrop), "-");
+			}
+			printf(" %10s %10s", uin, udrop);
+		}
+		printf("\n");
 	}
 	if (prev_tot != NULL && rate(tot->accepted, prev_tot->accepted, dt, &acc) &&
 	    rate(tot->bytes_in, prev_tot->bytes_in, dt, &bi) &&
@@ -273,8 +318,20 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 		snprintf(in, sizeof(in), "-");
 		snprintf(out, sizeof(out), "-");
 	}
-	printf("%4s %4s %-9s %8" PRIu64 " %10s %14s %14s\n", "all", "", "", tot->active, acc_s, in,
+	printf("%4s %4s %-9s %8" PRIu64 " %10s %14s %14s", "all", "", "", tot->active, acc_s, in,
 	       out);
+	if (tot->udp) {
+		if (prev_tot != NULL && rate(tot->udp_in, prev_tot->udp_in, dt, &ui) &&
+		    rate(tot->udp_dropped, prev_tot->udp_dropped, dt, &ud)) {
+			snprintf(uin, sizeof(uin), "%.0f", ui);
+			snprintf(udrop, sizeof(udrop), "%.0f", ud);
+		} else {
+			snprintf(uin, sizeof(uin), "-");
+			snprintf(udrop, sizeof(udrop), "-");
+		}
+		printf(" %9s %10s %10s", "", uin, udrop);
+	}
+	printf("\n");
 	if (nrates == 0) {
 		printf("\nbalance: no rates yet\n");
 	} else if (maxr == 0) {

@@ -173,8 +173,8 @@ static const char help_text[] =
 	"  workers             per-worker table (raw cumulative values)\n"
 	"  metrics             Prometheus text format 0.0.4\n"
 	"  config              settings in force\n"
-	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered\n"
-	"                      or drain-timeout\n"
+	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered,\n"
+	"                      drain-timeout or udp-rate\n"
 	"  threads N           grow or shrink the worker set while serving\n"
 	"  features            kernel features reuseecho relies on\n"
 	"  health              OK when every worker runs\n"
@@ -218,6 +218,8 @@ static void reply_config(struct re_ctlcmd *k, struct re_strbuf *out)
 	re_strbuf_printf(out, "conn-buffer %u\n", rt->conn_buffer);
 	re_strbuf_printf(out, "max-buffered %" PRIu64 "\n", rt->max_buffered);
 	format_seconds(out, "drain-timeout", rt->drain_timeout_ms);
+	re_strbuf_printf(out, "udp %s\nudp-rate %" PRIu32 "\n", k->p->udp ? "on" : "off",
+			 rt->udp_rate);
 	re_rcu_thread_offline();
 	re_strbuf_printf(out, "control %s\n\n", k->p->path ? k->p->path : "none");
 }

@@ -482,6 +482,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_string(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, ",\"listener_handover\":");
 	json_string(out, f->handover, sizeof(f->handover));
+	re_strbuf_printf(out, ",\"udp\":%s", f->udp ? "true" : "false");
 	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
 	if (f->migrate_success >= 0) {
 		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
@@ -793,7 +794,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, "\",listener_handover=\"");
 	prom_label_value(out, f->handover, sizeof(f->handover));
-	re_strbuf_puts(out, "\"} 1\n");
+	re_strbuf_printf(out, "\",udp=\"%d\"} 1\n", f->udp ? 1 : 0);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		prom_family(out, "tcp_migrate_req_total",
 			    "Kernel TcpMigrateReq counters of this network namespace (TcpExt)", "counter");
@@ -820,6 +821,9 @@ enum {
 	COL_SEND_CALLS,
 	COL_ACCEPTQ,
 	COL_ACCEPTQ_MAX,
+	COL_UDP_IN,
+	COL_UDP_OUT,
+	COL_UDP_DROPPED,
 	NCOLS,
 };
 
@@ -827,7 +831,7 @@ enum {
 
 static const char *const col_names[NCOLS] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
 };
 
 /* Sum of every counter in the connections_closed_total family, so a new close
@@ -839,6 +843,21 @@ static uint64_t closed_sum(const struct re_stats_counters *c)
 
 	for (k = 0; k < NCOUNTERS; k++) {
 		if (strcmp(counters[k].metric, counters[IDX_closed_eof].metric) == 0) {
+			sum += counter_value(c, (enum counter_index)k);
+		}
+	}
+	return sum;
+}
+
+/* UDP datagrams lost at a worker, by every reason: the udp_dropped_total family
+ * plus the kernel's receive-queue drops. */
+static uint64_t udp_dropped_sum(const struct re_stats_counters *c)
+{
+	uint64_t sum = c->udp_kernel_drops;
+	size_t k;
+
+	for (k = 0; k < NCOUNTERS; k++) {
+		if (strcmp(counters[k].metric, counters[IDX_udp_dropped_truncated].metric) == 0) {
 			sum += counter_value(c, (enum counter_index)k);
 		}
 	}
@@ -873,6 +892,9 @@ static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
 	(void)snprintf(cells[COL_SEND_CALLS], CELL, "%" PRIu64, w->c.send_calls);
 	(void)snprintf(cells[COL_ACCEPTQ], CELL, "%" PRIu32, w->acceptq_len);
 	(void)snprintf(cells[COL_ACCEPTQ_MAX], CELL, "%" PRIu32, w->acceptq_max);
+	(void)snprintf(cells[COL_UDP_IN], CELL, "%" PRIu64, w->c.udp_datagrams_received);
+	(void)snprintf(cells[COL_UDP_OUT], CELL, "%" PRIu64, w->c.udp_datagrams_sent);
+	(void)snprintf(cells[COL_UDP_DROPPED], CELL, "%" PRIu64, udp_dropped_sum(&w->c));
 }
 
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)
@@ -925,7 +947,7 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 	} else {
 		re_strbuf_puts(out, "none");
 	}
-	re_strbuf_puts(out, "\n");
+	re_strbuf_printf(out, "\nudp %s\n", f->udp ? "on" : "off");
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

@@ -42,6 +42,7 @@ struct re_features {
 					 * "cbpf+migrate", "migrate" or "none" */
 	int64_t migrate_success;	/* TcpExt TcpMigrateReqSuccess, -1 = absent */
 	int64_t migrate_failure;	/* TcpExt TcpMigrateReqFailure, -1 = absent */
+	bool udp;			/* --udp: UDP echo served (a setting, fixed at start) */
 };
 
 /* The control thread's own counters (it is their only writer and their reader).

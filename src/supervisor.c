@@ -583,6 +583,10 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		 * clients read, and none grows until the total is under the new limit. */
 		next.max_buffered = r->cmd.value;
 		break;
+	case RE_KEY_UDP_RATE:
+		/* Without --udp it is kept and shown, and changes nothing. */
+		next.udp_rate = (uint32_t)r->cmd.value;
+		break;
 	}
 	if (publish_runtime(s, &next) < 0) {
 		r->status = -ENOMEM;
@@ -756,6 +760,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		.started = s->started,
 		.port = re_net_port(&s->addr),
 		.backlog = s->cfg->backlog,
+		.udp = s->cfg->udp,
 #ifdef RE_DEBUG_HOOKS
 		.debug_hooks = true,
 #endif
@@ -1139,6 +1144,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	}
 	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
+	s.features.udp = cfg->udp;
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
 	s.g.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;

@@ -24,6 +24,22 @@
  * the same buffer. */
 #define RE_UDP_CTL_SIZE 128u
 
+/* --udp-rate: a token bucket per source address in a fixed table (per worker: the
+ * kernel spreads one address's flows over the workers by port). An address probes
+ * RATE_PROBE entries from its hash; with none free it takes the one idle longest, so
+ * a flood of new addresses costs no memory and only resets buckets it evicts. */
+#define RATE_SLOTS 4096u		/* power of two; 4096 x 32 bytes = 128 KiB, lazily
+					 * backed by calloc's zero pages */
+#define RATE_PROBE 8u
+#define MILLI 1000u			/* tokens are counted in thousandths of a datagram */
+
+struct rate_entry {
+	uint8_t addr[16];		/* IPv6, or v4-mapped IPv4 */
+	uint64_t tokens;		/* thousandths of a datagram */
+	uint32_t last_ms;		/* worker clock of the last refill */
+	uint32_t used;			/* 0: a free entry */
+};
+
 struct udp_ctl {
 	_Alignas(size_t) char buf[RE_UDP_CTL_SIZE];	/* cmsg_len is a size_t */
 };
@@ -39,6 +55,11 @@ struct re_udp {
 	unsigned head;
 	unsigned count;
 	uint64_t kernel_drops;	/* SK_MEMINFO_DROPS at the last sample */
+	uint32_t recv_size;	/* bytes a datagram may have: RE_UDP_SLOT_SIZE (test builds:
+				 * REUSEECHO_DEBUG_UDP_RECV_SIZE, to make MSG_TRUNC happen) */
+	uint32_t now_ms;	/* the worker's clock for this service pass */
+	uint32_t rate;		/* --udp-rate for this pass, 0 = off */
+	struct rate_entry *rate_tab;	/* RATE_SLOTS entries */
 	char *bufs;		/* RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, mmap'd */
 	struct mmsghdr msg[RE_UDP_SLOTS];
 	struct iovec iov[RE_UDP_SLOTS];
@@ -48,6 +69,22 @@ struct re_udp {
 	 * dropped, so these headers ask for nothing but the count. */
 	struct mmsghdr discard[RE_UDP_BATCH];
 };
+
+/* Test builds: REUSEECHO_DEBUG_UDP_RECV_SIZE=N (1-65536) receives at most N bytes of
+ * a datagram, so that a larger one is truncated (MSG_TRUNC), which the full-size
+ * buffers make impossible for a legal datagram otherwise. */
+static uint32_t debug_recv_size(void)
+{
+#ifdef RE_DEBUG_HOOKS
+	const char *v = getenv("REUSEECHO_DEBUG_UDP_RECV_SIZE");
+	long n = v != NULL ? strtol(v, NULL, 10) : 0;
+
+	if (n > 0 && n <= (long)RE_UDP_SLOT_SIZE) {
+		return (uint32_t)n;
+	}
+#endif
+	return RE_UDP_SLOT_SIZE;
+}
 
 static int set_int(int fd, int level, int opt, int v)
 {
@@ -63,11 +100,14 @@ static int open_socket(const struct re_addr *a, const char **ret_call)
 		*ret_call = "socket";
 		return -errno;
 	}
-	/* IP_PKTINFO on an IPv6 socket covers the v4-mapped datagrams of a dual-stack
-	 * "::" socket: udpv6_recvmsg reports those with the IPv4 cmsgs. */
-	if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 ||
-	    set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
-	    set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0 ||
+	/* SO_REUSEPORT only, no SO_REUSEADDR: on UDP, two sockets that both set
+	 * SO_REUSEADDR may share an address whatever their owners, so any local user
+	 * could bind beside us and take datagrams; SO_REUSEPORT groups check the uid.
+	 * On an IPv6 socket IPV6_RECVPKTINFO covers the v4-mapped datagrams of a
+	 * dual-stack "::" too: the kernel reports their destination as a v4-mapped
+	 * IPV6_PKTINFO (ip6_datagram_recv_common_ctl). */
+	if (set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
+	    (a->ss.ss_family == AF_INET && set_int(fd, IPPROTO_IP, IP_PKTINFO, 1) < 0) ||
 	    (a->ss.ss_family == AF_INET6 &&
 	     (set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0 ||
 	      set_int(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1) < 0))) {
@@ -97,6 +137,13 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 	}
 	u->fd = -1;
 	u->st = st;
+	u->recv_size = debug_recv_size();
+	u->rate_tab = calloc(RATE_SLOTS, sizeof(*u->rate_tab));
+	if (u->rate_tab == NULL) {
+		*ret_call = "malloc";
+		re_udp_close(u);
+		return -ENOMEM;
+	}
 	/* One mapping for every datagram buffer: a 64-byte datagram touches one page of
 	 * its slot, so resident memory follows the datagram sizes actually seen. */
 	u->bufs = mmap(NULL, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, PROT_READ | PROT_WRITE,
@@ -182,14 +229,92 @@ static bool loop_port(const struct sockaddr_in6 *from)
 	}
 }
 
+/* The source address as 16 bytes: IPv6 as is, IPv4 v4-mapped, so one IPv4 client
+ * is one key whether it reached an AF_INET or a dual-stack socket. */
+static void source_key(const struct sockaddr_in6 *from, uint8_t key[16])
+{
+	if (from->sin6_family == AF_INET6) {
+		memcpy(key, &from->sin6_addr, 16);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)from;
+
+		memset(key, 0, 10);
+		key[10] = 0xff;
+		key[11] = 0xff;
+		memcpy(key + 12, &sin->sin_addr, 4);
+	}
+}
+
+static uint32_t key_hash(const uint8_t key[16])
+{
+	uint64_t a, b;
+
+	memcpy(&a, key, 8);
+	memcpy(&b, key + 8, 8);
+	a ^= b * 0x9e3779b97f4a7c15ull;
+	a ^= a >> 29;
+	a *= 0xbf58476d1ce4e5b9ull;
+	return (uint32_t)(a >> 32);
+}
+
+/* True when the source may have one more datagram answered now (and takes its
+ * token). A bucket holds one second's worth; it refills at `rate` per second. */
+static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from)
+{
+	uint64_t cap = (uint64_t)u->rate * MILLI;
+	struct rate_entry *e = NULL, *oldest = NULL;
+	uint8_t key[16];
+	uint32_t h;
+
+	source_key(from, key);
+	h = key_hash(key);
+	for (unsigned i = 0; i < RATE_PROBE; i++) {
+		struct rate_entry *x = &u->rate_tab[(h + i) & (RATE_SLOTS - 1)];
+
+		if (x->used && memcmp(x->addr, key, 16) == 0) {
+			e = x;
+			break;
+		}
+		if (oldest == NULL || !x->used ||
+		    (oldest->used && (int32_t)(x->last_ms - oldest->last_ms) < 0)) {
+			oldest = x;
+		}
+	}
+	if (e == NULL) {
+		e = oldest;
+		memcpy(e->addr, key, 16);
+		e->used = 1;
+		e->tokens = cap;
+		e->last_ms = u->now_ms;
+	} else {
+		uint32_t dt = u->now_ms - e->last_ms;	/* wraps safely */
+
+		/* Refill: rate tokens per second = rate thousandths per millisecond. */
+		if (dt > 1000) {
+			dt = 1000;	/* a full bucket at most, and no overflow */
+		}
+		e->tokens += (uint64_t)dt * u->rate;
+		if (e->tokens > cap) {
+			e->tokens = cap;
+		}
+		e->last_ms = u->now_ms;
+	}
+	if (e->tokens < MILLI) {
+		return false;
+	}
+	e->tokens -= MILLI;
+	return true;
+}
+
 /* Turn the received control messages of h into the reply's: one IP_PKTINFO or
  * IPV6_PKTINFO that makes the reply leave from the address the datagram was sent
  * to. With a wildcard bind the kernel would otherwise pick the source by route, and
  * a client that sent to another local address (or a connected client) drops it.
- * IPv4, and v4-mapped datagrams on a dual-stack socket: ipi_spec_dst is the
- * datagram's destination for local unicast, and udp_sendmsg takes IP_PKTINFO on an
- * IPv6 socket too (ip_cmsg_send). The interface index stays 0 (routing chooses),
- * except for an IPv6 link-local destination, which needs its interface. */
+ * IPv4: ipi_spec_dst is the datagram's destination for local unicast. A v4-mapped
+ * datagram on a dual-stack socket arrives with a v4-mapped IPV6_PKTINFO, and
+ * udpv6_sendmsg hands a v4-mapped destination to udp_sendmsg, whose ip_cmsg_send
+ * takes that IPV6_PKTINFO as the IPv4 source. The interface index stays 0 (routing
+ * chooses), except for an IPv6 link-local destination, which needs its interface. */
 static void make_reply_ctl(struct msghdr *h)
 {
 	struct in_pktinfo p4;
@@ -306,12 +431,13 @@ static int recv_batch(struct re_udp *u, unsigned want)
 	for (unsigned i = tail; i < tail + want; i++) {
 		struct msghdr *h = &u->msg[i].msg_hdr;
 
-		h->msg_iov->iov_len = RE_UDP_SLOT_SIZE;
+		h->msg_iov->iov_len = u->recv_size;
 		h->msg_namelen = sizeof(u->name[0]);
 		h->msg_controllen = RE_UDP_CTL_SIZE;
 		h->msg_flags = 0;
 	}
-	n = sys_recvmmsg(u->fd, &u->msg[tail], want, 0);
+	/* MSG_TRUNC: msg_len is the datagram's real size, also when it did not fit. */
+	n = sys_recvmmsg(u->fd, &u->msg[tail], want, MSG_TRUNC);
 	RE_STAT_ADD(u->st, udp_recv_calls, 1);
 	if (n <= 0) {
 		return n;
@@ -327,6 +453,10 @@ static int recv_batch(struct re_udp *u, unsigned want)
 		}
 		if (loop_port(h->msg_name)) {
 			RE_STAT_ADD(u->st, udp_dropped_loop_guard, 1);
+			continue;
+		}
+		if (u->rate != 0 && !rate_allow(u, h->msg_name)) {
+			RE_STAT_ADD(u->st, udp_dropped_rate_limit, 1);
 			continue;
 		}
 		if (k != tail + keep) {
@@ -368,10 +498,12 @@ static int discard_batch(struct re_udp *u, unsigned want)
 	return n;
 }
 
-int re_udp_service(struct re_udp *u, unsigned budget)
+int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t rate)
 {
 	unsigned done = 0;
 
+	u->now_ms = now_ms;
+	u->rate = rate;
 	flush(u);
 	while (u->readable) {
 		unsigned want = RE_UDP_BATCH;
@@ -418,14 +550,14 @@ int re_udp_service(struct re_udp *u, unsigned budget)
 	return 0;
 }
 
-int re_udp_drain_input(struct re_udp *u, unsigned limit)
+int re_udp_drain_input(struct re_udp *u, unsigned limit, uint32_t now_ms, uint32_t rate)
 {
 	int r;
 
 	/* An arrival whose edge is still in epoll's ready list counts too: read
 	 * whatever the queue holds, edge or not. */
 	u->readable = true;
-	r = re_udp_service(u, limit);
+	r = re_udp_service(u, limit, now_ms, rate);
 	if (r < 0) {
 		return r;
 	}
@@ -471,5 +603,6 @@ void re_udp_close(struct re_udp *u)
 	if (u->bufs != NULL) {
 		(void)munmap(u->bufs, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE);
 	}
+	free(u->rate_tab);
 	free(u);
 }

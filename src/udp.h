@@ -25,8 +25,8 @@
 
 struct re_udp;
 
-/* Open a non-blocking, close-on-exec SO_REUSEPORT UDP socket bound to a (dual-stack
- * for "::", like the TCP listener), asking for the destination address of every
+/* Open a non-blocking, close-on-exec SO_REUSEPORT (not SO_REUSEADDR: see udp.c) UDP
+ * socket bound to a (dual-stack for "::", like the TCP listener), asking for the destination address of every
  * datagram (IP_PKTINFO, IPV6_RECVPKTINFO), and allocate its batch arrays. The
  * datagram buffers are one anonymous mapping that costs memory only where touched.
  * Counters go to st. On success *ret is the new object; on failure *ret_call names
@@ -45,18 +45,24 @@ void re_udp_events(struct re_udp *u, uint32_t events);
 
 /* Echo within a budget of `budget` datagrams: send queued replies while the socket
  * takes them, read batches while it is readable, echo each datagram whole to its
- * source from its destination address. Returns 1 when the budget ran out with input
- * left (no new edge will come for it: call again next turn), 0 when nothing is left
+ * source from its destination address. now_ms is the worker's clock (wrap-safe) and
+ * rate the --udp-rate in force (datagrams per second per source address, 0 = no
+ * limit). Budget 0 only sends what is queued and never reads (a drain's last phase).
+ * Returns 1 when the budget ran out with input left (no new edge will come for it:
+ * call again next turn), 0 when nothing is left
  * to do until an edge, or -errno when recvmmsg failed in an unexpected way (readiness
  * is cleared; the worker logs it, rate-limited). Context: the worker thread. */
-int re_udp_service(struct re_udp *u, unsigned budget) __attribute__((warn_unused_result));
+int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t rate)
+	__attribute__((warn_unused_result));
 
 /* Read the socket's receive queue to EAGAIN and echo everything, bounded by `limit`
  * datagrams (the receive buffer holds a finite number; the bound guards against a
  * sender that keeps it full). Replies the socket buffer cannot take yet stay queued:
  * returns how many still wait for EPOLLOUT (0: all echoed), or -errno. Used before the
- * socket is closed (drain, retire). Context: the worker thread. */
-int re_udp_drain_input(struct re_udp *u, unsigned limit) __attribute__((warn_unused_result));
+ * socket is closed (drain, retire). now_ms and rate as for re_udp_service.
+ * Context: the worker thread. */
+int re_udp_drain_input(struct re_udp *u, unsigned limit, uint32_t now_ms, uint32_t rate)
+	__attribute__((warn_unused_result));
 
 /* Replies queued for EPOLLOUT. */
 unsigned re_udp_queued(const struct re_udp *u);

@@ -971,7 +971,7 @@ static void udp_to_closed(struct re_worker *w)
 	if (w->udp == NULL) {
 		return;
 	}
-	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT);
+	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT, w->now, w->rt->udp_rate);
 	if (r > 0 && w->wk == WK_DRAIN) {
 		w->udp_flushing = true;
 		w->udp_pending = true;
@@ -990,7 +990,7 @@ static bool udp_flushed(struct re_worker *w)
 	if (w->udp == NULL) {
 		return true;
 	}
-	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT);
+	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT, w->now, w->rt->udp_rate);
 	return r <= 0 || re_due(w->now, w->udp_flush_limit);
 }
 
@@ -1324,14 +1324,14 @@ static void udp_turn(struct re_worker *w)
 	if (w->udp_flushing) {
 		/* Draining: budget 0 sends what is queued and reads nothing; its result
 		 * only says whether input waits, which no longer matters. */
-		r = re_udp_service(w->udp, 0);
+		r = re_udp_service(w->udp, 0, w->now, w->rt->udp_rate);
 		w->udp_pending = false;
 		if (r < 0 || re_udp_queued(w->udp) == 0) {
 			udp_close(w);
 		}
 		return;
 	}
-	r = re_udp_service(w->udp, RE_UDP_BUDGET);
+	r = re_udp_service(w->udp, RE_UDP_BUDGET, w->now, w->rt->udp_rate);
 	w->udp_pending = r > 0;
 	if (r < 0 && (!w->udp_logged || re_due(w->now, w->last_udp_log + RE_LOG_EVERY_MS))) {
 		w->udp_logged = true;

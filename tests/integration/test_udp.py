@@ -1,9 +1,14 @@
 """UDP echo (--udp) from outside: every datagram comes back whole, as one datagram, to
 its source and from the address it was sent to; the counters say exactly what
 happened to each one."""
+import errno
 import os
 import socket
+import struct
+import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import retest  # noqa: E402
@@ -104,5 +109,321 @@ class UdpEcho(retest.ServerCase):
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
 
 
+    def test_v4_mapped_dual_stack(self):
+        """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6
+        clients are both answered, and a client connected to 127.0.0.2 gets its reply
+        from 127.0.0.2 (the reply's IP_PKTINFO on an IPv6 socket)."""
+        self.start("--udp", "--threads", "2", bind="::")
+        n1, b1 = self.echo_sizes(socket.AF_INET, "127.0.0.1", SIZES_V4)
+        n2, b2 = self.echo_sizes(socket.AF_INET6, "::1", SIZES_V6)
+        n3, b3 = self.echo_sizes(socket.AF_INET, "127.0.0.2", (0, 1, 1472))
+        got = self.assert_counts(n1 + n2 + n3, b1 + b2 + b3)
+        self.assertEqual(got["udp_bytes_sent"], b1 + b2 + b3)
+
+    def test_reply_source_wildcard(self):
+        """Bound to 0.0.0.0, a client connected to 127.0.0.2 only accepts datagrams
+        from 127.0.0.2: the reply must leave from the address the request went to,
+        not the one routing would pick for 127.0.0.1 (which is 127.0.0.1)."""
+        self.start("--udp", "--threads", "1", bind="0.0.0.0")
+        for addr in ("127.0.0.2", "127.0.0.1", "127.1.2.3"):
+            c = udp_client(socket.AF_INET, addr, self.srv.port)
+            self.socks.append(c)
+            c.send(b"hello " + addr.encode())
+            self.assertEqual(c.recv(100), b"hello " + addr.encode())
+            # recvfrom on an unconnected twin shows the reply's source outright.
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socks.append(u)
+            u.settimeout(TIMEOUT)
+            u.sendto(b"x", (addr, self.srv.port))
+            d, src = u.recvfrom(100)
+            self.assertEqual((d, src), (b"x", (addr, self.srv.port)))
+        self.assert_counts(6, sum(len("hello " + a) + 1 for a in
+                                  ("127.0.0.2", "127.0.0.1", "127.1.2.3")))
+
+    def test_loop_ports(self):
+        """Datagrams from source port 0, 7, 9, 13, 19 and 37 are never answered and
+        are counted; an ordinary one sent after them is answered, which (one worker,
+        one socket, one queue) proves the earlier ones were seen."""
+        if os.geteuid() != 0:
+            self.skipTest("binding source ports below 1024 and a raw socket need root")
+        self.start("--udp", "--threads", "1")
+        port = self.srv.port
+        for p in (7, 9, 13, 19, 37):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socks.append(c)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            c.bind(("127.0.0.1", p))
+            c.sendto(b"loop?", ("127.0.0.1", port))
+        # Source port 0 cannot be bound: craft the datagram on a raw socket. IPv4
+        # allows a zero UDP checksum (none computed).
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        self.socks.append(raw)
+        body = b"port zero"
+        hdr = struct.pack("!HHHH", 0, port, 8 + len(body), 0)
+        raw.sendto(hdr + body, ("127.0.0.1", 0))
+        c = udp_client(socket.AF_INET, "127.0.0.1", port)
+        self.socks.append(c)
+        c.send(b"after")
+        self.assertEqual(c.recv(100), b"after")
+        self.assert_counts(7, 5 * 5 + len(body) + 5, loop_guard=6)
+        # And none of the loop-port senders got anything back.
+        for s in self.socks[:5]:
+            s.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                s.recv(100)
+
+    def test_rate_limit(self):
+        """--udp-rate 5: a burst of 40 from one address gets the bucket's 5 answers
+        (plus what refills while the burst lasts); another address has its own
+        bucket; `set udp-rate 0` lifts the limit; every drop is counted."""
+        self.start("--udp", "--udp-rate", "5", "--threads", "1")
+        cfg = config(self.ctl)
+        self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("on", "5"))
+        answered = 0
+        total = 0
+        for src in ("127.0.0.1", "127.0.0.2"):
+            c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port, bind=(src, 0))
+            self.socks.append(c)
+            t0 = time.monotonic()
+            for i in range(40):
+                c.send(b"%d" % i)
+            # Once the counters show all 40 handled, read what came back until the
+            # client holds every reply the server counts as sent.
+            retest.wait_until(lambda: udp_totals(self.ctl)["udp_datagrams_received"] ==
+                              total + 40, what="40 datagrams received")
+            elapsed = time.monotonic() - t0
+            got = []
+            c.setblocking(False)
+
+            def all_read():
+                recv_ready(c, got)
+                return udp_totals(self.ctl)["udp_datagrams_sent"] == answered + len(got)
+            retest.wait_until(all_read, what="replies read")
+            # The bucket starts full (one second's worth) and refills 5/s.
+            self.assertGreaterEqual(len(got), 5)
+            self.assertLessEqual(len(got), 5 + int(elapsed * 5) + 1)
+            self.assertEqual(got[:5], [b"0", b"1", b"2", b"3", b"4"])
+            answered += len(got)
+            total += 40
+        self.assert_counts(total, 80 + 60, rate_limit=total - answered)
+        self.assertEqual(retest.ctl_command(self.ctl, "set udp-rate 0").strip(), "OK udp-rate 0")
+        c = self.socks[-1]
+        c.setblocking(True)
+        for i in range(40):
+            c.send(b"u%d" % i)
+            self.assertEqual(c.recv(100), b"u%d" % i)
+        self.assertEqual(config(self.ctl)["udp-rate"], "0")
+
+    def test_config_and_features(self):
+        self.start("--threads", "1")
+        cfg = config(self.ctl)
+        self.assertEqual((cfg["udp"], cfg["udp-rate"]), ("off", "0"))
+        self.assertIn("udp off", retest.ctl_command(self.ctl, "features").splitlines())
+        self.assertNotIn("udp in/s", top_once(self.ctl))
+        self.srv.stop()
+        self.start("--udp", "--threads", "1")
+        self.assertIn("udp on", retest.ctl_command(self.ctl, "features").splitlines())
+        self.assertEqual(retest.stats_json(self.ctl)["features"]["udp"], True)
+        prom = retest.ctl_command(self.ctl, "metrics")
+        self.assertRegex(prom, r'reuseecho_feature_info\{[^}]*udp="1"\} 1')
+        # `top` adds the UDP columns, and the `workers` table has them.
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        for i in range(3):
+            c.send(b"%d" % i)
+            self.assertEqual(c.recv(10), b"%d" % i)
+        hdr = top_once(self.ctl).splitlines()[2].split()
+        self.assertEqual(hdr[-4:], ["udp", "in/s", "udp", "drop/s"])
+        table = retest.ctl_command(self.ctl, "workers").splitlines()
+        row = dict(zip(table[0].split(), table[1].split()))
+        self.assertEqual((row["udp_in"], row["udp_out"], row["udp_dropped"]), ("3", "3", "0"))
+        # Loopback: no reflection warning.
+        self.assertNotIn("reflect", self.srv.stderr())
+
+    def test_no_sharing_by_reuseaddr(self):
+        """The workers' sockets set SO_REUSEPORT only: a socket with SO_REUSEADDR
+        (which on UDP would share the address with any other SO_REUSEADDR socket,
+        whoever owns it) cannot bind beside them and take datagrams."""
+        self.start("--udp", "--threads", "2")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socks.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with self.assertRaises(OSError) as cm:
+            s.bind(("127.0.0.1", self.srv.port))
+        self.assertEqual(cm.exception.errno, errno.EADDRINUSE)
+
+    def test_public_bind_warns(self):
+        self.start("--udp", "--threads", "1", bind="0.0.0.0")
+        retest.wait_until(lambda: "can reflect spoofed traffic" in self.srv.stderr(),
+                          what="the reflection warning")
+
+
+class UdpFairness(retest.ServerCase):
+    """One worker serves a UDP socket and TCP connections from one loop: neither may
+    starve the other. Each test is bounded in time (FLOOD_S) and count."""
+    dir_prefix = "reuseecho-udpfair-"
+    FLOOD_S = 2.0
+    RTT_MAX = 0.5       # seconds, worst round trip while the other side floods (a starved
+                        # side waits for most of FLOOD_S: 1.6 s seen)
+    MIN_ROUND_TRIPS = 50
+
+    def check_rtts(self, rtts, what):
+        worst = max(rtts) if rtts else float("inf")
+        print("%s: %d round trips, worst %.1f ms" % (what, len(rtts), worst * 1e3))
+        self.assertGreaterEqual(len(rtts), self.MIN_ROUND_TRIPS, what)
+        self.assertLess(worst, retest.scaled(self.RTT_MAX), what)
+
+    def test_udp_flood_does_not_starve_tcp(self):
+        """A C flooder sends 64-byte datagrams with sendmmsg faster than one worker
+        can echo them (its socket overflows); a TCP ping-pong on the same worker
+        keeps getting answered within RTT_MAX, because UDP gets a per-turn budget."""
+        self.start("--udp", "--threads", "1")
+        c = socket.create_connection(("127.0.0.1", self.srv.port), timeout=TIMEOUT)
+        self.socks.append(c)
+        flood = subprocess.Popen(
+            [os.environ.get("REUSEECHO_UDPFLOOD_BIN", retest.binary("udpflood")),
+             "127.0.0.1", str(self.srv.port), "64", "20000000",
+             "%.1f" % retest.scaled(self.FLOOD_S)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            retest.wait_until(lambda: udp_totals(self.ctl)["udp_datagrams_received"] > 10000,
+                              what="the flood reaching the worker")
+            rtts = []
+            msg = b"t" * 64
+            while flood.poll() is None:
+                t0 = time.monotonic()
+                c.sendall(msg)
+                self.assertEqual(retest.recv_exact(c, len(msg)), msg)
+                rtts.append(time.monotonic() - t0)
+            out, err = flood.communicate(timeout=TIMEOUT)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait()
+        self.assertEqual(flood.returncode, 0, err)
+        t = udp_totals(self.ctl)
+        print("flood: %s; server received %d, kernel dropped %d" %
+              (out.decode().strip(), t["udp_datagrams_received"], t["udp_kernel_drops"]))
+        self.check_rtts(rtts, "tcp ping-pong under a udp flood")
+
+    def test_tcp_stream_does_not_starve_udp(self):
+        """echoload streams 4 TCP connections with 16 MiB windows through one worker (more
+        than the 1 MiB a connection may read per turn, so its ready list stays busy);
+        a UDP ping-pong on the same worker keeps getting answered within RTT_MAX."""
+        self.start("--udp", "--threads", "1")
+        u = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(u)
+        load = subprocess.Popen(
+            [os.environ.get("ECHOLOAD_BIN", retest.binary("echoload")), "--mode", "stream",
+             "--port", str(self.srv.port), "--conns", "4", "--window", "16M",
+             "--size", "64K", "--warmup", "0",
+             "--duration", "%.1f" % retest.scaled(self.FLOOD_S), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            retest.wait_until(lambda: retest.stats_json(self.ctl)["total"]["bytes_received"] >
+                              (64 << 20), what="the TCP stream running")
+            rtts = []
+            seq = 0
+            while load.poll() is None:
+                d = b"u%d" % seq
+                t0 = time.monotonic()
+                u.send(d)
+                self.assertEqual(u.recv(100), d)
+                rtts.append(time.monotonic() - t0)
+                seq += 1
+            out, err = load.communicate(timeout=TIMEOUT)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+        self.assertEqual(load.returncode, 0, err)
+        print("tcp stream: %s" % out.decode().strip()[:200])
+        self.check_rtts(rtts, "udp ping-pong under a tcp stream")
+        self.assertEqual(udp_totals(self.ctl)["udp_datagrams_sent"], seq)
+
+
+class UdpSendError(unittest.TestCase):
+    def test_send_error_drops_one(self):
+        """A reply the kernel refuses (an nft rule drops it in OUTPUT, so sendmmsg
+        fails with EPERM) is dropped and counted as send_error, and the replies
+        around it in the same batch still go out. Runs in a private network
+        namespace (unshare -n), so the rule touches nothing else."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and nft need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-send-error"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(60))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("send-error scenario: ok", r.stdout)
+
+
+def netns_send_error():
+    """Inside unshare -n: lo up, one server, a rule that drops the server's replies
+    to one client port. Exits 0 when every check holds."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udperr-") as d:
+        ctl = os.path.join(d, "control.sock")
+        srv = retest.Server("--control", ctl, "--udp", "--threads", "1")
+        try:
+            bad = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            bad.bind(("127.0.0.1", 0))
+            good = udp_client(socket.AF_INET, "127.0.0.1", srv.port)
+            rules = ("table inet reuseecho_test {\n chain out {\n"
+                     "  type filter hook output priority 0;\n"
+                     "  udp sport %d udp dport %d drop\n }\n}\n" %
+                     (srv.port, bad.getsockname()[1]))
+            subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True)
+            # Sent back to back, so the server most likely reads them in one batch:
+            # sendmmsg then stops at each refused reply and goes on after it.
+            for i in range(3):
+                bad.sendto(b"bad%d" % i, ("127.0.0.1", srv.port))
+                if i < 2:
+                    good.send(b"good%d" % i)
+            assert [good.recv(100) for _ in range(2)] == [b"good0", b"good1"]
+            want = {"udp_datagrams_received": 5, "udp_datagrams_sent": 2,
+                    "udp_dropped_send_error": 3, "udp_bytes_sent": 10}
+            retest.wait_until(lambda: all(udp_totals(ctl)[k] == v for k, v in want.items()),
+                              what="counters %r" % want)
+            bad.setblocking(False)
+            try:
+                got = bad.recv(100)
+                raise AssertionError("a refused reply arrived: %r" % got)
+            except BlockingIOError:
+                pass
+            assert srv.stop() == 0, srv.stderr()
+        finally:
+            if srv.alive():
+                srv.kill()
+    print("send-error scenario: ok")
+
+
+def recv_ready(s, into):
+    """Append every datagram the non-blocking socket s holds now to `into`."""
+    while True:
+        try:
+            into.append(s.recv(100))
+        except BlockingIOError:
+            return
+
+
+def top_once(path):
+    r = retest.run_ctl("-c", path, "--count", "1", "top", timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def config(path):
+    out = {}
+    for ln in retest.ctl_command(path, "config").splitlines():
+        k, _, v = ln.partition(" ")
+        out[k] = v
+    return out
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--netns-send-error"]:
+        netns_send_error()
+        sys.exit(0)
     retest.main()

@@ -393,7 +393,7 @@ static uint64_t prom_sum(const char *out, const char *prefix, const char *labels
 
 static const char *const header_cols[] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
 };
 
 #define NCOLS (sizeof(header_cols) / sizeof(header_cols[0]))
@@ -465,6 +465,12 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 		CHECK(strtoull(f[10], NULL, 10) == w->c.send_calls);
 		CHECK(strtoul(f[11], NULL, 10) == w->acceptq_len);
 		CHECK(strtoul(f[12], NULL, 10) == w->acceptq_max);
+		CHECK(strtoull(f[13], NULL, 10) == w->c.udp_datagrams_received);
+		CHECK(strtoull(f[14], NULL, 10) == w->c.udp_datagrams_sent);
+		CHECK(strtoull(f[15], NULL, 10) ==
+		      w->c.udp_dropped_truncated + w->c.udp_dropped_queue_full +
+		      w->c.udp_dropped_send_error + w->c.udp_dropped_loop_guard +
+		      w->c.udp_dropped_rate_limit + w->c.udp_kernel_drops);
 	}
 }
 
@@ -488,9 +494,9 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	CHECK(!sb->oom);
 	check_lines(sb->data);
 	/* so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req, listener_handover,
-	 * kernel, and the two TcpMigrateReq counters when the kernel has them. */
+	 * udp, kernel, and the two TcpMigrateReq counters when the kernel has them. */
 	CHECK(count_lines(sb->data) ==
-	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 8 : 6));
+	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 9 : 7));
 	CHECK(strstr(sb->data, "listener_handover ") != NULL);
 
 	/* JSON: shape, and for every counter total == per-worker sum + retired. */
@@ -612,7 +618,7 @@ static void test_empty(struct re_strbuf *sb)
 	out = render(re_report_json, &fx.s, sb);
 	check_json_shape(out);
 	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\",\"listener_handover\":\"\","
-		       "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
+		       "\"udp\":false,\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
 		       "\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
@@ -656,7 +662,7 @@ static void test_one(struct re_strbuf *sb)
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
 	CHECK_HAS(out, "\nreuseecho_feature_info{so_reuseport=\"1\",epollrdhup=\"1\","
 		  "reuseport_cbpf=\"1\",tcp_migrate_req=\"0\",kernel=\"6.1.0-18-amd64\","
-		  "listener_handover=\"\"} 1\n");
+		  "listener_handover=\"\",udp=\"0\"} 1\n");
 	/* All five close reasons sit in one family, in X-macro order. */
 	CHECK(count_of(out, "# HELP reuseecho_connections_closed_total ") == 1);
 	CHECK(count_of(out, "# HELP reuseecho_accept_errors_total ") == 1);
@@ -670,7 +676,7 @@ static void test_one(struct re_strbuf *sb)
 		  "\"max_min\":1,\"idle_workers\":0,\"cv\":0}");
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
-		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\","
+		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\",\"udp\":false,"
 		  "\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
 
 	out = render(re_report_text, &fx.s, sb);
@@ -983,12 +989,12 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"address\":\"a\\\"b\\\\c\\nd\\te\\u0001\"");
 	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
 	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
-		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\","
+		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\",\"udp\":false,"
 		  "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
 
 	out = render(re_report_prometheus, &fx.s, sb);
 	CHECK_HAS(out, "reuseport_cbpf=\"0\",tcp_migrate_req=\"absent\","
-		  "kernel=\"6.1\\\"x\\\\y\\nz w\",listener_handover=\"none\"} 1\n");
+		  "kernel=\"6.1\\\"x\\\\y\\nz w\",listener_handover=\"none\",udp=\"0\"} 1\n");
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
@@ -998,7 +1004,7 @@ static void test_escaping(struct re_strbuf *sb)
 	re_strbuf_reset(sb);
 	re_report_features(&fx.s.features, sb);
 	CHECK(strcmp(sb->data, "so_reuseport yes\nepollrdhup yes\nreuseport_cbpf no\n"
-		     "tcp_migrate_req absent\nlistener_handover none\nkernel 6.1\"x\\y?z_w\n") == 0);
+		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nkernel 6.1\"x\\y?z_w\n") == 0);
 
 	/* Arrays filled to the brim: no terminating NUL inside them. */
 	memset(fx.s.address, 'A', sizeof(fx.s.address));

@@ -1,0 +1,3 @@
+module reuseecho/bench/peers/go-udp-echo
+
+go 1.19

@@ -13,6 +13,7 @@ Bounded: at most a few seconds of stream per test, loopback only."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ ATTEMPTS = 2
 # never a stream's worth (each flow it had brings RATE a second).
 STRAGGLERS = 64
 SIZE = 64
+NETNS_FIRST = 40000  # test_port_zero_passes_over_ports_udp_sockets_hold's 4 ports
 STEP = 3000          # datagrams the server must echo between two steps of a test
 
 
@@ -357,6 +359,59 @@ class UdpLifecycle(retest.ServerCase):
         self.assertEqual(u.recvfrom(100), (b"udp on the same port", ("127.0.0.1", srv.port)))
         self.assertEqual(len(udp_fds(srv)), 3)
         self.assertEqual(srv.stop(), 0)
+
+    def test_port_zero_passes_over_ports_udp_sockets_hold(self):
+        """In a network namespace of its own whose ephemeral range is 4 ports, 3 of
+        them held by UDP sockets: --port 0 --udp must end on the fourth, whichever
+        the kernel offers first, and with all 4 held it must fail, not loop."""
+        if shutil.which("unshare") is None:
+            self.skipTest("needs unshare(1) (util-linux)")
+        free = NETNS_FIRST + 2
+        srv = self.in_netns([p for p in range(NETNS_FIRST, NETNS_FIRST + 4) if p != free])
+        self.assertEqual(srv.port, free, srv.stderr())
+        self.assertEqual(retest.ctl_command(self.ctl, "listeners"),
+                         "OK port %d order 0 1 udp\n" % free)
+        self.assertEqual(srv.stop(), 0, srv.stderr())
+        srv = self.in_netns(list(range(NETNS_FIRST, NETNS_FIRST + 4)), expect_ready=False)
+        self.assertEqual(srv.proc.wait(retest.scaled(10)), 1, srv.stderr())
+        self.assertIn("Address already in use", srv.stderr())
+
+    def in_netns(self, held, expect_ready=True):
+        """A --port 0 --udp server in a new network namespace (lo up, ephemeral ports
+        NETNS_FIRST..+3) where UDP sockets hold the ports `held` (sockets of the
+        wrapper that execs the server, so they live as long as it)."""
+        hold = os.path.join(self.dir, "hold.py")
+        with open(hold, "w") as f:
+            f.write("import fcntl, os, socket, struct, sys\n"
+                    "# lo up: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP (struct ifreq)\n"
+                    "c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "ifr = fcntl.ioctl(c, 0x8913, struct.pack('16sh22x', b'lo', 0))\n"
+                    "flags = struct.unpack('16sh22x', ifr)[1] | 1\n"
+                    "fcntl.ioctl(c, 0x8914, struct.pack('16sh22x', b'lo', flags))\n"
+                    "c.close()\n"
+                    "with open('/proc/sys/net/ipv4/ip_local_port_range', 'w') as r:\n"
+                    "    r.write('%d %d')\n"
+                    "keep = []\n"
+                    "for p in %r:\n"
+                    "    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "    u.bind(('127.0.0.1', p))\n"
+                    "    u.set_inheritable(True)\n"
+                    "    keep.append(u)\n"
+                    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+                    % (NETNS_FIRST, NETNS_FIRST + 3, held))
+        saved = os.environ.get("REUSEECHO_WRAPPER")
+        os.environ["REUSEECHO_WRAPPER"] = "unshare --net %s %s %s" % (sys.executable, hold,
+                                                                     saved or "")
+        try:
+            srv = retest.Server("--control", self.ctl, "--threads", 2, "--udp",
+                                expect_ready=expect_ready)
+        finally:
+            if saved is None:
+                del os.environ["REUSEECHO_WRAPPER"]
+            else:
+                os.environ["REUSEECHO_WRAPPER"] = saved
+        self.others.append(srv)
+        return srv
 
     def held_port_refused(self, reuseport):
         u, port = udp_on_tcp_free_port(reuseport)

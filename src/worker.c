@@ -1181,8 +1181,10 @@ static void set_bpf(struct re_worker *w)
 		 * The UDP group has the TCP group's order (udp_to_closed), so the same
 		 * program, attached to it through our UDP socket, steers datagrams. */
 		r = group_bpf(w->lfd, prog);
-		if (r == 0 && w->udp != NULL) {
-			r = group_bpf(re_udp_fd(w->udp), prog);
+		if (w->udp != NULL) {
+			int u = group_bpf(re_udp_fd(w->udp), prog);
+
+			r = r < 0 ? r : u;	/* both tried; the first failure is reported */
 		}
 	}
 	atomic_store_explicit(&w->bpf_result, r, memory_order_relaxed);

@@ -24,7 +24,8 @@
  *     --duration SECONDS  measured time, decimals allowed, default 10
  *     --warmup SECONDS    unmeasured time before it, default 1 (0 allowed)
  *     --loss-timeout SECONDS  udp: an unanswered datagram is lost after it,
- *                         and frees its window slot, default 1
+ *                         and frees its window slot, default auto: 10 x the
+ *                         p99 latency of the last 100 ms, within [50 ms, 1 s]
  *     --json | --csv      machine output on stdout (one JSON object on one
  *                         line | a header line and one row, same keys)
  *     --allow-remote      permit a --host outside 127.0.0.0/8 and ::1
@@ -61,7 +62,9 @@
  *   and corrupted count over the whole run, msgs and latencies (received
  *   datagrams only) inside the window.  Corrupted datagrams count as
  *   mismatches; loss, lateness, reordering and duplication do not fail a run.
- *   The hard deadline grows by --loss-timeout.
+ *   The hard deadline grows by --loss-timeout; after the drain, if datagrams
+ *   were declared lost after the window, echoload listens one more timeout
+ *   (at most 5 s) so that their answers count as late.
  *
  *   Exit status: 0 success; 1 an error or mismatch occurred, or nothing was
  *   echoed; 2 usage error (one line on stderr naming the flag).
@@ -70,6 +73,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -116,6 +120,10 @@
 #define UDP_RING_MAX		(1u << 20)
 #define UDP_SEQ_STRIDE		40503u		/* payload offset step per sequence number */
 #define UDP_RCVBUF_DEFAULT	(208u * 1024)
+#define LOSS_AUTO_MIN_NS	(50 * 1000000ull)	/* auto loss timeout: floor, */
+#define LOSS_AUTO_P99_MULT	10			/* p99 multiple, */
+#define LOSS_AUTO_PERIOD_NS	(100 * 1000000ull)	/* re-tuned this often */
+#define LOSS_AUTO_SAMPLES	100			/* from at least this many */
 
 /*
  * Latency histogram, HdrHistogram-like: values below 256 ns are exact; above,
@@ -153,8 +161,9 @@ struct config {
 	double rate;
 	double duration;
 	double warmup;
-	double loss_timeout;	/* udp: seconds before an unanswered datagram is lost */
-	bool loss_timeout_set;
+	double loss_timeout;	/* udp: seconds before an unanswered datagram is lost;
+				 * without --loss-timeout the auto timeout's cap */
+	bool loss_timeout_set;	/* false: auto, 10 x recent p99 within [50 ms, 1 s] */
 	bool size_set;
 	bool close_rst;
 	bool allow_remote;
@@ -176,6 +185,7 @@ struct loader_stats {
 	uint64_t reordered;
 	uint64_t duplicated;
 	uint64_t corrupted;
+	uint64_t rx_drops;	/* datagrams the loader's own sockets dropped */
 	int first_err;		/* -errno of the first error, 0 if none has one */
 	const char *first_what;	/* NULL until the first error */
 	uint64_t hist[HIST_BUCKETS];
@@ -283,6 +293,9 @@ struct loader {
 	uint32_t ring_mask;
 	uint64_t loss_ns;
 	uint64_t next_expire;	/* earliest send time + loss_ns of a SLOT_OUT datagram */
+	uint64_t next_tune;	/* auto loss timeout: when to re-tune it */
+	uint64_t tune_n;	/* latencies in tune_hist */
+	uint64_t *tune_hist;	/* latencies since the last tuning, warm-up included */
 	size_t rx_len;		/* per receive buffer: one more than the datagram size */
 	struct mmsghdr *mm;	/* UDP_BATCH entries, for receiving and for sending */
 	struct iovec *iov;	/* 2 * UDP_BATCH */
@@ -1150,6 +1163,10 @@ static void udp_check(struct loader *t, struct flow *f, const uint8_t *p, size_t
 	} else {
 		f->rx_high = h->seq + 1;
 	}
+	if (t->tune_hist != NULL) {
+		t->tune_hist[hist_index(now > s->ts ? now - s->ts : 0)]++;
+		t->tune_n++;
+	}
 	at = cfg->mode == MODE_RATE ? s->ts : now;
 	if (at >= t->m_start && at < t->m_end) {
 		t->st.msgs++;
@@ -1249,6 +1266,32 @@ static void udp_expire(struct loader *t, uint64_t now)
 	t->next_expire = next;
 }
 
+/*
+ * Auto loss timeout (no --loss-timeout): every LOSS_AUTO_PERIOD_NS, from the
+ * latencies received since the last tuning (LOSS_AUTO_SAMPLES at least), the
+ * timeout becomes 10 x their p99, within [50 ms, 1 s].  A lost datagram then
+ * holds its pingpong slot for a few round trips, not a second, and one that
+ * was merely slow is still told apart: it comes back late.
+ */
+static void udp_tune(struct loader *t, uint64_t now)
+{
+	uint64_t p99, want, cap = secs_to_ns(t->cfg->loss_timeout);
+
+	t->next_tune = now + LOSS_AUTO_PERIOD_NS;
+	if (t->tune_n < LOSS_AUTO_SAMPLES) {
+		return;
+	}
+	p99 = hist_percentile(t->tune_hist, t->tune_n, 99, UINT64_MAX);
+	want = p99 * LOSS_AUTO_P99_MULT;
+	want = want < LOSS_AUTO_MIN_NS ? LOSS_AUTO_MIN_NS : want > cap ? cap : want;
+	memset(t->tune_hist, 0, HIST_BUCKETS * sizeof(*t->tune_hist));
+	t->tune_n = 0;
+	if (want != t->loss_ns) {
+		t->loss_ns = want;
+		t->next_expire = 0;	/* expiry times moved: rescan now */
+	}
+}
+
 static void udp_on_event(struct loader *t, uint64_t data, uint32_t events)
 {
 	struct flow *f = &t->flows[(uint32_t)data];
@@ -1297,10 +1340,17 @@ static bool udp_busy(const struct flow *f)
 	return f->state == CONN_OPEN && (f->inflight > 0 || f->next_seq < f->due);
 }
 
+/*
+ * Runs the flows until the window is over and every datagram is answered or
+ * lost.  If some were declared lost after the window closed, it then listens
+ * for one more loss timeout (--loss-timeout, or the automatic one's 1 s cap;
+ * at most DRAIN_SLACK_NS) sending nothing, so that an answer a stall held up
+ * at the very end is counted late, as it would be mid-run, not only lost.
+ */
 static void udp_run_loop(struct loader *t)
 {
 	struct epoll_event evs[MAX_EVENTS];
-	uint64_t next_due = UINT64_MAX;
+	uint64_t next_due = UINT64_MAX, lost_at_stop = 0, linger_end = 0;
 	uint32_t i;
 
 	if (t->cfg->mode == MODE_RATE) {
@@ -1321,9 +1371,13 @@ static void udp_run_loop(struct loader *t)
 
 		if (!t->stopping && now >= t->m_end) {
 			t->stopping = true;
+			lost_at_stop = t->st.lost;
 		}
 		if (t->cfg->mode == MODE_RATE) {
 			next_due = udp_issue_due(t, now);
+		}
+		if (t->tune_hist != NULL && now >= t->next_tune) {
+			udp_tune(t, now);
 		}
 		if (now >= t->next_expire) {
 			udp_expire(t, now);
@@ -1331,10 +1385,22 @@ static void udp_run_loop(struct loader *t)
 		for (i = 0; i < t->nconns && !busy; i++) {
 			busy = udp_busy(&t->flows[i]);
 		}
-		if (t->live == 0 || (t->stopping && !busy)) {
+		if (t->live == 0) {
 			break;
 		}
-		if (now >= t->hard) {
+		if (t->stopping && !busy) {
+			if (t->st.lost == lost_at_stop) {
+				break;
+			}
+			if (linger_end == 0) {
+				uint64_t linger = secs_to_ns(t->cfg->loss_timeout);
+
+				linger_end = now + (linger < DRAIN_SLACK_NS ? linger : DRAIN_SLACK_NS);
+			}
+			if (now >= linger_end) {
+				break;
+			}
+		} else if (now >= t->hard) {
 			for (i = 0; i < t->nconns; i++) {
 				if (udp_busy(&t->flows[i])) {
 					t->st.stuck++;
@@ -1343,12 +1409,15 @@ static void udp_run_loop(struct loader *t)
 			}
 			break;
 		}
-		deadline = t->stopping ? t->hard : t->m_end;
+		deadline = linger_end != 0 ? linger_end : t->stopping ? t->hard : t->m_end;
 		if (next_due < deadline) {
 			deadline = next_due;
 		}
 		if (t->next_expire < deadline) {
 			deadline = t->next_expire;
+		}
+		if (t->tune_hist != NULL && t->next_tune < deadline) {
+			deadline = t->next_tune;
 		}
 		n = wait_events(t, evs, deadline, now);
 		if (n < 0) {
@@ -1358,6 +1427,25 @@ static void udp_run_loop(struct loader *t)
 		for (int j = 0; j < n; j++) {
 			udp_on_event(t, evs[j].data.u64, evs[j].events);
 		}
+	}
+}
+
+/*
+ * Adds what @f's socket dropped for want of receive buffer (SO_MEMINFO's
+ * SK_MEMINFO_DROPS) to rx_drops: a dropped answer with no other copy counts
+ * as lost, and this tells how much of the loss was the loader's own.
+ */
+static void udp_count_drops(struct loader *t, const struct flow *f)
+{
+	uint32_t mem[SK_MEMINFO_VARS];
+	socklen_t len = sizeof(mem);
+
+	if (getsockopt(f->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0) {
+		note_error(t, -errno, "getsockopt(SO_MEMINFO)");
+		return;
+	}
+	if (len > SK_MEMINFO_DROPS * sizeof(mem[0])) {
+		t->st.rx_drops += mem[SK_MEMINFO_DROPS];
 	}
 }
 
@@ -1414,6 +1502,7 @@ static void *loader_main(void *arg)
 	}
 	for (i = 0; cfg->proto == PROTO_UDP && i < t->nconns; i++) {
 		if (t->flows[i].fd >= 0) {
+			udp_count_drops(t, &t->flows[i]);
 			(void)close(t->flows[i].fd);
 			t->flows[i].fd = -1;
 		}
@@ -1503,6 +1592,12 @@ static int loader_init(struct loader *t, struct run *run, unsigned index,
 		t->mm = calloc(UDP_BATCH, sizeof(*t->mm));
 		t->iov = calloc(2 * UDP_BATCH, sizeof(*t->iov));
 		t->hdrs = calloc(UDP_BATCH, sizeof(*t->hdrs));
+		if (!cfg->loss_timeout_set) {
+			t->tune_hist = calloc(HIST_BUCKETS, sizeof(*t->tune_hist));
+			if (t->tune_hist == NULL) {
+				return -ENOMEM;
+			}
+		}
 		if (t->flows == NULL || t->slot_store == NULL || t->rx == NULL ||
 		    t->mm == NULL || t->iov == NULL || t->hdrs == NULL) {
 			return -ENOMEM;
@@ -1549,6 +1644,7 @@ static void loader_finish(struct loader *t)
 	free(t->mm);
 	free(t->iov);
 	free(t->hdrs);
+	free(t->tune_hist);
 }
 
 /* ---- command line ---- */
@@ -1609,7 +1705,8 @@ static void usage(FILE *f)
 	      "  --duration SECONDS  measured time, decimals allowed (default 10)\n"
 	      "  --warmup SECONDS    unmeasured time before it, 0 allowed (default 1)\n"
 	      "  --loss-timeout SECONDS  udp: a datagram unanswered this long is lost\n"
-	      "                      and frees its window slot (default 1)\n"
+	      "                      and frees its window slot (default auto: 10 x the\n"
+	      "                      recent p99 latency, within 50 ms..1 s)\n"
 	      "  --json              one JSON object on one line on stdout\n"
 	      "  --csv               a CSV header line and one row on stdout\n"
 	      "  --allow-remote      allow a --host outside 127.0.0.0/8 and ::1\n"
@@ -1959,6 +2056,8 @@ struct result {
 	uint64_t reordered;
 	uint64_t duplicated;
 	uint64_t corrupted;
+	uint64_t rx_drops;
+	double loss_timeout;	/* udp: the timeout in effect at the end, largest thread's */
 	double pct_us[4];	/* p50, p90, p99, p99.9 */
 	double cpu;
 	double secs;		/* measured window as run: --duration unless stopped early */
@@ -2054,7 +2153,11 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 		  (unsigned long long)res->duplicated);
 	set_field(&f[n++], "corrupted", false, !udp, "%llu",
 		  (unsigned long long)res->corrupted);
-	set_field(&f[n++], "loss_timeout_s", false, !udp, "%.3f", cfg->loss_timeout);
+	set_field(&f[n++], "loss_timeout_s", false, !udp, "%.3f", res->loss_timeout);
+	set_field(&f[n++], "loss_timeout_auto", false, !udp, "%s",
+		  cfg->loss_timeout_set ? "false" : "true");
+	set_field(&f[n++], "loader_drops", false, !udp, "%llu",
+		  (unsigned long long)res->rx_drops);
 	return n;
 }
 
@@ -2122,13 +2225,17 @@ static void report(const struct config *cfg, const struct result *res)
 		       res->cpu * 100, cfg->threads);
 		if (cfg->proto == PROTO_UDP) {
 			printf("  datagrams   sent %llu, received %llu, lost %llu, late %llu "
-			       "(loss timeout %.3f s; whole run)\n"
-			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n",
+			       "(loss timeout %s%.3f s; whole run)\n"
+			       "  disorder    reordered %llu, duplicated %llu, corrupted %llu\n"
+			       "  loader      %llu answers dropped by echoload's own sockets "
+			       "(not the server's loss)\n",
 			       (unsigned long long)res->sent, (unsigned long long)res->received,
 			       (unsigned long long)res->lost, (unsigned long long)res->late,
-			       cfg->loss_timeout, (unsigned long long)res->reordered,
+			       cfg->loss_timeout_set ? "" : "auto, at the end ",
+			       res->loss_timeout, (unsigned long long)res->reordered,
 			       (unsigned long long)res->duplicated,
-			       (unsigned long long)res->corrupted);
+			       (unsigned long long)res->corrupted,
+			       (unsigned long long)res->rx_drops);
 		}
 	}
 	(void)fflush(stdout);
@@ -2288,7 +2395,11 @@ int main(int argc, char **argv)
 		res.reordered += st->reordered;
 		res.duplicated += st->duplicated;
 		res.corrupted += st->corrupted;
+		res.rx_drops += st->rx_drops;
 		res.mismatches += st->corrupted;	/* udp: a datagram echoed wrong */
+		if ((double)loaders[i].loss_ns / 1e9 > res.loss_timeout) {
+			res.loss_timeout = (double)loaders[i].loss_ns / 1e9;
+		}
 		if (st->max_ns > res.max_ns) {
 			res.max_ns = st->max_ns;
 		}

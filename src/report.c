@@ -254,6 +254,7 @@ static const struct text_item text_layout[] = {
 	{ "udp", "sent", IDX_udp_bytes_sent, true },
 	{ "udp", "recvmmsg calls", IDX_udp_recv_calls, false },
 	{ "udp", "sendmmsg calls", IDX_udp_send_calls, false },
+	{ "udp", "in GRO bundles", IDX_udp_gro_datagrams, false },
 	{ "udp dropped", "truncated", IDX_udp_dropped_truncated, false },
 	{ "udp dropped", "queue full", IDX_udp_dropped_queue_full, false },
 	{ "udp dropped", "send error", IDX_udp_dropped_send_error, false },

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -18,6 +19,13 @@
 #include <unistd.h>
 
 #include <linux/sock_diag.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103		/* linux/udp.h, Linux 4.18 */
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104		/* linux/udp.h, Linux 5.0 */
+#endif
 
 /* Room for the cmsgs a datagram can carry: IP_PKTINFO or IPV6_PKTINFO (the larger),
  * with slack for any other the kernel adds. The reply's single cmsg is written into
@@ -65,9 +73,14 @@ struct re_udp {
 	struct iovec iov[RE_UDP_SLOTS];
 	struct sockaddr_in6 name[RE_UDP_SLOTS];	/* large enough for either family */
 	struct udp_ctl ctl[RE_UDP_SLOTS];
+	/* Per datagram buffer (by its index in bufs, which stays with the buffer when
+	 * entries are swapped): the segment size of a UDP_GRO bundle it holds, 0 for
+	 * one datagram. */
+	uint16_t seg_size[RE_UDP_SLOTS];
 	/* Reading while the ring is full: datagrams are taken from the socket and
 	 * dropped, so these headers ask for nothing but the count. */
 	struct mmsghdr discard[RE_UDP_BATCH];
+	struct udp_ctl discard_ctl[RE_UDP_BATCH];	/* only to learn a bundle's size */
 };
 
 /* Test builds: REUSEECHO_DEBUG_UDP_RECV_SIZE=N (1-65536) receives at most N bytes of
@@ -170,6 +183,12 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 		return r;
 	}
 	u->fd = r;
+	/* UDP_GRO: a bundle of same-size datagrams from one source (a sender using
+	 * UDP_SEGMENT, or a NIC's GRO) arrives as one message and goes back as one
+	 * UDP_SEGMENT send with the same boundaries: about a third of the CPU per
+	 * datagram for such flows, and nothing changes for others (a kernel without
+	 * it simply delivers datagrams one by one). */
+	(void)set_int(u->fd, IPPROTO_UDP, UDP_GRO, 1);
 	/* Nothing is known until the first edge; EPOLL_CTL_ADD reports the state. */
 	u->writable = true;
 	*ret = u;
@@ -257,9 +276,9 @@ static uint32_t key_hash(const uint8_t key[16])
 	return (uint32_t)(a >> 32);
 }
 
-/* True when the source may have one more datagram answered now (and takes its
- * token). A bucket holds one second's worth; it refills at `rate` per second. */
-static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from)
+/* True when the source may have `segs` more datagrams answered now (and takes
+ * their tokens). A bucket holds one second's worth; it refills at `rate` per second. */
+static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsigned segs)
 {
 	uint64_t cap = (uint64_t)u->rate * MILLI;
 	struct rate_entry *e = NULL, *oldest = NULL;
@@ -299,67 +318,112 @@ static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from)
 		}
 		e->last_ms = u->now_ms;
 	}
-	if (e->tokens < MILLI) {
+	/* A UDP_GRO bundle is answered whole or not at all: it costs its datagrams. */
+	if (e->tokens < (uint64_t)segs * MILLI) {
 		return false;
 	}
-	e->tokens -= MILLI;
+	e->tokens -= (uint64_t)segs * MILLI;
 	return true;
 }
 
-/* Turn the received control messages of h into the reply's: one IP_PKTINFO or
- * IPV6_PKTINFO that makes the reply leave from the address the datagram was sent
- * to. With a wildcard bind the kernel would otherwise pick the source by route, and
+struct rx_ctl {
+	int have;		/* 4: p4, 6: p6, 0: no destination address */
+	struct in_pktinfo p4;
+	struct in6_pktinfo p6;
+	uint16_t gso;		/* UDP_GRO: the bundle's segment size, 0 = one datagram */
+};
+
+/* The received control messages of h that matter for the reply. */
+static void parse_ctl(struct msghdr *h, struct rx_ctl *rx)
+{
+	rx->have = 0;
+	rx->gso = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(rx->p4))) {
+			memcpy(&rx->p4, CMSG_DATA(c), sizeof(rx->p4));
+			rx->have = 4;
+		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(rx->p6))) {
+			memcpy(&rx->p6, CMSG_DATA(c), sizeof(rx->p6));
+			rx->have = 6;
+		} else if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+			int g;
+
+			memcpy(&g, CMSG_DATA(c), sizeof(g));
+			rx->gso = g > 0 && g <= 65535 ? (uint16_t)g : 0;
+		}
+	}
+}
+
+/* Datagrams in a received message of len bytes: a UDP_GRO bundle holds segments of
+ * gso bytes, the last one possibly shorter. */
+static unsigned segments(unsigned len, uint16_t gso)
+{
+	return gso != 0 && len > gso ? (len + gso - 1u) / gso : 1u;
+}
+
+/* Write the reply's control messages into h (from rx, received with it): one
+ * IP_PKTINFO or IPV6_PKTINFO that makes the reply leave from the address the
+ * datagram was sent to, and UDP_SEGMENT for a bundle (gso != 0). With a wildcard bind the kernel would otherwise pick the source by route, and
  * a client that sent to another local address (or a connected client) drops it.
  * IPv4: ipi_spec_dst is the datagram's destination for local unicast. A v4-mapped
  * datagram on a dual-stack socket arrives with a v4-mapped IPV6_PKTINFO, and
  * udpv6_sendmsg hands a v4-mapped destination to udp_sendmsg, whose ip_cmsg_send
  * takes that IPV6_PKTINFO as the IPv4 source. The interface index stays 0 (routing
  * chooses), except for an IPv6 link-local destination, which needs its interface. */
-static void make_reply_ctl(struct msghdr *h)
+static void write_reply_ctl(struct msghdr *h, const struct rx_ctl *rx, uint16_t gso)
 {
-	struct in_pktinfo p4;
-	struct in6_pktinfo p6;
-	int have = 0;
 	struct cmsghdr *c;
+	size_t used = 0;
 
-	for (c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
-		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
-		    c->cmsg_len >= CMSG_LEN(sizeof(p4))) {
-			memcpy(&p4, CMSG_DATA(c), sizeof(p4));
-			have = 4;
-		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
-			   c->cmsg_len >= CMSG_LEN(sizeof(p6))) {
-			memcpy(&p6, CMSG_DATA(c), sizeof(p6));
-			have = 6;
-		}
-	}
 	h->msg_flags = 0;
-	if (have == 0) {
-		h->msg_controllen = 0;
-		return;
-	}
 	h->msg_controllen = RE_UDP_CTL_SIZE;
 	c = CMSG_FIRSTHDR(h);
-	if (have == 4) {
-		struct in_pktinfo r = { .ipi_ifindex = 0, .ipi_spec_dst = p4.ipi_spec_dst };
+	if (rx->have == 4) {
+		struct in_pktinfo r = { .ipi_ifindex = 0, .ipi_spec_dst = rx->p4.ipi_spec_dst };
 
 		c->cmsg_level = IPPROTO_IP;
 		c->cmsg_type = IP_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(r));
 		memcpy(CMSG_DATA(c), &r, sizeof(r));
-		h->msg_controllen = CMSG_SPACE(sizeof(r));
-	} else {
-		struct in6_pktinfo r = { .ipi6_addr = p6.ipi6_addr, .ipi6_ifindex = 0 };
+		used += CMSG_SPACE(sizeof(r));
+	} else if (rx->have == 6) {
+		struct in6_pktinfo r = { .ipi6_addr = rx->p6.ipi6_addr, .ipi6_ifindex = 0 };
 
-		if (IN6_IS_ADDR_LINKLOCAL(&p6.ipi6_addr)) {
-			r.ipi6_ifindex = p6.ipi6_ifindex;
+		if (IN6_IS_ADDR_LINKLOCAL(&rx->p6.ipi6_addr)) {
+			r.ipi6_ifindex = rx->p6.ipi6_ifindex;
 		}
 		c->cmsg_level = IPPROTO_IPV6;
 		c->cmsg_type = IPV6_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(r));
 		memcpy(CMSG_DATA(c), &r, sizeof(r));
-		h->msg_controllen = CMSG_SPACE(sizeof(r));
+		used += CMSG_SPACE(sizeof(r));
 	}
+	if (gso != 0) {
+		/* Sent back as the same bundle: the kernel (or the NIC) cuts it into
+		 * datagrams of gso bytes again, so every boundary is kept. */
+		c = (struct cmsghdr *)(void *)((char *)h->msg_control + used);
+		c->cmsg_level = IPPROTO_UDP;
+		c->cmsg_type = UDP_SEGMENT;
+		c->cmsg_len = CMSG_LEN(sizeof(gso));
+		memcpy(CMSG_DATA(c), &gso, sizeof(gso));
+		used += CMSG_SPACE(sizeof(gso));
+	}
+	h->msg_controllen = used;
+}
+
+/* The datagram buffer an entry points at (the index stays with the buffer). */
+static unsigned buf_index(const struct re_udp *u, const struct mmsghdr *m)
+{
+	return (unsigned)(((const char *)m->msg_hdr.msg_iov->iov_base - u->bufs) / RE_UDP_SLOT_SIZE);
+}
+
+/* Datagrams an entry's reply of len bytes carries. */
+static unsigned entry_segments(const struct re_udp *u, const struct mmsghdr *m, unsigned len)
+{
+	return segments(len, u->seg_size[buf_index(u, m)]);
 }
 
 static void advance(struct re_udp *u, unsigned n)
@@ -379,7 +443,8 @@ static void flush(struct re_udp *u)
 {
 	while (u->count > 0 && u->writable) {
 		unsigned n = RE_UDP_SLOTS - u->head;
-		uint64_t bytes = 0;
+		uint64_t bytes = 0, dgrams = 0;
+		const struct mmsghdr *m;
 		int r;
 
 		if (n > u->count) {
@@ -396,15 +461,19 @@ static void flush(struct re_udp *u)
 				return;
 			}
 			/* EPERM (a firewall), ENETUNREACH, EMSGSIZE, EINVAL...: this
-			 * datagram only. */
-			RE_STAT_ADD(u->st, udp_dropped_send_error, 1);
+			 * datagram (or bundle) only. */
+			m = &u->msg[u->head];
+			RE_STAT_ADD(u->st, udp_dropped_send_error,
+				    entry_segments(u, m, (unsigned)m->msg_hdr.msg_iov->iov_len));
 			advance(u, 1);
 			continue;
 		}
 		for (int i = 0; i < r; i++) {
-			bytes += u->msg[u->head + (unsigned)i].msg_len;
+			m = &u->msg[u->head + (unsigned)i];
+			bytes += m->msg_len;
+			dgrams += entry_segments(u, m, m->msg_len);
 		}
-		RE_STAT_ADD(u->st, udp_datagrams_sent, r);
+		RE_STAT_ADD(u->st, udp_datagrams_sent, dgrams);
 		RE_STAT_ADD(u->st, udp_bytes_sent, bytes);
 		advance(u, (unsigned)r);
 	}
@@ -418,13 +487,14 @@ static void swap_entries(struct re_udp *u, unsigned a, unsigned b)
 	u->msg[b] = t;
 }
 
-/* Receive up to `want` datagrams into the free slots after the queue, keep the ones
+/* Receive up to `want` messages into the free slots after the queue, keep the ones
  * to answer (as replies, in order) and drop the rest. Returns the number received,
- * or -1 with errno; fewer than `want` means the receive queue is empty. */
-static int recv_batch(struct re_udp *u, unsigned want)
+ * or -1 with errno; fewer than `want` means the receive queue is empty. A message
+ * may be a UDP_GRO bundle: *ret_dgrams is the datagrams they held. */
+static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 {
 	unsigned tail = (u->head + u->count) % RE_UDP_SLOTS;
-	unsigned keep = 0;
+	unsigned keep = 0, dgrams = 0;
 	uint64_t bytes = 0;
 	int n;
 
@@ -444,19 +514,26 @@ static int recv_batch(struct re_udp *u, unsigned want)
 	}
 	for (unsigned k = tail; k < tail + (unsigned)n; k++) {
 		struct msghdr *h = &u->msg[k].msg_hdr;
-		unsigned len = u->msg[k].msg_len;
+		unsigned len = u->msg[k].msg_len, segs;
+		struct rx_ctl rx;
 
+		parse_ctl(h, &rx);
+		segs = segments(len, rx.gso);
 		bytes += len;
+		dgrams += segs;
+		if (segs > 1) {
+			RE_STAT_ADD(u->st, udp_gro_datagrams, segs);
+		}
 		if (h->msg_flags & MSG_TRUNC) {
-			RE_STAT_ADD(u->st, udp_dropped_truncated, 1);
+			RE_STAT_ADD(u->st, udp_dropped_truncated, segs);
 			continue;
 		}
 		if (loop_port(h->msg_name)) {
-			RE_STAT_ADD(u->st, udp_dropped_loop_guard, 1);
+			RE_STAT_ADD(u->st, udp_dropped_loop_guard, segs);
 			continue;
 		}
-		if (u->rate != 0 && !rate_allow(u, h->msg_name)) {
-			RE_STAT_ADD(u->st, udp_dropped_rate_limit, 1);
+		if (u->rate != 0 && !rate_allow(u, h->msg_name, segs)) {
+			RE_STAT_ADD(u->st, udp_dropped_rate_limit, segs);
 			continue;
 		}
 		if (k != tail + keep) {
@@ -464,10 +541,12 @@ static int recv_batch(struct re_udp *u, unsigned want)
 			h = &u->msg[tail + keep].msg_hdr;
 		}
 		h->msg_iov->iov_len = len;
-		make_reply_ctl(h);
+		u->seg_size[buf_index(u, &u->msg[tail + keep])] = segs > 1 ? rx.gso : 0;
+		write_reply_ctl(h, &rx, segs > 1 ? rx.gso : 0);
 		keep++;
 	}
-	RE_STAT_ADD(u->st, udp_datagrams_received, n);
+	*ret_dgrams = dgrams;
+	RE_STAT_ADD(u->st, udp_datagrams_received, dgrams);
 	RE_STAT_ADD(u->st, udp_bytes_received, bytes);
 	u->count += keep;
 	return n;
@@ -476,13 +555,16 @@ static int recv_batch(struct re_udp *u, unsigned want)
 /* The ring is full and the socket takes no replies: read and drop (counted), so the
  * loss shows where it happens and the receive queue holds fresh datagrams for when
  * output moves again. MSG_TRUNC makes msg_len the datagram's real size. */
-static int discard_batch(struct re_udp *u, unsigned want)
+static int discard_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 {
 	uint64_t bytes = 0;
+	unsigned dgrams = 0;
 	int n;
 
 	for (unsigned i = 0; i < want; i++) {
 		memset(&u->discard[i], 0, sizeof(u->discard[i]));
+		u->discard[i].msg_hdr.msg_control = u->discard_ctl[i].buf;
+		u->discard[i].msg_hdr.msg_controllen = RE_UDP_CTL_SIZE;
 	}
 	n = sys_recvmmsg(u->fd, u->discard, want, MSG_TRUNC);
 	RE_STAT_ADD(u->st, udp_recv_calls, 1);
@@ -490,11 +572,16 @@ static int discard_batch(struct re_udp *u, unsigned want)
 		return n;
 	}
 	for (int i = 0; i < n; i++) {
+		struct rx_ctl rx;
+
+		parse_ctl(&u->discard[i].msg_hdr, &rx);
 		bytes += u->discard[i].msg_len;
+		dgrams += segments(u->discard[i].msg_len, rx.gso);
 	}
-	RE_STAT_ADD(u->st, udp_datagrams_received, n);
+	*ret_dgrams = dgrams;
+	RE_STAT_ADD(u->st, udp_datagrams_received, dgrams);
 	RE_STAT_ADD(u->st, udp_bytes_received, bytes);
-	RE_STAT_ADD(u->st, udp_dropped_queue_full, n);
+	RE_STAT_ADD(u->st, udp_dropped_queue_full, dgrams);
 	return n;
 }
 
@@ -506,7 +593,7 @@ int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t 
 	u->rate = rate;
 	flush(u);
 	while (u->readable) {
-		unsigned want = RE_UDP_BATCH;
+		unsigned want = RE_UDP_BATCH, dgrams = 0;
 		int n;
 
 		if (done >= budget) {
@@ -516,7 +603,7 @@ int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t 
 			want = budget - done;
 		}
 		if (u->count == RE_UDP_SLOTS) {
-			n = discard_batch(u, want);
+			n = discard_batch(u, want, &dgrams);
 		} else {
 			unsigned tail = (u->head + u->count) % RE_UDP_SLOTS;
 			unsigned room = RE_UDP_SLOTS - u->count;
@@ -527,7 +614,7 @@ int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t 
 			if (want > room) {
 				want = room;
 			}
-			n = recv_batch(u, want);
+			n = recv_batch(u, want, &dgrams);
 			flush(u);
 		}
 		if (n < 0) {
@@ -545,7 +632,9 @@ int re_udp_service(struct re_udp *u, unsigned budget, uint32_t now_ms, uint32_t 
 		if ((unsigned)n < want) {
 			u->readable = false;
 		}
-		done += (unsigned)n;
+		/* A bundle counts as the datagrams it holds: echoing them costs about
+		 * that much. */
+		done += dgrams;
 	}
 	return 0;
 }
@@ -596,9 +685,12 @@ void re_udp_close(struct re_udp *u)
 		(void)close(u->fd);
 		u->fd = -1;
 	}
-	if (u->count > 0) {
-		RE_STAT_ADD(u->st, udp_dropped_queue_full, u->count);
-		u->count = 0;
+	while (u->count > 0) {
+		const struct mmsghdr *m = &u->msg[u->head];
+
+		RE_STAT_ADD(u->st, udp_dropped_queue_full,
+			    entry_segments(u, m, (unsigned)m->msg_hdr.msg_iov->iov_len));
+		advance(u, 1);
 	}
 	if (u->bufs != NULL) {
 		(void)munmap(u->bufs, (size_t)RE_UDP_SLOTS * RE_UDP_SLOT_SIZE);

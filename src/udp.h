@@ -13,14 +13,21 @@
 #include "net.h"
 #include "stats.h"
 
-/* Datagrams per recvmmsg/sendmmsg call. */
+/* Datagrams per recvmmsg/sendmmsg call. Measured with 8, 16, 32 and 64 (50 flows
+ * of 64 bytes at depth 8 into one worker): system calls per datagram fell with the
+ * batch (about 0.27, 0.13, 0.10, 0.04) while the CPU per datagram stayed within the
+ * noise, and 64 had the worst tail latency; 32 keeps well under the 0.25 calls per
+ * datagram that batching is for. */
 #define RE_UDP_BATCH 32u
 /* Datagrams a worker holds: one batch being echoed plus replies that found the send
  * buffer full and wait for EPOLLOUT. Beyond that, input is read and dropped
  * (counted) until output moves again: memory never grows with load. */
 #define RE_UDP_SLOTS (2u * RE_UDP_BATCH)
 /* Every datagram buffer holds the largest UDP payload (65,527 bytes over IPv6,
- * 65,507 over IPv4) and one byte more, so a legal datagram is never truncated. */
+ * 65,507 over IPv4) and one byte more, so a legal datagram is never truncated. The
+ * buffers are one anonymous mapping, resident only where touched: --udp added
+ * 288 KiB to an idle one-worker server's RSS, 2,000 ping-pongs of 64 bytes 4 KiB
+ * more, then 2,000 of 65,507 bytes 60 KiB more (one slot). */
 #define RE_UDP_SLOT_SIZE 65536u
 
 struct re_udp;

@@ -17,6 +17,10 @@ Overview
   the steady state; dividing by echoload's measured message rate gives CPU
   seconds per message.  Both are rates over the same steady state, so the
   exact alignment of the two windows does not matter.
+* UDP cases (``proto: udp``) run the same way against each server's UDP form
+  (reuseecho --udp, bench/peers/go-udp-echo, bench/peers/py-udp-echo.py; node
+  has none): a message is an echoed datagram, and echoload's sent/lost counts
+  give each case's loss (lost / sent over its runs).
 * System calls per message: ``perf stat -e raw_syscalls:sys_enter`` attached
   to the server PID, started disabled and switched on/off through a control
   FIFO at the same two instants.  Enabling a syscall tracepoint slows every
@@ -380,8 +384,75 @@ def _go_env(tmpdir):
     return env
 
 
+def _go_build(name, tmpdir):
+    """Builds bench/peers/NAME with go into tmpdir; returns (go, binary). Raises Skip."""
+    go = shutil.which("go")
+    if not go:
+        raise Skip("go: toolchain not found (Debian: apt-get install -y golang-go)")
+    out = Path(tmpdir) / name
+    env = dict(os.environ)
+    env.update(_go_env(tmpdir))
+    log(f"building {name} with {go} ...")
+    try:
+        r = subprocess.run([go, "build", "-o", str(out), "."], cwd=PEERS / name,
+                           env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise Skip(f"go: 'go build' of {name} timed out")
+    if r.returncode != 0:
+        raise Skip(f"go: build of {name} failed:\n{r.stderr.strip()}")
+    return go, out
+
+
 def prepare_server(kind, build, tmpdir, server_args=()):
-    """Return a ServerSpec, building what needs building. Raises Skip."""
+    """Return a ServerSpec, building what needs building. Raises Skip.
+
+    The spec's .udp is the same server's UDP form (a ServerSpec of the same
+    name) for the UDP cases, or None with the reason in .udp_skip."""
+    spec = _prepare_tcp(kind, build, tmpdir, server_args)
+    spec.udp, spec.udp_skip = None, None
+    try:
+        spec.udp = _prepare_udp(kind, build, tmpdir, server_args)
+    except Skip as e:
+        spec.udp_skip = str(e)
+    return spec
+
+
+def _prepare_udp(kind, build, tmpdir, server_args):
+    extra = list(server_args)
+    if kind == "reuseecho":
+        exe = build / "src" / "reuseecho"
+        help_text = _tool_output([str(exe), "--help"])
+        if "--udp" not in help_text:
+            raise Skip(f"reuseecho: {exe} has no --udp")
+        return ServerSpec(
+            "reuseecho",
+            lambda workers, cpus: [str(exe), "--udp", "--threads", str(workers), "--port", "0",
+                                   "--bind", "127.0.0.1", "--cpus", fmt_cpu_list(cpus)] + extra,
+            multi_worker=True, version=_tool_version([str(exe), "--version"]))
+    if kind == "go":
+        go, out = _go_build("go-udp-echo", tmpdir)
+        spec = ServerSpec("go", lambda workers, cpus: [str(out), "-addr", "127.0.0.1:0"] + extra,
+                          multi_worker=True, version=_tool_version([go, "version"]))
+        spec.env_fn = lambda workers: {"GOMAXPROCS": str(workers)}
+        return spec
+    if kind == "python":
+        py = sys.executable or shutil.which("python3")
+        script = PEERS / "py-udp-echo.py"
+        return ServerSpec("python", lambda workers, cpus: [py, str(script), "--host", "127.0.0.1",
+                                                           "--port", "0"] + extra,
+                          version=platform.python_version())
+    raise Skip(f"{kind}: no UDP echo peer")
+
+
+def _tool_output(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return r.stdout + r.stderr
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _prepare_tcp(kind, build, tmpdir, server_args):
     extra = list(server_args)
     if kind == "reuseecho":
         exe = build / "src" / "reuseecho"
@@ -393,20 +464,7 @@ def prepare_server(kind, build, tmpdir, server_args=()):
                                    "--bind", "127.0.0.1", "--cpus", fmt_cpu_list(cpus)] + extra,
             multi_worker=True, version=_tool_version([str(exe), "--version"]))
     if kind == "go":
-        go = shutil.which("go")
-        if not go:
-            raise Skip("go: toolchain not found (Debian: apt-get install -y golang-go)")
-        out = Path(tmpdir) / "go-echo"
-        env = dict(os.environ)
-        env.update(_go_env(tmpdir))
-        log(f"building go-echo with {go} ...")
-        try:
-            r = subprocess.run([go, "build", "-o", str(out), "."], cwd=PEERS / "go-echo",
-                               env=env, capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            raise Skip("go: 'go build' timed out")
-        if r.returncode != 0:
-            raise Skip(f"go: build failed:\n{r.stderr.strip()}")
+        go, out = _go_build("go-echo", tmpdir)
         # GOMAXPROCS defaults to the CPUs in the affinity mask; set it
         # explicitly to the worker count so scale/compare runs are explicit.
         spec = ServerSpec("go", lambda workers, cpus: [str(out), "-addr", "127.0.0.1:0"] + extra,
@@ -627,17 +685,36 @@ class PerfSyscalls:
 # --------------------------------------------------------------------------
 # cases
 # --------------------------------------------------------------------------
-# name, echoload mode and knobs. The rate case's rate is filled in at run
-# time from the pingpong depth-1 result (half of it) unless --rate is given.
+# name, echoload mode and knobs. A rate case's rate is filled in at run time
+# from its "base" case's result (half its msgs/s) unless --rate is given.
+# UDP cases: conns are flows; "stream" over UDP is pingpong with 64 full-MTU
+# datagrams (1472 B: an Ethernet MTU less IP and UDP headers) in flight per flow.
 SUITE = [
     {"case": "pp64-d1", "mode": "pingpong", "size": 64, "conns": 50, "depth": 1},
     {"case": "pp64-d8", "mode": "pingpong", "size": 64, "conns": 50, "depth": 8},
     {"case": "stream16k", "mode": "stream", "size": 16384, "conns": 8, "depth": None},
     {"case": "churn64", "mode": "churn", "size": 64, "conns": 32, "depth": None},
-    {"case": "rate64", "mode": "rate", "size": 64, "conns": 50, "depth": None},
+    {"case": "rate64", "mode": "rate", "size": 64, "conns": 50, "depth": None, "base": "pp64-d1"},
+    {"case": "udp-pp64-d1", "proto": "udp", "mode": "pingpong", "size": 64, "conns": 50,
+     "depth": 1},
+    {"case": "udp-pp64-d8", "proto": "udp", "mode": "pingpong", "size": 64, "conns": 50,
+     "depth": 8},
+    {"case": "udp-stream1472", "proto": "udp", "mode": "pingpong", "size": 1472, "conns": 8,
+     "depth": 64},
+    {"case": "udp-rate64", "proto": "udp", "mode": "rate", "size": 64, "conns": 50,
+     "depth": None, "base": "udp-pp64-d1"},
 ]
 RATE_BASE = "pp64-d1"
 CASE_NAMES = [c["case"] for c in SUITE]
+
+
+def case_proto(case):
+    return case.get("proto") or "tcp"
+
+
+def rate_base(case):
+    """The case whose msgs/s (halved) sets this rate case's offered load."""
+    return case.get("base") or RATE_BASE
 
 
 def select_cases(spec):
@@ -655,7 +732,8 @@ def select_cases(spec):
 # --------------------------------------------------------------------------
 LOADER_KEYS = ["mode", "conns", "threads", "size", "depth", "duration_s", "msgs", "msgs_per_s",
                "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors",
-               "mismatches", "loader_cpu"]
+               "mismatches", "loader_cpu", "proto", "sent", "received", "lost", "late",
+               "reordered", "duplicated", "corrupted", "loader_drops"]
 
 
 def _num(x):
@@ -693,7 +771,10 @@ def sleep_until(t):
 
 
 def loader_argv(echoload, case, cfg, port):
-    argv = [str(echoload), "--mode", case["mode"], "--host", "127.0.0.1", "--port", str(port),
+    argv = [str(echoload)]
+    if case_proto(case) != "tcp":
+        argv += ["--proto", case_proto(case)]
+    argv += ["--mode", case["mode"], "--host", "127.0.0.1", "--port", str(port),
             # echoload refuses more threads than connections
             "--threads", str(min(cfg.loader_threads, case["conns"])),
             "--conns", str(case["conns"]),
@@ -810,11 +891,12 @@ def run_loader_once(echoload, case, cfg, server, logdir, tag, perf_mode=False):
 # --------------------------------------------------------------------------
 SUMMARY_FIELDS = [
     "script", "server", "workers", "server_cpus", "loader_cpus", "case", "mode", "size", "conns",
-    "depth", "rate", "status", "repeats_ok", "repeats", "msgs_per_s", "mb_per_s", "p50_us",
+    "depth", "rate", "proto", "status", "repeats_ok", "repeats", "msgs_per_s", "mb_per_s", "p50_us",
     "p90_us", "p99_us", "p999_us", "max_us", "errors", "mismatches", "loader_cpu", "load_max",
     "loaded",
     "server_cpu_util", "server_cpu_us_per_msg", "server_user_share", "syscalls_per_msg",
-    "msgs_per_s_min", "msgs_per_s_max", "cpu_us_per_msg_min", "cpu_us_per_msg_max", "note",
+    "msgs_per_s_min", "msgs_per_s_max", "cpu_us_per_msg_min", "cpu_us_per_msg_max",
+    "sent", "lost", "loss", "loader_drops", "reordered", "duplicated", "note",
 ]
 RUN_FIELDS = [
     "script", "server", "workers", "case", "run", "probe", "status", "exit", "wall_s", "loadavg",
@@ -822,7 +904,8 @@ RUN_FIELDS = [
     "duration_s", "msgs", "msgs_per_s", "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us",
     "max_us", "errors", "mismatches", "loader_cpu", "sample_s", "server_cpu_util",
     "server_cpu_us_per_msg", "server_user_share", "syscalls", "perf_interval_s",
-    "syscalls_per_msg",
+    "syscalls_per_msg", "proto", "sent", "received", "lost", "late", "reordered", "duplicated",
+    "corrupted", "loader_drops",
 ]
 MEDIAN_KEYS = ["msgs_per_s", "mb_per_s", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
                "server_cpu_util", "server_cpu_us_per_msg", "server_user_share"]
@@ -836,8 +919,10 @@ def median_of(runs, key):
 
 def run_case(ctx, spec, workers, server_cpus, case):
     """Start a fresh server, run the case cfg.repeat times (+ one perf probe
-    run), stop the server. Returns (summary_row, runs)."""
+    run), stop the server. Returns (summary_row, runs). A UDP case runs
+    against spec.udp, the same server's UDP form."""
     cfg = ctx.cfg
+    udp = case_proto(case) == "udp"
     label = f"{spec.name}-w{workers}-{case['case']}"
     logdir = ctx.out / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -847,7 +932,15 @@ def run_case(ctx, spec, workers, server_cpus, case):
            "server_cpus": fmt_cpu_list(server_cpus), "loader_cpus": fmt_cpu_list(cfg.loader_cpus),
            "case": case["case"], "mode": case["mode"], "size": case["size"],
            "conns": case["conns"], "depth": case.get("depth") or "",
-           "rate": round(case["rate"]) if case.get("rate") else "", "repeats": cfg.repeat}
+           "rate": round(case["rate"]) if case.get("rate") else "", "repeats": cfg.repeat,
+           "proto": case_proto(case)}
+    if udp:
+        if getattr(spec, "udp", None) is None:
+            why = getattr(spec, "udp_skip", None) or f"{spec.name}: no UDP form"
+            row.update({"status": "skipped", "repeats_ok": 0, "note": why.splitlines()[0]})
+            log(f"  {label}: skipped: {why.splitlines()[0]}")
+            return row, runs
+        spec = spec.udp
     perf_ok, perf_reason = (False, "disabled (--syscalls off)")
     if cfg.syscalls != "off":
         perf_ok, perf_reason = PerfSyscalls.available()
@@ -900,6 +993,14 @@ def run_case(ctx, spec, workers, server_cpus, case):
         row[k] = median_of(use, k)
     row["errors"] = sum(int(_num(r.get("errors")) or 0) for r in main_runs)
     row["mismatches"] = sum(int(_num(r.get("mismatches")) or 0) for r in main_runs)
+    if udp:
+        # Over every main run, warm-ups included: loss is rare, so pool it.
+        for k in ("sent", "lost", "loader_drops", "reordered", "duplicated"):
+            row[k] = sum(int(_num(r.get(k)) or 0) for r in main_runs)
+        row["loss"] = row["lost"] / row["sent"] if row["sent"] else None
+        if row["loader_drops"]:
+            note.append(f"echoload's own sockets dropped {row['loader_drops']} answers: not all "
+                        f"of the {row['lost']} lost are the server's")
     lc = [r.get("loader_cpu") for r in use if r.get("loader_cpu") is not None]
     if lc and all(_num(x) is not None for x in lc):
         row["loader_cpu"] = statistics.median(_num(x) for x in lc)
@@ -983,6 +1084,17 @@ def fmt_pct(v):
     return "-" if v is None else f"{v * 100:.0f}%"
 
 
+def fmt_loss(r):
+    """Table cell: a UDP case's lost/sent as a percentage, '-' for TCP."""
+    v = _num(r.get("loss"))
+    if v is None:
+        return "-"
+    return "0" if v == 0 else f"{v * 100:.3g}%"
+
+
+LOSS_COL = ("loss", fmt_loss)
+
+
 def fmt_run(r):
     s = (f"{r['run']}: {r['status']} msgs/s={fmt_num(r.get('msgs_per_s'))} "
          f"p99={fmt_num(r.get('p99_us'))}us cpu/msg={fmt_num(r.get('server_cpu_us_per_msg'))}us "
@@ -1036,7 +1148,8 @@ def add_common_args(ap, server_cpus_default="0"):
     g.add_argument("--cases", metavar="LIST",
                    help=f"subset of cases, comma separated (default all: {','.join(CASE_NAMES)})")
     g.add_argument("--rate", type=positive_float, metavar="MSGS_PER_S",
-                   help=f"offered rate for rate64 (default: half the measured {RATE_BASE} msgs/s)")
+                   help="offered rate for rate64 and udp-rate64 (default: half the measured "
+                        "msgs/s of pp64-d1 and udp-pp64-d1)")
     if server_cpus_default is not None:
         g.add_argument("--server-cpus", type=cpu_type, default=None, metavar="LIST",
                        help=f"CPUs for the server (default {server_cpus_default})")
@@ -1203,8 +1316,10 @@ class Context:
         self.echoload = path
         self.meta["echoload"] = str(path)
 
-    def add_server(self, spec, argv_example):
-        self.meta["servers"][spec.name] = {"version": spec.version, "argv": argv_example}
+    def add_server(self, spec, argv_example, udp_argv=None):
+        self.meta["servers"][spec.name] = {"version": spec.version, "argv": argv_example,
+                                           "udp_argv": udp_argv,
+                                           "udp_skip": getattr(spec, "udp_skip", None)}
         self.write()
 
     def add_run(self, r):
@@ -1291,17 +1406,18 @@ def read_csv(path):
 # running a whole suite for one server configuration
 # --------------------------------------------------------------------------
 def run_cases(ctx, spec, workers, server_cpus, cases, rate_from=None):
-    """Run `cases` for one server config; returns the rows. The rate case gets
-    its rate from cfg.rate, else from `rate_from`, else from this run's
-    RATE_BASE result."""
+    """Run `cases` for one server config; returns the rows. A rate case gets
+    its rate from cfg.rate, else from `rate_from` (a dict: base case name ->
+    rate), else from half of this run's result for its base case."""
     rows = []
-    base = rate_from
+    bases = dict(rate_from or {})
+    own = rate_from is None
     for case in cases:
         if case["mode"] == "rate":
-            rate = ctx.cfg.rate or base
+            rate = ctx.cfg.rate or bases.get(rate_base(case))
             if not rate:
-                msg = (f"{case['case']}: no rate: {RATE_BASE} gave no throughput in this run "
-                       f"(run it too, or pass --rate)")
+                msg = (f"{case['case']}: no rate: {rate_base(case)} gave no throughput in this "
+                       f"run (run it too, or pass --rate)")
                 warn(msg)
                 row = {"script": ctx.script, "server": spec.name, "workers": workers,
                        "case": case["case"], "mode": "rate", "status": "skipped", "note": msg}
@@ -1312,8 +1428,8 @@ def run_cases(ctx, spec, workers, server_cpus, cases, rate_from=None):
         row, _ = run_case(ctx, spec, workers, server_cpus, case)
         ctx.add_summary(row)
         rows.append(row)
-        if case["case"] == RATE_BASE and rate_from is None and _num(row.get("msgs_per_s")):
-            base = row["msgs_per_s"] / 2
+        if own and _num(row.get("msgs_per_s")):
+            bases[case["case"]] = row["msgs_per_s"] / 2
     return rows
 
 

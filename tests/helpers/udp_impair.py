@@ -9,7 +9,7 @@ in echoload's header (flow u32, size u32, seq u64, send time u64; host byte
 order, little-endian here), which are damaged on the way back:
 
   --drop FLOW:SEQ[,SEQ...]     never returned
-  --dup FLOW:SEQ[,SEQ...]      returned twice
+  --dup FLOW:SEQ[,SEQ...]      returned twice (--copies N: N + 1 times, in a burst)
   --corrupt FLOW:SEQ[,...]     returned with its last byte flipped (XOR 0xff)
   --swap FLOW:SEQ[,...]        held until the flow's next answer, which goes
                                back first (one reordered datagram per entry);
@@ -74,6 +74,7 @@ class Relay:
         self.swap = picks(args.swap)
         self.delay = picks(args.delay)
         self.delay_s = args.delay_s
+        self.copies = args.copies
         self.held = {}          # flow -> (deadline, client, datagram) held by --swap
         self.timers = []        # (due, n, client, datagram) delayed by --delay
         self.n = 0
@@ -133,8 +134,9 @@ class Relay:
                 continue
             self.send_back(client, data)
             if key in self.dup:
-                self.send_back(client, data)
-                self.stats["duplicated"] += 1
+                for _ in range(self.copies):
+                    self.send_back(client, data)
+                    self.stats["duplicated"] += 1
             if flow in self.held:
                 _, hclient, hdata = self.held.pop(flow)
                 self.send_back(hclient, hdata)
@@ -169,6 +171,7 @@ def main():
     for name in ("drop", "dup", "corrupt", "swap", "delay"):
         ap.add_argument("--" + name, action="append", default=[], metavar="FLOW:SEQ,...")
     ap.add_argument("--delay-s", type=float, default=0.5)
+    ap.add_argument("--copies", type=int, default=1)
     args = ap.parse_args()
     try:
         relay = Relay(args)

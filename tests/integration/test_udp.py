@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -20,6 +21,7 @@ SIZES_V4 = (0, 1, 1472, 8192, V4_MAX)
 SIZES_V6 = (0, 1, 1472, 8192, V6_MAX)
 FLOWS = 8
 TIMEOUT = retest.scaled(5.0)
+UDP_SEGMENT = 103   # linux/udp.h
 
 
 def udp_client(family, addr, port, bind=None):
@@ -108,6 +110,31 @@ class UdpEcho(retest.ServerCase):
             c.recv(16)
         self.assertEqual(udp_totals(self.ctl)["udp_datagrams_received"], 0)
 
+
+    def test_gso_bundle_keeps_boundaries(self):
+        """A client that sends with UDP_SEGMENT (as QUIC stacks do) hands the server
+        bundles of same-size datagrams, which the server's UDP_GRO socket takes in one
+        message and sends back with UDP_SEGMENT: every datagram must still come back
+        as itself, the last, shorter one included, and be counted one by one."""
+        self.start("--udp", "--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1472)
+        total = n = 0
+        for seq, (full, last) in enumerate(((10, 100), (3, 1472), (44, 0))):
+            sizes = [1472] * full + ([last] if last else [])
+            parts = [payload(seq, i, sz) for i, sz in enumerate(sizes)]
+            c.send(b"".join(parts))
+            got = [c.recv(70000) for _ in parts]
+            self.assertEqual([len(g) for g in got], sizes)
+            self.assertEqual(got, parts)
+            total += sum(sizes)
+            n += len(sizes)
+        # Each bundle reached the server whole (UDP_GRO): on loopback a UDP_SEGMENT
+        # send stays one packet, and the server's socket takes it as one.
+        self.assertEqual(udp_totals(self.ctl)["udp_gro_datagrams"], n)
+        got = self.assert_counts(n, total)
+        self.assertEqual(got["udp_bytes_sent"], total)
 
     def test_v4_mapped_dual_stack(self):
         """Bound to "::": IPv4 clients (v4-mapped on the server's socket) and IPv6
@@ -359,6 +386,99 @@ class UdpSendError(unittest.TestCase):
         self.assertIn("send-error scenario: ok", r.stdout)
 
 
+    def test_send_buffer_full_bounded_queue(self):
+        """On a slow return path (the server's replies shaped to 16 Mbit/s on lo by
+        htb, in a private namespace) the server's send buffer fills: sendmmsg meets EAGAIN, replies wait in the
+        worker's slots for EPOLLOUT, and beyond those the input is read and dropped
+        as queue_full. Every reply the server counts as sent arrives, intact and in
+        order; received = sent + queue_full, and received + the kernel's drops at
+        the server's receive buffer = what the client sent."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and tc need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-queue-full"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(90))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("queue-full scenario: ok", r.stdout)
+
+
+def netns_queue_full():
+    """Inside unshare -n: lo up, one server whose replies are shaped by an htb class,
+    one client that sends QF_COUNT datagrams of QF_SIZE bytes, paced, and reads the
+    replies on a thread. Exits 0 when every check holds."""
+    QF_COUNT, QF_SIZE = 1500, 1000
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udpqf-") as d:
+        ctl = os.path.join(d, "control.sock")
+        srv = retest.Server("--control", ctl, "--udp", "--threads", "1")
+        try:
+            # Only the server's replies go through the slow class (htb 1:10, whose
+            # queue of lo's 1,000 packets is far more than the server's send buffer
+            # holds, so it drops none); everything else takes the fast one.
+            for cmd in (["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+                         "default", "20"],
+                        ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb",
+                         "rate", "16mbit", "ceil", "16mbit", "burst", "16k"],
+                        ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb",
+                         "rate", "10gbit"],
+                        ["filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32",
+                         "match", "ip", "protocol", "17", "0xff", "match", "ip", "sport",
+                         str(srv.port), "0xffff", "flowid", "1:10"]):
+                subprocess.run(["tc"] + cmd, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            c = udp_client(socket.AF_INET, "127.0.0.1", srv.port)
+            c.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)   # SO_RCVBUFFORCE: lose nothing here
+            got = []
+
+            def reader():
+                c.settimeout(retest.scaled(3.0))
+                try:
+                    while True:
+                        got.append(c.recv(QF_SIZE + 1))
+                except socket.timeout:
+                    pass
+            th = threading.Thread(target=reader, daemon=True)
+            th.start()
+            sent = [b"%06d" % i + retest.pattern(QF_SIZE - 6, seed=i) for i in range(QF_COUNT)]
+            # About 10 MB/s in, five times what the replies may leave at: paced in
+            # bursts of 10 so the server's receive buffer (about 100 of these) is
+            # not what overflows.
+            for i, d_ in enumerate(sent):
+                c.send(d_)
+                if i % 10 == 9:
+                    time.sleep(0.001)
+            try:
+                # Every datagram is accounted for: dropped by the kernel at the
+                # server's full receive buffer, or received and then echoed or
+                # dropped because the slots were full.
+                retest.wait_until(lambda: (lambda t: t["udp_datagrams_received"] +
+                                           t["udp_kernel_drops"] == QF_COUNT and
+                                           t["udp_datagrams_sent"] + t["udp_dropped_queue_full"] ==
+                                           t["udp_datagrams_received"])(udp_totals(ctl)),
+                                  timeout=30, what="every datagram accounted for")
+            except AssertionError as e:
+                raise AssertionError("%s; counters %r" % (e, udp_totals(ctl)))
+            th.join(retest.scaled(30))
+            t = udp_totals(ctl)
+            print("sent %d, server echoed %d, queue_full %d, kernel drops %d, client got %d" %
+                  (QF_COUNT, t["udp_datagrams_sent"], t["udp_dropped_queue_full"],
+                   t["udp_kernel_drops"], len(got)))
+            assert t["udp_dropped_queue_full"] > 0, t
+            assert t["udp_dropped_send_error"] == 0, t
+            assert len(got) == t["udp_datagrams_sent"], (len(got), t)
+            # Intact and in order: a subsequence of what was sent.
+            idx = [int(g[:6]) for g in got]
+            assert idx == sorted(set(idx)), "replies reordered or duplicated"
+            assert all(g == sent[i] for g, i in zip(got, idx)), "a reply differs"
+            assert srv.stop() == 0, srv.stderr()
+        finally:
+            if srv.alive():
+                srv.kill()
+    print("queue-full scenario: ok")
+
+
 def netns_send_error():
     """Inside unshare -n: lo up, one server, a rule that drops the server's replies
     to one client port. Exits 0 when every check holds."""
@@ -425,5 +545,8 @@ def config(path):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--netns-send-error"]:
         netns_send_error()
+        sys.exit(0)
+    if sys.argv[1:] == ["--netns-queue-full"]:
+        netns_queue_full()
         sys.exit(0)
     retest.main()

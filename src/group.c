@@ -114,8 +114,20 @@ int re_group_model_steer_away(const struct re_group_model *g, int member, struct
 
 /* --- the worker set ------------------------------------------------------------------ */
 
+/* The first worker has bound its UDP socket: the reservation, index 0 of the UDP
+ * group until now, leaves, and that worker moves into index 0 as in the TCP group.
+ * This must happen before the next worker binds (re_net_reserve_udp). */
+static void release_udp_hold(struct re_group *g)
+{
+	if (g->udp_hold_fd >= 0) {
+		(void)close(g->udp_hold_fd);
+		g->udp_hold_fd = -1;
+	}
+}
+
 void re_group_finish(struct re_group *g)
 {
+	release_udp_hold(g);
 	re_group_abort(g);
 	free(g->slots);
 	g->slots = NULL;
@@ -442,6 +454,24 @@ static int parse_listeners(struct re_group *g)
 			 g->op.ctl_path, reply);
 		return -EPROTO;
 	}
+	/* The UDP groups must match as the TCP groups do: our UDP sockets join the old
+	 * instance's UDP group in step with our listeners, and the one steering program
+	 * (built from the TCP order) is attached to both. An old instance without UDP
+	 * leaves a UDP group of ours alone, in another order than the TCP group after
+	 * the old listeners leave; one with UDP would have its UDP sockets closed with
+	 * nobody to steer them around. So both must agree: "udp" after the order (an
+	 * instance that never sends it serves no UDP). */
+	{
+		const char *u = strstr(reply, " udp");
+		bool old_udp = u != NULL && (u[4] == '\0' || u[4] == '\n' || u[4] == ' ');
+
+		if (old_udp != g->tmpl.udp) {
+			snprintf(g->op.why, sizeof(g->op.why), "--takeover: the running instance %s "
+				 "UDP and this one %s: start it %s --udp", old_udp ? "serves" : "does not serve",
+				 g->tmpl.udp ? "would" : "would not", old_udp ? "with" : "without");
+			return -EPROTO;
+		}
+	}
 	p = strstr(reply, "order") + 5;
 	g->model.valid = true;
 	while (*p == ' ') {
@@ -526,6 +556,7 @@ bool re_group_step(struct re_group *g, int64_t now)
 			if (st == RE_WORKER_RUNNING) {
 				/* Listening: it took the next index of the group array. */
 				(void)re_group_model_join(&g->model, sl->id);
+				release_udp_hold(g);
 				g->op.deadline = 0;
 				g->op.step = S_SPAWN;
 				continue;

@@ -5,7 +5,10 @@
  * started listening; when one closes, the last one moves into its place. A CBPF
  * program attached to the group (SO_ATTACH_REUSEPORT_CBPF) answers an index into
  * that array, so knowing the order is what lets us steer new connections away from
- * a listener before it closes. Members are our worker ids (>= 0) and, during a
+ * a listener before it closes. With --udp the workers' UDP sockets form a second
+ * group with the same order (each worker binds its UDP socket right after its
+ * listener joins, one worker at a time, and closes both in one step), so this one
+ * model, and one program attached to both groups, serves both. Members are our worker ids (>= 0) and, during a
  * takeover, the old instance's listeners (-1 - its worker id).
  *
  * The operations that take time — grow, shrink, retire one listener (the old side
@@ -83,6 +86,9 @@ struct re_group {
 	bool cbpf;			/* SO_ATTACH_REUSEPORT_CBPF works here */
 	bool uid_locked;		/* --user dropped root: a new listener cannot join */
 	int epfd;			/* the owner's epoll: the takeover watches its socket */
+	int udp_hold_fd;		/* --udp start-up: the UDP port reservation
+					 * (re_net_reserve_udp), closed once the first worker
+					 * has bound, before the next binds; -1 = none */
 
 	struct re_slot *slots;		/* live and retiring workers, by ascending id */
 	size_t nslots;

@@ -153,6 +153,24 @@ int re_net_reserve(struct re_addr *a)
 	return fd;
 }
 
+int re_net_reserve_udp(const struct re_addr *a)
+{
+	int one = 1, r;
+	int fd = socket(a->ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		return -errno;
+	}
+	/* The order matters: bind exclusively first, then allow the workers in. */
+	if (set_v6only(fd, a) < 0 || bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		r = -errno;	/* before close() can clobber errno */
+		(void)close(fd);
+		return r;
+	}
+	return fd;
+}
+
 int re_net_listen_reuseport(const struct re_addr *a, int backlog, const char **ret_call)
 {
 	int one = 1, r;

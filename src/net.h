@@ -56,6 +56,20 @@ bool re_net_is_v6_any(const struct re_addr *a);
  * On success returns the fd and writes the concrete port into *a. */
 int re_net_reserve(struct re_addr *a) __attribute__((warn_unused_result));
 
+/* Hold addr:port for this process's UDP sockets (--udp). A UDP socket bound with
+ * neither SO_REUSEADDR nor SO_REUSEPORT conflicts with every UDP socket on the port,
+ * whatever its flags, so the bind fails with -EADDRINUSE when anyone holds it: an
+ * instance is never silently added to someone else's SO_REUSEPORT group. Only after
+ * that bind is SO_REUSEPORT set on the socket, so the workers' SO_REUSEPORT sockets
+ * (same uid) can bind beside it. The first worker to bind forms the group with this
+ * socket at index 0 and itself at 1; closing this socket then moves the worker into
+ * index 0. So close it once the first worker has bound and before the second binds:
+ * the UDP group is then the workers in the order they bound, like the TCP group (see
+ * src/group.h). Datagrams the kernel gives this socket meanwhile are lost; none are
+ * owed yet, since the server is not ready. a->port must be concrete.
+ * Returns the fd or -errno. */
+int re_net_reserve_udp(const struct re_addr *a) __attribute__((warn_unused_result));
+
 /* socket + SO_REUSEADDR + SO_REUSEPORT + TCP_NODELAY (inherited by accepted sockets)
  * + bind + listen, non-blocking and close-on-exec. On failure *ret_call names the
  * call that failed ("socket", "bind", "listen", ...). Returns the fd or -errno. */

@@ -40,6 +40,7 @@
 
 #define RE_SUP_GRACE_MS 5000	/* beyond --drain-timeout before giving up on workers */
 #define RE_START_TIMEOUT_MS 10000
+#define RE_UDP_PORT_TRIES 32	/* --port 0 --udp: ports tried that UDP sockets hold */
 
 /* Where start-up is: the workers first (a grow or a takeover), then the control
  * thread, then READY. */
@@ -229,6 +230,8 @@ static int setup_signals(struct supervisor *s)
 
 static int reserve_port(struct supervisor *s)
 {
+	int held[RE_UDP_PORT_TRIES];
+	size_t nheld = 0;
 	char where[160];
 	int r = re_net_parse_addr(s->cfg->bind, s->cfg->port, &s->addr);
 
@@ -243,14 +246,43 @@ static int reserve_port(struct supervisor *s)
 	}
 	/* Bound but not listening, without SO_REUSEPORT: fails with EADDRINUSE when a
 	 * live instance serves the port (joining its SO_REUSEPORT group would silently
-	 * take half its connections), and picks the one port for --port 0. */
-	r = re_net_reserve(&s->addr);
+	 * take half its connections), and picks the one port for --port 0. With --udp
+	 * the port must be free for UDP as well (re_net_reserve_udp); for --port 0, a
+	 * port some UDP socket holds is passed over for another, the refused TCP
+	 * reservations kept open meanwhile so that the kernel cannot offer them again. */
+	for (;;) {
+		r = re_net_reserve(&s->addr);
+		if (r < 0) {
+			re_net_format_addr(&s->addr, where, sizeof(where));
+			re_log_error("bind %s: %s", where, strerror(-r));
+			break;
+		}
+		s->reserve_fd = r;
+		if (!s->cfg->udp) {
+			break;
+		}
+		r = re_net_reserve_udp(&s->addr);
+		if (r >= 0) {
+			s->g.udp_hold_fd = r;
+			break;
+		}
+		if (r != -EADDRINUSE || s->cfg->port != 0 || nheld == RE_UDP_PORT_TRIES) {
+			re_net_format_addr(&s->addr, where, sizeof(where));
+			re_log_error("bind udp %s: %s%s", where, strerror(-r),
+				     r == -EADDRINUSE ? " (a UDP socket of another program or "
+							"instance holds the port)" : "");
+			break;
+		}
+		held[nheld++] = s->reserve_fd;
+		s->reserve_fd = -1;
+		re_net_set_port(&s->addr, 0);
+	}
+	while (nheld > 0) {
+		(void)close(held[--nheld]);
+	}
 	if (r < 0) {
-		re_net_format_addr(&s->addr, where, sizeof(where));
-		re_log_error("bind %s: %s", where, strerror(-r));
 		return r;
 	}
-	s->reserve_fd = r;
 	re_net_format_addr(&s->addr, s->address, sizeof(s->address));
 	return 0;
 }
@@ -582,6 +614,10 @@ static void do_listeners(struct supervisor *s, struct re_request *r)
 	for (size_t i = 0; i < s->g.model.n && used < sizeof(r->reply); i++) {
 		used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " %d",
 					 s->g.model.m[i]);
+	}
+	/* After the order, where an instance that does not know it stops reading. */
+	if (s->cfg->udp && used < sizeof(r->reply)) {
+		used += (size_t)snprintf(r->reply + used, sizeof(r->reply) - used, " udp");
 	}
 	if (used >= sizeof(r->reply)) {
 		r->status = -E2BIG;
@@ -1081,6 +1117,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	int r;
 
 	s.g.op.cc.fd = -1;
+	s.g.udp_hold_fd = -1;
 	clock_gettime(CLOCK_MONOTONIC, &s.started);
 	raise_nofile(cfg);
 	if (setup_signals(&s) < 0) {

@@ -46,6 +46,9 @@
 #define RE_UDP_BUDGET 256		/* UDP datagrams per loop turn (8 batches) */
 #define RE_UDP_DRAIN_LIMIT 65536	/* bound on one re_udp_drain_input: more than a receive
 					 * buffer can hold at any size */
+#define RE_UDP_FLUSH_MS 1000		/* retiring UDP socket: bound on waiting for EPOLLOUT
+					 * to send the replies it still queues */
+#define RE_UDP_FLUSH_POLL_MS 10
 #define RE_ACCEPT_RETRY_MS 100		/* after EMFILE/ENFILE: the edge will not return */
 #define RE_SAMPLE_MS 250		/* accept-queue sampling and heartbeat period */
 #define RE_BUF_POOL_BYTES (256u * 1024u)	/* idle buffers a worker keeps for reuse */
@@ -125,6 +128,8 @@ struct re_worker {
 	char udp_tag;
 	struct re_udp *udp;		/* --udp: this worker's UDP socket; NULL = none */
 	bool udp_pending;		/* an edge or a spent budget: serve UDP this turn */
+	bool udp_flushing;		/* draining: input is over, only queued replies go out */
+	uint32_t udp_flush_limit;	/* retiring: stop waiting for queued replies here */
 	uint32_t last_udp_log;
 	bool udp_logged;
 	char *scratch;			/* one recv buffer for every connection */
@@ -943,6 +948,52 @@ static void half_open_forget(struct re_worker *w)
 	w->half_open = NULL;
 }
 
+static void udp_close(struct re_worker *w)
+{
+	re_udp_close(w->udp);
+	w->udp = NULL;
+	w->udp_pending = false;
+	w->udp_flushing = false;
+}
+
+/* The UDP socket follows the listener (doc/DESIGN.md §6): it joined its SO_REUSEPORT
+ * group right after the listener joined the TCP group, so the two groups keep one
+ * order only if it also leaves in the same step. Read it empty and echo what it held
+ * (one final read to EAGAIN: a datagram whose edge is still in epoll's queue counts),
+ * then close it. A drain keeps it open, no longer read, until the replies the socket
+ * buffer could not take yet are sent (udp_turn closes it then) or the drain timeout:
+ * every member is leaving, so the order no longer matters. A retire waited for them
+ * before it came here (listener_step); what is still queued now is dropped, counted. */
+static void udp_to_closed(struct re_worker *w)
+{
+	int r;
+
+	if (w->udp == NULL) {
+		return;
+	}
+	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT, w->now, w->rt->udp_rate);
+	if (r > 0 && w->wk == WK_DRAIN) {
+		w->udp_flushing = true;
+		w->udp_pending = true;
+		return;
+	}
+	udp_close(w);
+}
+
+/* Retiring: read the UDP socket and send its queued replies while it is still in
+ * the group (new datagrams are steered away from it already). True once nothing is
+ * queued, or the wait is over. */
+static bool udp_flushed(struct re_worker *w)
+{
+	int r;
+
+	if (w->udp == NULL) {
+		return true;
+	}
+	r = re_udp_drain_input(w->udp, RE_UDP_DRAIN_LIMIT, w->now, w->rt->udp_rate);
+	return r <= 0 || re_due(w->now, w->udp_flush_limit);
+}
+
 /* The listener is closed: take what its queue holds first (closing a listener resets
  * every connection still in its accept queue), then tell the supervisor. A retiring
  * worker's drain timeout starts now. */
@@ -954,6 +1005,7 @@ static void listener_to_closed(struct re_worker *w)
 		} while (w->accept_pending);
 		close_listener(w);
 	}
+	udp_to_closed(w);
 	half_open_forget(w);
 	w->lst = LST_CLOSED;
 	w->accept_paused = false;
@@ -1023,6 +1075,7 @@ static void stop_now(struct re_worker *w)
 {
 	w->wk = WK_STOP;
 	close_listener(w);
+	udp_close(w);
 	half_open_forget(w);
 	w->lst = LST_CLOSED;
 	close_all(w, CLOSE_DRAIN, true);
@@ -1078,6 +1131,7 @@ static void listener_step(struct re_worker *w)
 
 	if (w->lst == LST_GRACE) {
 		w->lst = LST_HALF_OPEN_WAIT;
+		w->udp_flush_limit = w->now + RE_UDP_FLUSH_MS;
 		w->half_open = malloc(sizeof(*w->half_open));
 		if (w->half_open != NULL) {
 			scan_half_open(port, w->half_open);
@@ -1090,7 +1144,28 @@ static void listener_step(struct re_worker *w)
 		w->deadline = w->now + RE_HANDSHAKE_POLL_MS;
 		return;
 	}
+	if (!udp_flushed(w)) {
+		/* EPOLLOUT sends them (udp_turn); look again shortly. */
+		w->deadline = w->now + RE_UDP_FLUSH_POLL_MS;
+		return;
+	}
 	listener_to_closed(w);
+}
+
+/* Attach prog to fd's SO_REUSEPORT group, or detach its program (prog NULL). */
+static int group_bpf(int fd, const struct sock_fprog *prog)
+{
+	int zero = 0;
+
+	if (prog != NULL) {
+		return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog, sizeof(*prog)) < 0
+			       ? -errno : 0;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero)) < 0 &&
+	    errno != ENOENT) {
+		return -errno;
+	}
+	return 0;
 }
 
 static void set_bpf(struct re_worker *w)
@@ -1100,18 +1175,16 @@ static void set_bpf(struct re_worker *w)
 
 	if (w->lfd < 0) {
 		r = -EBADF;
-	} else if (prog != NULL) {
-		/* The program belongs to the whole SO_REUSEPORT group, not to this
-		 * socket: attaching it through any member steers every new connection. */
-		if (setsockopt(w->lfd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog, sizeof(*prog)) < 0) {
-			r = -errno;
-		}
 	} else {
-		int zero = 0;
+		/* The program belongs to the whole SO_REUSEPORT group, not to this
+		 * socket: attaching it through any member steers every new connection.
+		 * The UDP group has the TCP group's order (udp_to_closed), so the same
+		 * program, attached to it through our UDP socket, steers datagrams. */
+		r = group_bpf(w->lfd, prog);
+		if (w->udp != NULL) {
+			int u = group_bpf(re_udp_fd(w->udp), prog);
 
-		if (setsockopt(w->lfd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero)) < 0 &&
-		    errno != ENOENT) {
-			r = -errno;
+			r = r < 0 ? r : u;	/* both tried; the first failure is reported */
 		}
 	}
 	atomic_store_explicit(&w->bpf_result, r, memory_order_relaxed);
@@ -1250,6 +1323,16 @@ static void udp_turn(struct re_worker *w)
 		w->udp_pending = false;
 		return;
 	}
+	if (w->udp_flushing) {
+		/* Draining: budget 0 sends what is queued and reads nothing; its result
+		 * only says whether input waits, which no longer matters. */
+		r = re_udp_service(w->udp, 0, w->now, w->rt->udp_rate);
+		w->udp_pending = false;
+		if (r < 0 || re_udp_queued(w->udp) == 0) {
+			udp_close(w);
+		}
+		return;
+	}
 	r = re_udp_service(w->udp, RE_UDP_BUDGET, w->now, w->rt->udp_rate);
 	w->udp_pending = r > 0;
 	if (r < 0 && (!w->udp_logged || re_due(w->now, w->last_udp_log + RE_LOG_EVERY_MS))) {
@@ -1337,6 +1420,7 @@ static void run_timers(struct re_worker *w)
 	}
 	if (exit_timed(w) && re_due(w->now, w->deadline)) {
 		close_all(w, CLOSE_DRAIN, true);
+		udp_close(w);
 	}
 	if (re_due(w->now, w->next_sample)) {
 		sample_accept_queue(w);
@@ -1427,7 +1511,7 @@ static void worker_loop(struct re_worker *w)
 		}
 		run_timers(w);
 		reap(w);
-		if (w->wk == WK_STOP || (exit_timed(w) && w->lru.head == NULL)) {
+		if (w->wk == WK_STOP || (exit_timed(w) && w->lru.head == NULL && w->udp == NULL)) {
 			return;
 		}
 	}
@@ -1518,8 +1602,7 @@ static void worker_teardown(struct re_worker *w)
 	close_all(w, CLOSE_DRAIN, true);
 	reap(w);
 	close_listener(w);
-	re_udp_close(w->udp);
-	w->udp = NULL;
+	udp_close(w);
 	if (w->epfd >= 0) {
 		(void)close(w->epfd);
 		w->epfd = -1;

@@ -1121,11 +1121,15 @@ static void udp_check(struct loader *t, struct flow *f, const uint8_t *p, size_t
 		      uint64_t now)
 {
 	const struct config *cfg = t->cfg;
-	const struct udp_hdr *h = (const struct udp_hdr *)p;
+	struct udp_hdr hb;
+	const struct udp_hdr *h = &hb;
 	struct slot *s;
 	uint64_t at;
 	bool bad;
 
+	/* Copied out: a receive buffer carries no alignment promise. */
+	memset(&hb, 0, sizeof(hb));
+	memcpy(&hb, p, len < sizeof(hb) ? len : sizeof(hb));
 	if (len != cfg->size || h->flow != f->id || h->size != cfg->size ||
 	    h->seq >= f->next_seq) {
 		t->st.corrupted++;	/* cannot tell which datagram it was */

@@ -92,6 +92,7 @@ static int take_snapshot(struct re_ctlcmd *k, struct re_snapshot *s, bool *ret_h
 		v->acceptq_len = RE_LOAD_RELAXED(b->acceptq_len);
 		v->acceptq_max = RE_LOAD_RELAXED(b->acceptq_max);
 		v->state = view_state(st);
+		v->steered_ms = RE_LOAD_RELAXED(b->steered_ms);
 		re_stats_snapshot(b, &v->c);
 		re_stats_accumulate(&s->total, &v->c);
 		if (st == RE_BLOCK_RUNNING && beat != 0 && now - (int64_t)beat > RE_STALL_MS) {

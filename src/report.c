@@ -248,6 +248,10 @@ static const struct text_item text_layout[] = {
 	{ "memory", "buffered", IDX_buffer_bytes, true },
 	{ "accept errors", "emfile", IDX_accept_errors_fd, false },
 	{ "accept errors", "other", IDX_accept_errors_other, false },
+	{ "steering", "stalled steered now", IDX_stall_steered, false },
+	{ "steering", "stall episodes", IDX_stall_steer_episodes, false },
+	{ "steering", "cpu sampled", IDX_incoming_cpu_sampled, false },
+	{ "steering", "cpu local", IDX_incoming_cpu_local, false },
 };
 
 #define TEXT_LAYOUT_N (sizeof(text_layout) / sizeof(text_layout[0]))
@@ -448,7 +452,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 				 (long)w->tid, state_name(w->state), w->acceptq_len,
 				 w->acceptq_max);
 		json_counters(out, &w->c);
-		re_strbuf_puts(out, "}");
+		re_strbuf_printf(out, ",\"stall_steered_ms\":%" PRIu64 "}", w->steered_ms);
 	}
 	re_strbuf_puts(out, "],\"retired\":{");
 	json_counters(out, &s->retired);
@@ -742,6 +746,14 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_printf(out, PROM_PREFIX "worker_stalled{worker=\"%d\"} %d\n",
 				 s->workers[i].id, s->workers[i].state == RE_VIEW_STALLED ? 1 : 0);
 	}
+	prom_family(out, "worker_stall_steered_seconds_total",
+		    "Time new connections were steered around the worker's stalled event loop",
+		    "counter");
+	for (i = 0; i < nw; i++) {
+		re_strbuf_printf(out, PROM_PREFIX "worker_stall_steered_seconds_total{worker=\"%d\"} "
+				 "%" PRIu64 ".%03u\n", s->workers[i].id, s->workers[i].steered_ms / 1000,
+				 (unsigned)(s->workers[i].steered_ms % 1000));
+	}
 	prom_family(out, "workers", "Live worker threads", "gauge");
 	re_strbuf_printf(out, PROM_PREFIX "workers %zu\n", nw);
 	prom_family(out, "uptime_seconds", "Seconds since the server started", "gauge");
@@ -808,6 +820,11 @@ enum {
 	COL_SEND_CALLS,
 	COL_ACCEPTQ,
 	COL_ACCEPTQ_MAX,
+	COL_STEERED,
+	COL_STEER_EPISODES,
+	COL_STEERED_MS,
+	COL_CPU_SAMPLED,
+	COL_CPU_LOCAL,
 	NCOLS,
 };
 
@@ -815,7 +832,8 @@ enum {
 
 static const char *const col_names[NCOLS] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "steered", "steer_episodes",
+	"steered_ms", "cpu_sampled", "cpu_local",
 };
 
 /* Sum of every counter in the connections_closed_total family, so a new close
@@ -861,6 +879,11 @@ static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
 	(void)snprintf(cells[COL_SEND_CALLS], CELL, "%" PRIu64, w->c.send_calls);
 	(void)snprintf(cells[COL_ACCEPTQ], CELL, "%" PRIu32, w->acceptq_len);
 	(void)snprintf(cells[COL_ACCEPTQ_MAX], CELL, "%" PRIu32, w->acceptq_max);
+	(void)snprintf(cells[COL_STEERED], CELL, "%" PRIu64, w->c.stall_steered);
+	(void)snprintf(cells[COL_STEER_EPISODES], CELL, "%" PRIu64, w->c.stall_steer_episodes);
+	(void)snprintf(cells[COL_STEERED_MS], CELL, "%" PRIu64, w->steered_ms);
+	(void)snprintf(cells[COL_CPU_SAMPLED], CELL, "%" PRIu64, w->c.incoming_cpu_sampled);
+	(void)snprintf(cells[COL_CPU_LOCAL], CELL, "%" PRIu64, w->c.incoming_cpu_local);
 }
 
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)

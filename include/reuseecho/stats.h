@@ -38,7 +38,11 @@
 	X(epoll_waits, counter, "epoll_waits_total", "", "epoll_wait(2) calls") \
 	X(events, counter, "events_total", "", "epoll events handled") \
 	X(accept_errors_fd, counter, "accept_errors_total", "class=\"emfile\"", "accept4(2) failures, by errno class") \
-	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class")
+	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class") \
+	X(stall_steer_episodes, counter, "stall_steer_episodes_total", "", "Times new connections were steered around the worker because its event loop stalled (--stall-steer)") \
+	X(stall_steered, gauge, "stall_steered", "", "1 while new connections are steered around the worker's stalled event loop (process: workers steered around now)") \
+	X(incoming_cpu_sampled, counter, "incoming_cpu_sampled_total", "", "Accepted connections whose SO_INCOMING_CPU was sampled (locality)") \
+	X(incoming_cpu_local, counter, "incoming_cpu_local_total", "", "Sampled connections whose packets were processed on the worker's own CPU")
 
 /* Plain values: a snapshot, a sum, or the retired total. */
 struct re_stats_counters {

@@ -393,7 +393,8 @@ static uint64_t prom_sum(const char *out, const char *prefix, const char *labels
 
 static const char *const header_cols[] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
-	"recv_calls", "send_calls", "acceptq", "acceptq_max",
+	"recv_calls", "send_calls", "acceptq", "acceptq_max", "steered", "steer_episodes",
+	"steered_ms", "cpu_sampled", "cpu_local",
 };
 
 #define NCOLS (sizeof(header_cols) / sizeof(header_cols[0]))
@@ -465,6 +466,11 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 		CHECK(strtoull(f[10], NULL, 10) == w->c.send_calls);
 		CHECK(strtoul(f[11], NULL, 10) == w->acceptq_len);
 		CHECK(strtoul(f[12], NULL, 10) == w->acceptq_max);
+		CHECK(strtoull(f[13], NULL, 10) == w->c.stall_steered);
+		CHECK(strtoull(f[14], NULL, 10) == w->c.stall_steer_episodes);
+		CHECK(strtoull(f[15], NULL, 10) == w->steered_ms);
+		CHECK(strtoull(f[16], NULL, 10) == w->c.incoming_cpu_sampled);
+		CHECK(strtoull(f[17], NULL, 10) == w->c.incoming_cpu_local);
 	}
 }
 
@@ -954,7 +960,8 @@ static void test_exposition_exact(struct re_strbuf *sb)
 			}
 			fams += j == k;
 		}
-		CHECK(count_of(out, "# HELP reuseecho_worker_") == fams + 2);	/* + info, stalled */
+		/* + info, stalled, stall_steered_seconds_total */
+		CHECK(count_of(out, "# HELP reuseecho_worker_") == fams + 3);
 	}
 	CHECK_HAS(render(re_report_json, &fx.s, sb),
 		  "\"imbalance\":{\"max_accepted\":40,\"min_accepted\":0,\"max_min\":4,"
@@ -992,7 +999,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 11);	/* resets, memory and control lines included */
+	CHECK(count_lines(out) == 12);	/* resets, memory, steering and control lines included */
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);

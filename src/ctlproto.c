@@ -38,6 +38,7 @@ static const char *const key_names[] = {
 	[RE_KEY_CONN_BUFFER] = "conn-buffer",
 	[RE_KEY_DRAIN_TIMEOUT] = "drain-timeout",
 	[RE_KEY_MAX_BUFFERED] = "max-buffered",
+	[RE_KEY_STALL_STEER] = "stall-steer",
 };
 
 const char *re_ctlproto_key_name(enum re_ctl_key key)
@@ -93,7 +94,7 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	int r;
 
 	if (n != 3) {
-		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered)");
+		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered stall-steer)");
 		return -EINVAL;
 	}
 	if (strcmp(tok[1], "max-conns") == 0) {
@@ -111,8 +112,14 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	} else if (strcmp(tok[1], "max-buffered") == 0) {
 		ret->key = RE_KEY_MAX_BUFFERED;
 		r = re_config_parse_size(tok[2], RE_MIN_MAX_BUFFERED, RE_MAX_MAX_BUFFERED, &v);
+	} else if (strcmp(tok[1], "stall-steer") == 0) {
+		ret->key = RE_KEY_STALL_STEER;
+		r = re_config_parse_seconds(tok[2], RE_MAX_STALL_STEER_MS, &v);
+		if (r == 0 && v != 0 && v < RE_MIN_STALL_STEER_MS) {
+			r = -ERANGE;	/* 0 = off, else 300 ms - 600 s */
+		}
 	} else {
-		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered)",
+		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered stall-steer)",
 			 tok[1]);
 		return -EINVAL;
 	}

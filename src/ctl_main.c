@@ -67,6 +67,7 @@ struct wrow {
 	char cpu[16];
 	char state[16];
 	uint64_t active, accepted, bytes_in, bytes_out, acceptq, acceptq_max;
+	uint64_t steered, cpu_sampled, cpu_local;
 };
 
 static int col_index(char **cols, int ncols, const char *name)
@@ -96,7 +97,7 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	char *line = strtok_r(text, "\n", &save);
 	char *hdr[32];
 	int nh, n = 0;
-	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax;
+	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax, i_st, i_cs, i_cl;
 
 	if (line == NULL) {
 		return -1;
@@ -111,6 +112,9 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	i_out = col_index(hdr, nh, "bytes_out");
 	i_q = col_index(hdr, nh, "acceptq");
 	i_qmax = col_index(hdr, nh, "acceptq_max");
+	i_st = col_index(hdr, nh, "steered");
+	i_cs = col_index(hdr, nh, "cpu_sampled");
+	i_cl = col_index(hdr, nh, "cpu_local");
 	if (i_id < 0 || i_active < 0 || i_acc < 0 || i_in < 0 || i_out < 0) {
 		return -1;
 	}
@@ -132,6 +136,9 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 		r->bytes_out = strtoull(cols[i_out], NULL, 10);
 		r->acceptq = i_q >= 0 ? strtoull(cols[i_q], NULL, 10) : 0;
 		r->acceptq_max = i_qmax >= 0 ? strtoull(cols[i_qmax], NULL, 10) : 0;
+		r->steered = i_st >= 0 ? strtoull(cols[i_st], NULL, 10) : 0;
+		r->cpu_sampled = i_cs >= 0 ? strtoull(cols[i_cs], NULL, 10) : 0;
+		r->cpu_local = i_cl >= 0 ? strtoull(cols[i_cl], NULL, 10) : 0;
 		n++;
 	}
 	return n;
@@ -227,7 +234,7 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 {
 	double maxr = 0, minr = INFINITY, sum = 0, sumsq = 0;
 	int nrates = 0;
-	char in[32], out[32], acc_s[32];
+	char in[32], out[32], acc_s[32], local[16];
 	double acc, bi, bo;
 
 	if (tty) {
@@ -235,8 +242,8 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 	}
 	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
 	       n == 1 ? "" : "s");
-	printf("%4s %4s %-9s %8s %10s %14s %14s %9s\n", "id", "cpu", "state", "active", "accept/s",
-	       "in", "out", "acceptq");
+	printf("%4s %4s %-9s %8s %10s %14s %14s %9s %7s %6s\n", "id", "cpu", "state", "active",
+	       "accept/s", "in", "out", "acceptq", "steered", "local");
 	for (int i = 0; i < n; i++) {
 		const struct wrow *r = &cur[i];
 		const struct wrow *p = find_row(prev, np, r->id);
@@ -259,8 +266,17 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 			snprintf(in, sizeof(in), "-");
 			snprintf(out, sizeof(out), "-");
 		}
-		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64 "\n", r->id,
-		       r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max);
+		/* Locality over the worker's lifetime: the share of sampled connections
+		 * processed on its CPU (--steer cpu aims at 100%). */
+		if (r->cpu_sampled > 0) {
+			snprintf(local, sizeof(local), "%.0f%%",
+				 100.0 * (double)r->cpu_local / (double)r->cpu_sampled);
+		} else {
+			snprintf(local, sizeof(local), "-");
+		}
+		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64 " %7s %6s\n",
+		       r->id, r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max,
+		       r->steered ? "yes" : "-", local);
 	}
 	if (prev_tot != NULL && rate(tot->accepted, prev_tot->accepted, dt, &acc) &&
 	    rate(tot->bytes_in, prev_tot->bytes_in, dt, &bi) &&

@@ -206,7 +206,7 @@ static const char usage_text[] =
 
 /* Three strings: ISO C only promises string literals of 4095 bytes. */
 static const char usage_text_steer[] =
-	"      --steer hash|cpu     how new connections are spread over the workers: hash\n"
+	"      --steer MODE         how new connections are spread over the workers: hash\n"
 	"                           (the kernel's SO_REUSEPORT hash) or cpu (to the worker\n"
 	"                           pinned to the CPU that processes the connection's SYN,\n"
 	"                           a classic BPF program; helps when NIC queues and IRQs\n"

@@ -443,8 +443,9 @@ static void check_stalls(struct supervisor *s)
 			re_log_warn("worker %d: event loop turns again", sl->id);
 		}
 		sl->stalled = stalled;
-		steer_around(s, sl, running && !sl->retiring && steer_ms != 0 && age > steer_ms, now,
-			     age);
+		/* A retiring worker is out of the program anyway; one that stalled
+		 * stays in its episode until it turns, as any other. */
+		steer_around(s, sl, running && steer_ms != 0 && age > steer_ms, now, age);
 	}
 }
 
@@ -466,7 +467,7 @@ static int64_t next_stall_check(const struct supervisor *s, int64_t now)
 			continue;
 		}
 		t = beat + RE_STALL_MS + 1;
-		if (steer_ms != 0 && !sl->avoid && !sl->retiring) {
+		if (steer_ms != 0 && !sl->avoid) {
 			t = beat + steer_ms + 1;
 		}
 		if (sl->stalled || sl->avoid) {

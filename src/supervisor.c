@@ -399,13 +399,11 @@ static void steer_around(struct supervisor *s, struct re_slot *sl, bool avoid, i
 		RE_STAT_ADD(sl->block, stall_steer_episodes, 1);
 		RE_STORE_RELAXED(sl->block->c.stall_steered, 1);
 		if (s->g.foreign) {
-			re_log_warn("worker %d: event loop has not turned for %" PRId64 " ms; not "
-				    "steered around: the instance taking over owns the steering", sl->id,
-				    age);
+			re_log_warn("worker %d: no loop turn for %" PRId64 " ms; not steered "
+				    "around: the instance taking over owns the steering", sl->id, age);
 		} else {
-			re_log_warn("worker %d: event loop has not turned for %" PRId64 " ms: new "
-				    "connections go to the other workers until it turns again",
-				    sl->id, age);
+			re_log_warn("worker %d: no loop turn for %" PRId64 " ms: new connections "
+				    "go to the other workers until it turns again", sl->id, age);
 		}
 		return;
 	}

@@ -35,6 +35,7 @@ struct re_control_params {
 	char address[80];		/* "0.0.0.0:7007" */
 	unsigned port;
 	int backlog;
+	const char *steer;		/* --steer: "hash" or "cpu" */
 	struct re_features features;
 	bool debug_hooks;		/* accept `debug stall` */
 };

@@ -92,7 +92,6 @@ static int take_snapshot(struct re_ctlcmd *k, struct re_snapshot *s, bool *ret_h
 		v->acceptq_len = RE_LOAD_RELAXED(b->acceptq_len);
 		v->acceptq_max = RE_LOAD_RELAXED(b->acceptq_max);
 		v->state = view_state(st);
-		v->steered_ms = RE_LOAD_RELAXED(b->steered_ms);
 		re_stats_snapshot(b, &v->c);
 		re_stats_accumulate(&s->total, &v->c);
 		if (st == RE_BLOCK_RUNNING && beat != 0 && now - (int64_t)beat > RE_STALL_MS) {
@@ -174,8 +173,8 @@ static const char help_text[] =
 	"  workers             per-worker table (raw cumulative values)\n"
 	"  metrics             Prometheus text format 0.0.4\n"
 	"  config              settings in force\n"
-	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered\n"
-	"                      or drain-timeout\n"
+	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered,\n"
+	"                      drain-timeout or stall-steer\n"
 	"  threads N           grow or shrink the worker set while serving\n"
 	"  features            kernel features reuseecho relies on\n"
 	"  health              OK when every worker runs\n"
@@ -219,7 +218,9 @@ static void reply_config(struct re_ctlcmd *k, struct re_strbuf *out)
 	re_strbuf_printf(out, "conn-buffer %u\n", rt->conn_buffer);
 	re_strbuf_printf(out, "max-buffered %" PRIu64 "\n", rt->max_buffered);
 	format_seconds(out, "drain-timeout", rt->drain_timeout_ms);
+	format_seconds(out, "stall-steer", rt->stall_steer_ms);
 	re_rcu_thread_offline();
+	re_strbuf_printf(out, "steer %s\n", k->p->steer != NULL ? k->p->steer : "hash");
 	re_strbuf_printf(out, "control %s\n\n", k->p->path ? k->p->path : "none");
 }
 

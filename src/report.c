@@ -25,6 +25,7 @@ enum counter_index {
 enum counter_kind {
 	KIND_counter,
 	KIND_gauge,
+	KIND_counter_ms,	/* a counter of milliseconds: Prometheus shows seconds */
 };
 
 struct counter_desc {
@@ -250,6 +251,7 @@ static const struct text_item text_layout[] = {
 	{ "accept errors", "other", IDX_accept_errors_other, false },
 	{ "steering", "stalled steered now", IDX_stall_steered, false },
 	{ "steering", "stall episodes", IDX_stall_steer_episodes, false },
+	{ "steering", "steered ms", IDX_stall_steered_ms, false },
 	{ "steering", "cpu sampled", IDX_incoming_cpu_sampled, false },
 	{ "steering", "cpu local", IDX_incoming_cpu_local, false },
 };
@@ -452,7 +454,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 				 (long)w->tid, state_name(w->state), w->acceptq_len,
 				 w->acceptq_max);
 		json_counters(out, &w->c);
-		re_strbuf_printf(out, ",\"stall_steered_ms\":%" PRIu64 "}", w->steered_ms);
+		re_strbuf_puts(out, "}");
 	}
 	re_strbuf_puts(out, "],\"retired\":{");
 	json_counters(out, &s->retired);
@@ -555,7 +557,7 @@ static void prom_double(struct re_strbuf *out, double v)
  * per_worker its per-worker twin. */
 static void prom_counter_family(struct re_strbuf *out, size_t k, bool per_worker)
 {
-	bool counter = counters[k].kind == KIND_counter;
+	bool counter = counters[k].kind != KIND_gauge;
 	const char *pre = per_worker ? PROM_WORKER : "";
 
 	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s%s ", pre, counters[k].metric);
@@ -587,7 +589,11 @@ static void prom_counter_sample(struct re_strbuf *out, size_t k, const char *wor
 	} else {
 		re_strbuf_printf(out, PROM_PREFIX "%s", counters[k].metric);
 	}
-	re_strbuf_printf(out, " %" PRIu64 "\n", v);
+	if (counters[k].kind == KIND_counter_ms) {
+		re_strbuf_printf(out, " %" PRIu64 ".%03u\n", v / 1000, (unsigned)(v % 1000));
+	} else {
+		re_strbuf_printf(out, " %" PRIu64 "\n", v);
+	}
 }
 
 /* The process total of counters[k]: a counter is s->total (live + retired, so it
@@ -598,7 +604,7 @@ static uint64_t process_value(const struct re_snapshot *s, size_t k)
 	size_t i, nw = live_workers(s);
 	uint64_t sum = 0;
 
-	if (counters[k].kind == KIND_counter) {
+	if (counters[k].kind != KIND_gauge) {
 		return counter_value(&s->total, (enum counter_index)k);
 	}
 	for (i = 0; i < nw; i++) {
@@ -746,14 +752,6 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_printf(out, PROM_PREFIX "worker_stalled{worker=\"%d\"} %d\n",
 				 s->workers[i].id, s->workers[i].state == RE_VIEW_STALLED ? 1 : 0);
 	}
-	prom_family(out, "worker_stall_steered_seconds_total",
-		    "Time new connections were steered around the worker's stalled event loop",
-		    "counter");
-	for (i = 0; i < nw; i++) {
-		re_strbuf_printf(out, PROM_PREFIX "worker_stall_steered_seconds_total{worker=\"%d\"} "
-				 "%" PRIu64 ".%03u\n", s->workers[i].id, s->workers[i].steered_ms / 1000,
-				 (unsigned)(s->workers[i].steered_ms % 1000));
-	}
 	prom_family(out, "workers", "Live worker threads", "gauge");
 	re_strbuf_printf(out, PROM_PREFIX "workers %zu\n", nw);
 	prom_family(out, "uptime_seconds", "Seconds since the server started", "gauge");
@@ -881,7 +879,7 @@ static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
 	(void)snprintf(cells[COL_ACCEPTQ_MAX], CELL, "%" PRIu32, w->acceptq_max);
 	(void)snprintf(cells[COL_STEERED], CELL, "%" PRIu64, w->c.stall_steered);
 	(void)snprintf(cells[COL_STEER_EPISODES], CELL, "%" PRIu64, w->c.stall_steer_episodes);
-	(void)snprintf(cells[COL_STEERED_MS], CELL, "%" PRIu64, w->steered_ms);
+	(void)snprintf(cells[COL_STEERED_MS], CELL, "%" PRIu64, w->c.stall_steered_ms);
 	(void)snprintf(cells[COL_CPU_SAMPLED], CELL, "%" PRIu64, w->c.incoming_cpu_sampled);
 	(void)snprintf(cells[COL_CPU_LOCAL], CELL, "%" PRIu64, w->c.incoming_cpu_local);
 }

@@ -29,7 +29,6 @@ struct re_worker_view {
 	uint32_t acceptq_len;
 	uint32_t acceptq_max;
 	enum re_worker_run_state state;
-	uint64_t steered_ms;		/* total time steered around (--stall-steer) */
 	struct re_stats_counters c;
 };
 
@@ -117,7 +116,7 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* One line, one object: version, uptime_s, address, port, workers, total{},
  * per_worker[{id, cpu (null when unpinned), tid, state, acceptq_len, acceptq_max,
- * counters..., stall_steered_ms}], retired{}, imbalance{max_accepted, min_accepted, max_min,
+ * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min,
  * idle_workers, cv}, features{so_reuseport, epollrdhup, reuseport_cbpf,
  * tcp_migrate_req (null when absent), kernel}. Counter keys are the X-macro field
  * names. total is live + retired and never drops; a sum over per_worker drops when
@@ -133,8 +132,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out);
  * simply stop when the worker retires. No series ever takes over another's counts,
  * so sum(increase()) over either family is right across resizes. Then
  * accept_queue_length and accept_queue_limit {worker}, worker_info{worker,cpu ("-"
- * unpinned),tid,state} 1, worker_stalled{worker}, worker_stall_steered_seconds_total
- * {worker}, workers, uptime_seconds,
+ * unpinned),tid,state} 1, worker_stalled{worker}, workers, uptime_seconds,
  * build_info{version} 1, accept_imbalance_ratio (re_imbalance.max_min: finite, >= 1),
  * accept_imbalance_cv, feature_info{so_reuseport,epollrdhup,reuseport_cbpf,
  * tcp_migrate_req ("absent" when -1),kernel,listener_handover} 1. */
@@ -148,7 +146,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
  * every connections_closed_total counter; bytes_in/bytes_out are bytes_received/
  * bytes_sent; acceptq/acceptq_max the listener queue length and limit; steered (0/1),
  * steer_episodes and steered_ms the stall avoidance (stall_steered,
- * stall_steer_episodes, steered_ms); cpu_sampled/cpu_local the locality sample
+ * stall_steer_episodes, stall_steered_ms); cpu_sampled/cpu_local the locality sample
  * (incoming_cpu_sampled/incoming_cpu_local). The header
  * is stable: new columns, if ever, are appended. */
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out);

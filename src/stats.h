@@ -1,6 +1,7 @@
 /* stats: per-worker counter blocks and the RCU-protected registry that lists them.
  * A worker is the only writer of its block (plain relaxed stores, no atomic RMW),
- * but for the stall-steering fields, whose only writer is the supervisor.
+ * but for the stall-steering counters (c.stall_*), whose only writer is the
+ * supervisor.
  * The supervisor is the only registry updater; any registered QSBR thread may read.
  */
 #ifndef REUSEECHO_SRC_STATS_H
@@ -27,9 +28,6 @@ struct re_stats_block {
 	uint32_t acceptq_max;
 	uint32_t state;		/* enum re_block_state, written by the worker */
 	uint64_t heartbeat_ms;	/* CLOCK_MONOTONIC ms of the worker's last loop turn */
-	uint64_t steered_ms;	/* time new connections were steered around this worker
-				 * (written by the supervisor, like c.stall_steer_episodes
-				 * and c.stall_steered) */
 } __attribute__((aligned(RE_CACHELINE)));
 
 enum re_block_state {

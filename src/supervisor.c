@@ -388,7 +388,7 @@ static void steer_around(struct supervisor *s, struct re_slot *sl, bool avoid, i
 
 	if (avoid == sl->avoid) {
 		if (avoid) {
-			RE_STORE_RELAXED(sl->block->steered_ms,
+			RE_STORE_RELAXED(sl->block->c.stall_steered_ms,
 					 sl->steered_base + (uint64_t)(now - sl->avoid_since));
 		}
 		return;
@@ -410,7 +410,7 @@ static void steer_around(struct supervisor *s, struct re_slot *sl, bool avoid, i
 	/* It turned again at its heartbeat (now - age): the episode ends there. */
 	steered = now - age > sl->avoid_since ? now - age - sl->avoid_since : 0;
 	sl->steered_base += (uint64_t)steered;
-	RE_STORE_RELAXED(sl->block->steered_ms, sl->steered_base);
+	RE_STORE_RELAXED(sl->block->c.stall_steered_ms, sl->steered_base);
 	RE_STORE_RELAXED(sl->block->c.stall_steered, 0);
 	re_log_info("worker %d: event loop turns again after %" PRId64 " ms steered around: "
 		    "readmitted", sl->id, steered);
@@ -807,6 +807,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		.started = s->started,
 		.port = re_net_port(&s->addr),
 		.backlog = s->cfg->backlog,
+		.steer = s->cfg->steer_cpu ? "cpu" : "hash",
 #ifdef RE_DEBUG_HOOKS
 		.debug_hooks = true,
 #endif

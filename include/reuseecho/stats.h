@@ -9,7 +9,8 @@
 
 /* X(field, kind, metric, labels, help)
  *   field   struct member and JSON key
- *   kind    counter (monotonic) or gauge
+ *   kind    counter (monotonic), gauge, or counter_ms (a monotonic count of
+ *           milliseconds: JSON and tables show it as is, Prometheus in seconds)
  *   metric  Prometheus name without the "reuseecho_" prefix
  *   labels  extra Prometheus labels (besides worker=) or ""
  *   help    one-line description (# HELP, once per metric name)
@@ -41,6 +42,7 @@
 	X(accept_errors_other, counter, "accept_errors_total", "class=\"other\"", "accept4(2) failures, by errno class") \
 	X(stall_steer_episodes, counter, "stall_steer_episodes_total", "", "Times new connections were steered around the worker because its event loop stalled (--stall-steer)") \
 	X(stall_steered, gauge, "stall_steered", "", "1 while new connections are steered around the worker's stalled event loop (process: workers steered around now)") \
+	X(stall_steered_ms, counter_ms, "stall_steered_seconds_total", "", "Time new connections were steered around the worker's stalled event loop") \
 	X(incoming_cpu_sampled, counter, "incoming_cpu_sampled_total", "", "Accepted connections whose SO_INCOMING_CPU was sampled (locality)") \
 	X(incoming_cpu_local, counter, "incoming_cpu_local_total", "", "Sampled connections whose packets were processed on the worker's own CPU")
 

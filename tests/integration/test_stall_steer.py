@@ -190,6 +190,13 @@ class StallSteer(retest.ServerCase):
         w = self.workers()
         self.assertEqual(w[0]["stall_steer_episodes"], 0)
         self.assertNotIn("new connections go to the other workers", self.srv.stderr())
+        cfg = dict(ln.split(" ", 1) for ln in self.command("config").splitlines() if ln)
+        self.assertEqual((cfg["stall-steer"], cfg["steer"]), ("0", "hash"))
+        # At run time: `set stall-steer` turns it on, and config shows it.
+        self.assertEqual(self.command("set stall-steer 800ms").strip(), "OK stall-steer 800 ms")
+        cfg = dict(ln.split(" ", 1) for ln in self.command("config").splitlines() if ln)
+        self.assertEqual(cfg["stall-steer"], "0.800")
+        self.assertTrue(self.command("set stall-steer 0.1").startswith("ERR "))
         self.assertEqual(self.srv.stop(), 0)
 
     def test_stall_during_shrink(self):

@@ -407,13 +407,14 @@ static void steer_around(struct supervisor *s, struct re_slot *sl, bool avoid, i
 		}
 		return;
 	}
-	/* It turned again at its heartbeat (now - age): the episode ends there. */
-	steered = now - age > sl->avoid_since ? now - age - sl->avoid_since : 0;
+	/* When it turned again (its heartbeat, now - age) the episode ended there;
+	 * otherwise stall steering was turned off, or the worker is leaving: now. */
+	steered = now - age > sl->avoid_since ? now - age - sl->avoid_since : now - sl->avoid_since;
 	sl->steered_base += (uint64_t)steered;
 	RE_STORE_RELAXED(sl->block->c.stall_steered_ms, sl->steered_base);
 	RE_STORE_RELAXED(sl->block->c.stall_steered, 0);
-	re_log_info("worker %d: event loop turns again after %" PRId64 " ms steered around: "
-		    "readmitted", sl->id, steered);
+	re_log_info("worker %d: readmitted after %" PRId64 " ms steered around (%s)", sl->id,
+		    steered, now - age > sl->avoid_since ? "its loop turned" : "stall steering ended");
 }
 
 /* Watchdog: a running worker's loop turns at least every RE_SAMPLE_MS; log once when
@@ -1203,7 +1204,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.steer = cfg->steer_cpu ? RE_STEER_CPU : RE_STEER_HASH;
 	if (cfg->steer_cpu && (!s.g.cbpf || !re_kfeatures_cbpf_cpu())) {
 		re_log_error("--steer cpu: this kernel (%s) does not accept a SO_REUSEPORT classic "
-			     "BPF program%s (Linux 4.6 or later has both); use --steer hash",
+			     "BPF program%s (Linux 4.6 or later has both for TCP); use --steer hash",
 			     s.features.kernel[0] ? s.features.kernel : "unknown",
 			     s.g.cbpf ? " that reads SKF_AD_CPU" : "");
 		teardown(&s);

@@ -9,8 +9,9 @@ around W once its heartbeat is that old, and readmits it when it turns again:
   3.3 s, each sending one line. Every connection opened from 1.0 s to 2.5 s into the
   stall gets its first echo within 250 ms; the ones the kernel queued to worker 0
   before it was steered around are echoed once it turns again; the counters say one
-  episode and 2-3.3 s steered; afterwards worker 0 takes its share of 40 new
-  connections again.
+  episode (more only where the busy host starves a healthy loop past the threshold
+  too: each logged and readmitted once) and 2-3.3 s steered; afterwards worker 0
+  takes its share (at least 8) of 40 new connections again.
 - the same with --stall-steer 0: the figures to compare (connections queued to the
   stalled worker wait for the end of the stall), and proof that the window above
   would catch a server that does not steer.
@@ -160,23 +161,32 @@ class StallSteer(retest.ServerCase):
             self.workers()), timeout=2, what="worker 0 readmitted")
         note("worker 0: %d episode(s), steered %d ms", w[0]["stall_steer_episodes"],
              w[0]["stall_steered_ms"])
-        self.assertEqual(w[0]["stall_steer_episodes"], 1)
-        self.assertEqual(w[1]["stall_steer_episodes"], 0)
-        self.assertTrue(2000 <= w[0]["stall_steered_ms"] <= STALL_MS + 300, w[0])
+        # One episode for the stall; on a host so busy that a healthy loop misses the
+        # threshold too, more (each logged once, readmitted once).
+        episodes = w[0]["stall_steer_episodes"]
+        self.assertGreaterEqual(episodes, 1)
+        self.assertTrue(2000 <= w[0]["stall_steered_ms"] <= STALL_MS + 300 * episodes, w[0])
         err = self.srv.stderr()
-        self.assertEqual(err.count("worker 0: no loop turn for"), 1, err)
-        self.assertEqual(err.count("new connections go to the other workers"), 1, err)
+        self.assertEqual(err.count("worker 0: no loop turn for"), episodes, err)
+        self.assertEqual(err.count("worker 0: readmitted after"), episodes, err)
+        self.assertEqual(err.count("new connections go to the other workers"),
+                         episodes + w[1]["stall_steer_episodes"], err)
         self.assertEqual(err.count("worker 0: event loop has not turned for"), 1, err)
-        self.assertEqual(err.count("worker 0: event loop turns again after"), 1, err)
-        # Readmitted: worker 0 takes its share of new connections again.
-        before = w[0]["accepted"]
-        for i in range(40):
-            s = self.srv.connect()
-            retest.echo_check(s, b"after %d\n" % i)
-            s.close()
-        got = self.workers()[0]["accepted"] - before
-        note("after the stall worker 0 accepted %d of 40", got)
-        self.assertGreaterEqual(got, 8)
+        # Readmitted: worker 0 takes its share of new connections again. A round in
+        # which the busy host starts an episode of its own does not count.
+        for rnd in range(5):
+            ws = self.workers()
+            for i in range(40):
+                s = self.srv.connect()
+                retest.echo_check(s, b"after %d %d\n" % (rnd, i))
+                s.close()
+            now = self.workers()
+            got = now[0]["accepted"] - ws[0]["accepted"]
+            note("after the stall (round %d) worker 0 accepted %d of 40", rnd, got)
+            if all(now[i]["stall_steer_episodes"] == ws[i]["stall_steer_episodes"] and
+                   now[i]["stall_steered"] == 0 for i in (0, 1)):
+                break
+        self.assertGreaterEqual(got, 8, self.srv.stderr())
         self.assertEqual(self.srv.stop(), 0)
 
     def test_no_avoidance(self):

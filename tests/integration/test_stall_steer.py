@@ -103,6 +103,11 @@ class Prober:
         """First-echo delays of the connections opened in [lo, hi] seconds."""
         return [c[2] - c[1] for c in self.conns if lo <= c[1] <= hi and c[2] is not None]
 
+    def max_open_gap(self, lo, hi):
+        """The longest time between two consecutive opens in [lo, hi] seconds."""
+        t = [c[1] for c in self.conns if lo <= c[1] <= hi]
+        return max((b - a for a, b in zip(t, t[1:])), default=0.0)
+
     def close(self):
         for c in self.conns:
             c[0].close()
@@ -147,13 +152,26 @@ class StallSteer(retest.ServerCase):
         return p
 
     def test_avoidance(self):
-        p = self.run_stall()
-        window = p.delays(*WINDOW)
-        early = p.delays(0.0, 0.5)
-        note("--stall-steer 0.5 (default): first echo of connections opened 1.0-2.5 s into "
-             "the stall: %s; opened 0-0.5 s: %s", summary(window), summary(early))
+        for attempt in (1, 2):
+            p = self.run_stall()
+            window = p.delays(*WINDOW)
+            early = p.delays(0.0, 0.5)
+            note("--stall-steer 0.5 (default): first echo of connections opened 1.0-2.5 s "
+                 "into the stall: %s; opened 0-0.5 s: %s", summary(window), summary(early))
+            late = [round(d, 3) for d in window if d > FIRST_ECHO_LIMIT * SCALE]
+            # A host too busy to run this test: the client missed its own schedule,
+            # or the healthy worker 1 missed the threshold. Such a run proves
+            # nothing either way; one more is allowed.
+            gap = p.max_open_gap(*WINDOW)
+            w1 = self.workers()[1]["stall_steer_episodes"]
+            if late and attempt == 1 and (gap > 0.2 or w1 > 0):
+                note("attempt 1 had %d late on a starved host (client open gap %.0f ms, "
+                     "worker 1 episodes %d): once more", len(late), 1000 * gap, w1)
+                p.close()
+                self.srv.kill()
+                continue
+            break
         self.assertGreaterEqual(len(window), 25)
-        late = [round(d, 3) for d in window if d > FIRST_ECHO_LIMIT * SCALE]
         self.assertEqual(late, [], "first echo later than %.0f ms" % (1000 * FIRST_ECHO_LIMIT))
         # Some of the early ones were queued to worker 0 and served after the stall.
         self.assertGreater(max(early), 2.0, "no connection was queued to the stalled worker")

@@ -27,6 +27,7 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->rt.conn_buffer = RE_DEFAULT_CONN_BUFFER;
 	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
 	cfg->rt.max_buffered = RE_DEFAULT_MAX_BUFFERED;
+	cfg->rt.stall_steer_ms = RE_STALL_STEER_DEFAULT_MS;
 	cfg->log_level = RE_LOG_INFO;
 	cfg->control_mode = 0600;
 	cfg->control_timeout_ms = RE_CONTROL_DEFAULT_TIMEOUT_MS;
@@ -209,7 +210,18 @@ static const char usage_text[] =
 	"                           source address; 0 = no limit (default 0)\n"
 	"";
 
-/* Two strings: ISO C only promises string literals of 4095 bytes. */
+/* Three strings: ISO C only promises string literals of 4095 bytes. */
+static const char usage_text_steer[] =
+	"      --steer MODE         how new connections are spread over the workers: hash\n"
+	"                           (the kernel's SO_REUSEPORT hash) or cpu (to the worker\n"
+	"                           pinned to the CPU that processes the connection's SYN,\n"
+	"                           a classic BPF program; helps when NIC queues and IRQs\n"
+	"                           are pinned to the workers' CPUs) (default hash)\n"
+	"      --stall-steer S      steer new connections around a worker whose event loop\n"
+	"                           has not turned for S seconds (decimal, or with an 'ms'\n"
+	"                           suffix, 0.3-600) until it turns again; 0 = off\n"
+	"                           (default 0.5)\n";
+
 static const char usage_text2[] =
 	"      --control PATH       control socket (Unix stream, line protocol and HTTP GET),\n"
 	"                           or 'none' (default: $RUNTIME_DIRECTORY, else\n"
@@ -262,6 +274,8 @@ enum {
 	OPT_USER,
 	OPT_UDP,
 	OPT_UDP_RATE,
+	OPT_STEER,
+	OPT_STALL_STEER,
 };
 
 static const struct option long_options[] = {
@@ -285,6 +299,8 @@ static const struct option long_options[] = {
 	{ "user", required_argument, NULL, OPT_USER },
 	{ "udp", no_argument, NULL, OPT_UDP },
 	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
+	{ "steer", required_argument, NULL, OPT_STEER },
+	{ "stall-steer", required_argument, NULL, OPT_STALL_STEER },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -531,6 +547,23 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			}
 			cfg->rt.udp_rate = (uint32_t)v;
 			break;
+		case OPT_STEER:
+			if (strcmp(arg, "hash") != 0 && strcmp(arg, "cpu") != 0) {
+				return bad_value(err, errlen, opt, arg, -EINVAL, "hash or cpu");
+			}
+			cfg->steer_cpu = strcmp(arg, "cpu") == 0;
+			break;
+		case OPT_STALL_STEER:
+			r = re_config_parse_seconds(arg, RE_MAX_STALL_STEER_MS, &v);
+			if (r == 0 && v != 0 && v < RE_MIN_STALL_STEER_MS) {
+				r = -ERANGE;
+			}
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "0 = off, or seconds 0.3-600, e.g. 0.5 or 800ms");
+			}
+			cfg->rt.stall_steer_ms = (uint32_t)v;
+			break;
 		case OPT_USER:
 			if (arg[0] == '\0' || strlen(arg) >= sizeof(cfg->user) ||
 			    strpbrk(arg, ":/ \t\n") != NULL) {
@@ -550,7 +583,7 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			snprintf(out, outlen, "reuseecho %s\n", RE_VERSION);
 			return RE_CONFIG_EXIT_OK;
 		case 'h':
-			snprintf(out, outlen, "%s%s", usage_text, usage_text2);
+			snprintf(out, outlen, "%s%s%s", usage_text, usage_text_steer, usage_text2);
 			return RE_CONFIG_EXIT_OK;
 		case ':':
 			snprintf(err, errlen, "%s: missing value", argv[optind - 1]);
@@ -570,6 +603,10 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 	}
 	if (optind < argc) {
 		snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+		return -EINVAL;
+	}
+	if (cfg->steer_cpu && cfg->no_pin) {
+		snprintf(err, errlen, "--steer cpu: needs workers pinned to CPUs (drop --no-pin)");
 		return -EINVAL;
 	}
 	if (cfg->takeover && (cfg->port == 0 || cfg->control_none)) {

@@ -28,6 +28,18 @@
 #define RE_DEFAULT_MAX_BUFFERED (512ull * 1024u * 1024u)
 #define RE_MIN_MAX_BUFFERED (1024u * 1024u)
 #define RE_MAX_MAX_BUFFERED (1ull << 40)		/* 1 TiB */
+#define RE_MAX_STALL_STEER_MS 600000u			/* 10 minutes */
+/* An idle worker's loop turns every 250 ms: a lower --stall-steer would steer around
+ * healthy idle workers. */
+#define RE_MIN_STALL_STEER_MS 300u
+/* --stall-steer default: a worker's loop that has not turned for this long is steered
+ * around. An idle loop turns every 250 ms (the worker's sampling period); the longest
+ * busy turn measured under full load on 2 shared cores was 40 ms (stream + churn,
+ * 400 connections). 250 + 40 ms, with a safety factor of 1.7, keeps healthy workers
+ * clear and still steers by half a second into a stall. A worker the host does not
+ * schedule for longer looks stalled too; steering around it for that long costs
+ * nothing but the log line and the episode. */
+#define RE_STALL_STEER_DEFAULT_MS 500u
 
 /* Settings a worker re-reads every loop turn. Published by the supervisor with
  * rcu_assign_pointer, never modified after publication. */
@@ -38,6 +50,8 @@ struct re_runtime {
 	uint32_t drain_timeout_ms;
 	uint64_t max_buffered;		/* cap on all connections' buffers together */
 	uint32_t udp_rate;		/* --udp-rate: datagrams/s per source; 0 = off */
+	uint32_t stall_steer_ms;	/* steer around a loop stalled this long; 0 = off
+					 * (read by the supervisor only) */
 };
 
 struct re_config {
@@ -47,6 +61,7 @@ struct re_config {
 	struct re_cpuset cpus;		/* empty = every allowed CPU */
 	bool cpus_set;
 	bool no_pin;
+	bool steer_cpu;			/* --steer cpu (default hash) */
 	int backlog;
 	bool udp;			/* --udp: UDP echo beside TCP */
 	struct re_runtime rt;

@@ -68,6 +68,7 @@ struct wrow {
 	char state[16];
 	uint64_t active, accepted, bytes_in, bytes_out, acceptq, acceptq_max;
 	uint64_t udp_in, udp_dropped;	/* datagrams; 0 from a server without the columns */
+	uint64_t steered, cpu_sampled, cpu_local;
 };
 
 static int col_index(char **cols, int ncols, const char *name)
@@ -98,6 +99,7 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	char *hdr[32];
 	int nh, n = 0;
 	int i_id, i_cpu, i_state, i_active, i_acc, i_in, i_out, i_q, i_qmax, i_uin, i_udrop;
+	int i_st, i_cs, i_cl;
 
 	if (line == NULL) {
 		return -1;
@@ -114,6 +116,9 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 	i_qmax = col_index(hdr, nh, "acceptq_max");
 	i_uin = col_index(hdr, nh, "udp_in");
 	i_udrop = col_index(hdr, nh, "udp_dropped");
+	i_st = col_index(hdr, nh, "steered");
+	i_cs = col_index(hdr, nh, "cpu_sampled");
+	i_cl = col_index(hdr, nh, "cpu_local");
 	if (i_id < 0 || i_active < 0 || i_acc < 0 || i_in < 0 || i_out < 0) {
 		return -1;
 	}
@@ -137,6 +142,9 @@ static int parse_workers(char *text, struct wrow *rows, int max)
 		r->acceptq_max = i_qmax >= 0 ? strtoull(cols[i_qmax], NULL, 10) : 0;
 		r->udp_in = i_uin >= 0 ? strtoull(cols[i_uin], NULL, 10) : 0;
 		r->udp_dropped = i_udrop >= 0 ? strtoull(cols[i_udrop], NULL, 10) : 0;
+		r->steered = i_st >= 0 ? strtoull(cols[i_st], NULL, 10) : 0;
+		r->cpu_sampled = i_cs >= 0 ? strtoull(cols[i_cs], NULL, 10) : 0;
+		r->cpu_local = i_cl >= 0 ? strtoull(cols[i_cl], NULL, 10) : 0;
 		n++;
 	}
 	return n;
@@ -256,7 +264,7 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 {
 	double maxr = 0, minr = INFINITY, sum = 0, sumsq = 0;
 	int nrates = 0;
-	char in[32], out[32], acc_s[32], uin[32], udrop[32];
+	char in[32], out[32], acc_s[32], uin[32], udrop[32], local[16];
 	double acc, bi, bo, ui, ud;
 
 	if (tty) {
@@ -264,8 +272,8 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 	}
 	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
 	       n == 1 ? "" : "s");
-	printf("%4s %4s %-9s %8s %10s %14s %14s %9s", "id", "cpu", "state", "active", "accept/s",
-	       "in", "out", "acceptq");
+	printf("%4s %4s %-9s %8s %10s %14s %14s %9s %7s %6s", "id", "cpu", "state", "active",
+	       "accept/s", "in", "out", "acceptq", "steered", "local");
 	if (tot->udp) {
 		printf(" %10s %10s", "udp in/s", "udp drop/s");
 	}
@@ -292,8 +300,17 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 			snprintf(in, sizeof(in), "-");
 			snprintf(out, sizeof(out), "-");
 		}
-		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64, r->id,
-		       r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max);
+		/* Locality over the worker's lifetime: the share of sampled connections
+		 * processed on its CPU (--steer cpu aims at 100%). */
+		if (r->cpu_sampled > 0) {
+			snprintf(local, sizeof(local), "%.0f%%",
+				 100.0 * (double)r->cpu_local / (double)r->cpu_sampled);
+		} else {
+			snprintf(local, sizeof(local), "-");
+		}
+		printf("%4ld %4s %-9s %8" PRIu64 " %10s %14s %14s %4" PRIu64 "/%-4" PRIu64 " %7s %6s",
+		       r->id, r->cpu, r->state, r->active, acc_s, in, out, r->acceptq, r->acceptq_max,
+		       r->steered ? "yes" : "-", local);
 		if (tot->udp) {
 			if (p != NULL && rate(r->udp_in, p->udp_in, dt, &ui) &&
 			    rate(r->udp_dropped, p->udp_dropped, dt, &ud)) {

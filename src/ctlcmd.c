@@ -174,7 +174,7 @@ static const char help_text[] =
 	"  metrics             Prometheus text format 0.0.4\n"
 	"  config              settings in force\n"
 	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered,\n"
-	"                      drain-timeout or udp-rate\n"
+	"                      drain-timeout, udp-rate or stall-steer\n"
 	"  threads N           grow or shrink the worker set while serving\n"
 	"  features            kernel features reuseecho relies on\n"
 	"  health              OK when every worker runs\n"
@@ -220,7 +220,9 @@ static void reply_config(struct re_ctlcmd *k, struct re_strbuf *out)
 	format_seconds(out, "drain-timeout", rt->drain_timeout_ms);
 	re_strbuf_printf(out, "udp %s\nudp-rate %" PRIu32 "\n", k->p->udp ? "on" : "off",
 			 rt->udp_rate);
+	format_seconds(out, "stall-steer", rt->stall_steer_ms);
 	re_rcu_thread_offline();
+	re_strbuf_printf(out, "steer %s\n", k->p->steer != NULL ? k->p->steer : "hash");
 	re_strbuf_printf(out, "control %s\n\n", k->p->path ? k->p->path : "none");
 }
 

@@ -39,6 +39,7 @@ static const char *const key_names[] = {
 	[RE_KEY_DRAIN_TIMEOUT] = "drain-timeout",
 	[RE_KEY_MAX_BUFFERED] = "max-buffered",
 	[RE_KEY_UDP_RATE] = "udp-rate",
+	[RE_KEY_STALL_STEER] = "stall-steer",
 };
 
 const char *re_ctlproto_key_name(enum re_ctl_key key)
@@ -94,7 +95,7 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	int r;
 
 	if (n != 3) {
-		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate)");
+		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer)");
 		return -EINVAL;
 	}
 	if (strcmp(tok[1], "max-conns") == 0) {
@@ -115,8 +116,14 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	} else if (strcmp(tok[1], "udp-rate") == 0) {
 		ret->key = RE_KEY_UDP_RATE;
 		r = re_config_parse_uint(tok[2], 0, RE_MAX_UDP_RATE, &v);
+	} else if (strcmp(tok[1], "stall-steer") == 0) {
+		ret->key = RE_KEY_STALL_STEER;
+		r = re_config_parse_seconds(tok[2], RE_MAX_STALL_STEER_MS, &v);
+		if (r == 0 && v != 0 && v < RE_MIN_STALL_STEER_MS) {
+			r = -ERANGE;	/* 0 = off, else 300 ms - 600 s */
+		}
 	} else {
-		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate)",
+		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer)",
 			 tok[1]);
 		return -EINVAL;
 	}

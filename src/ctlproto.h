@@ -38,6 +38,7 @@ enum re_ctl_key {
 	RE_KEY_DRAIN_TIMEOUT,
 	RE_KEY_MAX_BUFFERED,
 	RE_KEY_UDP_RATE,
+	RE_KEY_STALL_STEER,
 };
 
 struct re_ctl_cmd {

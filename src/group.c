@@ -255,27 +255,154 @@ static int spawn_one(struct re_group *g)
 	return 0;
 }
 
-/* Ask one running worker with an open listener (not `except`) to attach prog (NULL:
- * detach). Returns 0 (acknowledgement pending) or -errno. */
-static int ask_bpf(struct re_group *g, const struct sock_fprog *prog, int except)
+/* Ask a running worker with an open listener to attach g->fprog (none when its len
+ * is 0): not one that is stalled or leaving, and of those the one whose loop turned
+ * last, the likeliest to answer at once. Returns 0 (acknowledgement pending), -ESRCH
+ * (nobody to ask) or -errno. */
+static int ask_bpf(struct re_group *g, int64_t now)
 {
+	struct re_slot *best = NULL;
+	uint64_t best_beat = 0;
+	int r;
+
 	for (size_t i = 0; i < g->nslots; i++) {
 		struct re_slot *sl = &g->slots[i];
-		int r;
+		uint64_t beat = RE_LOAD_RELAXED(sl->block->heartbeat_ms);
 
-		if (sl->retiring || sl->id == except || re_worker_listener_closed(sl->w) ||
+		if (sl->retiring || sl->avoid || sl->id == g->away || re_worker_listener_closed(sl->w) ||
 		    re_worker_state(sl->w) != RE_WORKER_RUNNING) {
 			continue;
 		}
-		g->op.bpf_acks = re_worker_bpf_acks(sl->w);
-		r = re_worker_set_bpf(sl->w, prog);
-		if (r < 0) {
-			return r;
+		if (best == NULL || beat > best_beat) {
+			best = sl;
+			best_beat = beat;
 		}
-		g->op.bpf_id = sl->id;
+	}
+	if (best == NULL) {
+		return -ESRCH;
+	}
+	g->sync.acks = re_worker_bpf_acks(best->w);
+	r = re_worker_set_bpf(best->w, g->fprog.len != 0 ? &g->fprog : NULL);
+	if (r < 0) {
+		return r;
+	}
+	g->sync.pending = true;
+	g->sync.id = best->id;
+	g->sync.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;
+	g->sync.late = false;
+	return 0;
+}
+
+static const struct re_slot *slot_of(const struct re_group *g, int id)
+{
+	for (size_t i = 0; i < g->nslots; i++) {
+		if (g->slots[i].id == id) {
+			return &g->slots[i];
+		}
+	}
+	return NULL;
+}
+
+int re_group_program(const struct re_group *g, struct sock_filter *prog, struct sock_fprog *fprog)
+{
+	uint32_t idx[RE_STEER_MAX_TARGETS], sidx[RE_STEER_MAX_TARGETS];
+	int cpu[RE_STEER_MAX_TARGETS], scpu[RE_STEER_MAX_TARGETS];
+	size_t n = 0, ns = 0;
+	int len;
+
+	memset(fprog, 0, sizeof(*fprog));	/* padding included: it reaches the kernel */
+	if (!g->model.valid) {
+		return 0;	/* indexes unknown: only the kernel's hash is safe */
+	}
+	if (g->model.n > RE_STEER_MAX_TARGETS) {
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < g->model.n; i++) {
+		int m = g->model.m[i];
+		const struct re_slot *sl = m >= 0 ? slot_of(g, m) : NULL;
+
+		if (m == g->away || (m >= 0 && (sl == NULL || sl->retiring))) {
+			continue;
+		}
+		if (sl != NULL && sl->avoid) {
+			sidx[ns] = (uint32_t)i;
+			scpu[ns++] = sl->cpu;
+			continue;
+		}
+		idx[n] = (uint32_t)i;
+		cpu[n++] = sl != NULL ? sl->cpu : -1;	/* the old instance's: unknown */
+	}
+	if (n == 0) {
+		/* Every eligible member stalled: never steer around all of them. */
+		memcpy(idx, sidx, ns * sizeof(idx[0]));
+		memcpy(cpu, scpu, ns * sizeof(cpu[0]));
+		n = ns;
+	}
+	if (n == 0 || (g->steer == RE_STEER_HASH && n == g->model.n)) {
 		return 0;
 	}
-	return -ESRCH;
+	len = g->steer == RE_STEER_CPU ? re_steer_build_cpu(idx, cpu, n, prog)
+				       : re_steer_build(idx, n, prog);
+	if (len < 0) {
+		return len;
+	}
+	fprog->len = (unsigned short)len;
+	fprog->filter = prog;
+	return 1;
+}
+
+static bool same_prog(const struct sock_fprog *a, const struct sock_fprog *b)
+{
+	return a->len == b->len &&
+	       (a->len == 0 || memcmp(a->filter, b->filter, a->len * sizeof(*a->filter)) == 0);
+}
+
+bool re_group_sync(struct re_group *g, int64_t now)
+{
+	struct sock_fprog want;
+	int r;
+
+	if (!g->cbpf || g->foreign) {
+		return true;
+	}
+	if (g->sync.pending) {
+		const struct re_slot *sl = slot_of(g, g->sync.id);
+		bool acked = sl != NULL && re_worker_bpf_acks(sl->w) != g->sync.acks;
+
+		if (!acked && sl != NULL && re_worker_state(sl->w) == RE_WORKER_RUNNING) {
+			if (!g->sync.late && now >= g->sync.deadline) {
+				g->sync.late = true;
+				re_log_warn("worker %d: steering program not attached after %d ms",
+					    g->sync.id, RE_GROUP_STEP_TIMEOUT_MS);
+			}
+			return false;
+		}
+		g->sync.pending = false;
+		/* Not acknowledged (it exited): what the kernel holds is unknown. A failed
+		 * attach is not retried until the program changes: the kernel keeps the
+		 * previous one, and asking again would fail the same way. */
+		g->sync.known = acked;
+		if (acked && (r = re_worker_bpf_result(sl->w)) < 0) {
+			re_log_warn("worker %d: steering program (%u instructions): %s", g->sync.id,
+				    g->fprog.len, strerror(-r));
+		}
+	}
+	r = re_group_program(g, g->want, &want);
+	if (r < 0) {
+		re_log_warn("steering program: %s: the kernel's hash is used instead", strerror(-r));
+		want.len = 0;
+	}
+	if (g->sync.known && same_prog(&want, &g->fprog)) {
+		return true;
+	}
+	memcpy(g->prog, g->want, want.len * sizeof(g->prog[0]));
+	g->fprog.len = want.len;
+	g->fprog.filter = g->prog;
+	r = ask_bpf(g, now);
+	if (r < 0 && r != -ESRCH) {
+		re_log_warn("steering program: asking a worker: %s", strerror(-r));
+	}
+	return false;
 }
 
 static bool busy_check(struct re_group *g)
@@ -391,6 +518,7 @@ void re_group_abort(struct re_group *g)
 	}
 	free(g->op.old);
 	g->op.old = NULL;
+	g->away = RE_GROUP_NOBODY;
 	g->op.kind = RE_GOP_NONE;
 	g->op.step = S_DONE;
 }
@@ -408,6 +536,7 @@ int64_t re_group_deadline(const struct re_group *g)
 /* The operation ends: result and why are what the owner reports. */
 static bool finish(struct re_group *g, int result)
 {
+	g->away = RE_GROUP_NOBODY;
 	g->op.result = result;
 	g->op.step = S_DONE;
 	g->op.deadline = 0;
@@ -589,34 +718,20 @@ bool re_group_step(struct re_group *g, int64_t now)
 			g->op.next = S_CLOSE;
 			continue;
 		case S_STEER:
-			g->op.step = g->op.next;
-			if (!g->cbpf) {
-				continue;
-			}
-			r = re_group_model_steer_away(&g->model, g->op.target, g->prog, &g->fprog);
-			if (r == 0) {
-				r = ask_bpf(g, &g->fprog, g->op.target);
-			}
-			if (r == 0) {
-				g->op.step = S_WAIT_BPF;
-				g->op.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;
-			} else if (r != -EOPNOTSUPP) {
-				re_log_warn("member %d: steering away failed (%s): its queued connections "
-					    "are at risk", g->op.target, strerror(-r));
-			}
+			/* The program is re_group_program's: it leaves out op.target from now
+			 * on, and whatever else it already left out (stalled workers). */
+			g->away = g->op.target;
+			g->op.step = S_WAIT_BPF;
+			g->op.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;
 			continue;
 		case S_WAIT_BPF:
-			sl = re_group_slot(g, g->op.bpf_id);
-			if (sl != NULL && re_worker_bpf_acks(sl->w) == g->op.bpf_acks &&
-			    re_worker_state(sl->w) == RE_WORKER_RUNNING) {
+			if (!re_group_sync(g, now)) {
 				if (now < g->op.deadline) {
 					return false;
 				}
-				re_log_warn("worker %d: steering program not acknowledged in %d ms",
-					    g->op.bpf_id, RE_GROUP_STEP_TIMEOUT_MS);
-			} else if (sl != NULL && re_worker_bpf_acks(sl->w) != g->op.bpf_acks &&
-				   (r = re_worker_bpf_result(sl->w)) < 0) {
-				re_log_warn("worker %d: steering program: %s", g->op.bpf_id, strerror(-r));
+				re_log_warn("member %d: steering program not in place after %d ms: "
+					    "connections queued on it are at risk", g->op.target,
+					    RE_GROUP_STEP_TIMEOUT_MS);
 			}
 			g->op.deadline = 0;
 			g->op.step = g->op.next;
@@ -673,25 +788,13 @@ bool re_group_step(struct re_group *g, int64_t now)
 			continue;
 		}
 		case S_RELEASE:
-			/* No program: the kernel's hash over every member again. */
-			g->op.step = S_DONE;
+			/* Nobody is being emptied: every member is eligible again (the
+			 * kernel's hash when nothing else shapes the program). */
+			g->away = RE_GROUP_NOBODY;
 			g->op.next = g->op.kind == RE_GOP_TAKEOVER && !g->op.abandon ? T_RETIRE_SEND
 										  : S_DONE;
-			if (g->cbpf) {
-				r = ask_bpf(g, NULL, -1);
-				if (r == 0) {
-					g->op.step = S_WAIT_BPF;
-					g->op.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;
-					continue;
-				}
-				if (r != -ESRCH) {
-					re_log_warn("detaching the steering program: %s", strerror(-r));
-				}
-			}
-			g->op.step = g->op.next;
-			if (g->op.step == S_DONE) {
-				return finish(g, 0);
-			}
+			g->op.step = S_WAIT_BPF;
+			g->op.deadline = now + RE_GROUP_STEP_TIMEOUT_MS;
 			continue;
 		case T_LISTENERS:
 			r = takeover_recv(g, "listeners");

@@ -16,6 +16,13 @@
  * re_group_*_start, then call re_group_step whenever the supervisor's loop wakes
  * (a worker's doorbell, the takeover's control socket, the deadline from
  * re_group_deadline). Nothing here blocks or waits.
+ *
+ * The group's steering program is computed in one place, re_group_program, from
+ * the whole state: the members in array order, the member an operation is emptying,
+ * the workers steered around because their loop stalled, and --steer. re_group_sync
+ * attaches it whenever it differs from the one attached, so an operation and stall
+ * avoidance never attach programs of their own that could undo each other. The
+ * program belongs to the group, so it steers whatever the group's sockets receive.
  */
 #ifndef REUSEECHO_SRC_GROUP_H
 #define REUSEECHO_SRC_GROUP_H
@@ -60,6 +67,11 @@ int re_group_model_steer_away(const struct re_group_model *g, int member, struct
 
 /* --- the worker set and its operations -------------------------------------------- */
 
+enum re_steer_mode {
+	RE_STEER_HASH = 0,	/* the kernel's hash over the members (no program) */
+	RE_STEER_CPU,		/* the member whose worker is on the SYN's CPU (SKF_AD_CPU) */
+};
+
 struct re_slot {
 	struct re_worker *w;
 	struct re_stats_block *block;	/* owned by the registry once added */
@@ -68,6 +80,9 @@ struct re_slot {
 	bool retiring;			/* leaving: reaped once its thread ended */
 	bool reported;			/* its failure was logged */
 	bool stalled;			/* the watchdog logged a stall */
+	bool avoid;			/* stalled past --stall-steer: steered around */
+	int64_t avoid_since;		/* ms, CLOCK_MONOTONIC, when avoid was set */
+	uint64_t steered_base;		/* steered ms of the episodes before this one */
 };
 
 enum re_group_op {
@@ -89,14 +104,27 @@ struct re_group {
 	int udp_hold_fd;		/* --udp start-up: the UDP port reservation
 					 * (re_net_reserve_udp), closed once the first worker
 					 * has bound, before the next binds; -1 = none */
+	enum re_steer_mode steer;
+	bool foreign;			/* an instance taking over ours owns the program now */
 
 	struct re_slot *slots;		/* live and retiring workers, by ascending id */
 	size_t nslots;
 	size_t cap;
 	int next_id;			/* ids are never reused: metric series stay monotonic */
 	struct re_group_model model;
-	struct sock_filter prog[RE_STEER_MAX_INSNS];
-	struct sock_fprog fprog;
+	struct sock_filter prog[RE_STEER_MAX_INSNS];	/* attached or being attached */
+	struct sock_fprog fprog;	/* .len 0: none (the kernel's hash) */
+	struct sock_filter want[RE_STEER_MAX_INSNS];	/* re_group_sync's scratch */
+	int away;			/* the member an operation empties, or RE_GROUP_NOBODY */
+	struct {
+		bool known;		/* the kernel holds g->prog (or no program) */
+		bool pending;		/* a worker was asked to attach g->prog */
+		bool failed;		/* the last attach failed: not retried until it changes */
+		int id;			/* the worker asked */
+		unsigned acks;		/* its ack count when asked */
+		int64_t deadline;	/* warn once when the ack takes longer */
+		bool late;
+	} sync;
 
 	struct {
 		enum re_group_op kind;
@@ -106,8 +134,6 @@ struct re_group {
 		size_t want;		/* grow/shrink: live workers at the end */
 		int from_id;		/* grow, takeover: the first worker id it spawned */
 		int target;		/* the member being retired */
-		int bpf_id;		/* the worker asked to (de)attach the program */
-		unsigned bpf_acks;
 		unsigned lost;		/* listeners that did not close in time */
 		bool exit_after;
 		int result;		/* 0 or -errno once finished */
@@ -122,6 +148,19 @@ struct re_group {
 		bool abandon;		/* the old instance stopped answering: finish */
 	} op;
 };
+
+#define RE_GROUP_NOBODY INT32_MIN
+
+/* The program the group should have now, built into prog/fprog from the whole state
+ * (see the top of this file). Returns 1 (a program), 0 (none: the kernel's hash over
+ * every member) or -errno. Never steers around every member: stalled workers are
+ * passed over only while another member is eligible. */
+int re_group_program(const struct re_group *g, struct sock_filter *prog, struct sock_fprog *fprog)
+	__attribute__((warn_unused_result));
+/* Attach re_group_program's answer when it differs from what is attached (through a
+ * running worker that is not stalled); call on every turn of the owner's loop.
+ * Returns true when the attached program is the wanted one (or cannot be). */
+bool re_group_sync(struct re_group *g, int64_t now);
 
 /* Frees what the group owns (after every worker was destroyed by the owner). */
 void re_group_finish(struct re_group *g);

@@ -136,3 +136,28 @@ void re_kfeatures_probe(struct re_features *f)
 		snprintf(f->kernel, sizeof(f->kernel), "%.63s", u.release);
 	}
 }
+
+bool re_kfeatures_cbpf_cpu(void)
+{
+	/* "answer the kernel's hash", after loading the CPU: accepted only where the
+	 * reuseport CBPF checker knows SKF_AD_CPU. */
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU)),
+		BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+	};
+	struct sock_fprog prog;
+	int one = 1;
+	bool ok;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		return false;
+	}
+	memset(&prog, 0, sizeof(prog));
+	prog.len = 2;
+	prog.filter = code;
+	ok = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
+	     setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
+	(void)close(fd);
+	return ok;
+}

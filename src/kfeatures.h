@@ -22,4 +22,8 @@ int re_kfeatures_open_netstat(void);
  * lacks, or both when fd < 0 or the read fails. Opens nothing. Context: any thread. */
 void re_kfeatures_read_migrate(int fd, struct re_features *f);
 
+/* Whether a SO_REUSEPORT classic BPF program may read SKF_AD_CPU (--steer cpu).
+ * Context: supervisor, start-up. */
+bool re_kfeatures_cbpf_cpu(void);
+
 #endif

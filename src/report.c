@@ -25,6 +25,7 @@ enum counter_index {
 enum counter_kind {
 	KIND_counter,
 	KIND_gauge,
+	KIND_counter_ms,	/* a counter of milliseconds: Prometheus shows seconds */
 };
 
 struct counter_desc {
@@ -261,6 +262,11 @@ static const struct text_item text_layout[] = {
 	{ "udp dropped", "loop guard", IDX_udp_dropped_loop_guard, false },
 	{ "udp dropped", "rate limit", IDX_udp_dropped_rate_limit, false },
 	{ "udp dropped", "kernel receive queue", IDX_udp_kernel_drops, false },
+	{ "steering", "stalled steered now", IDX_stall_steered, false },
+	{ "steering", "stall episodes", IDX_stall_steer_episodes, false },
+	{ "steering", "steered ms", IDX_stall_steered_ms, false },
+	{ "steering", "cpu sampled", IDX_incoming_cpu_sampled, false },
+	{ "steering", "cpu local", IDX_incoming_cpu_local, false },
 };
 
 #define TEXT_LAYOUT_N (sizeof(text_layout) / sizeof(text_layout[0]))
@@ -565,7 +571,7 @@ static void prom_double(struct re_strbuf *out, double v)
  * per_worker its per-worker twin. */
 static void prom_counter_family(struct re_strbuf *out, size_t k, bool per_worker)
 {
-	bool counter = counters[k].kind == KIND_counter;
+	bool counter = counters[k].kind != KIND_gauge;
 	const char *pre = per_worker ? PROM_WORKER : "";
 
 	re_strbuf_printf(out, "# HELP " PROM_PREFIX "%s%s ", pre, counters[k].metric);
@@ -597,7 +603,11 @@ static void prom_counter_sample(struct re_strbuf *out, size_t k, const char *wor
 	} else {
 		re_strbuf_printf(out, PROM_PREFIX "%s", counters[k].metric);
 	}
-	re_strbuf_printf(out, " %" PRIu64 "\n", v);
+	if (counters[k].kind == KIND_counter_ms) {
+		re_strbuf_printf(out, " %" PRIu64 ".%03u\n", v / 1000, (unsigned)(v % 1000));
+	} else {
+		re_strbuf_printf(out, " %" PRIu64 "\n", v);
+	}
 }
 
 /* The process total of counters[k]: a counter is s->total (live + retired, so it
@@ -608,7 +618,7 @@ static uint64_t process_value(const struct re_snapshot *s, size_t k)
 	size_t i, nw = live_workers(s);
 	uint64_t sum = 0;
 
-	if (counters[k].kind == KIND_counter) {
+	if (counters[k].kind != KIND_gauge) {
 		return counter_value(&s->total, (enum counter_index)k);
 	}
 	for (i = 0; i < nw; i++) {
@@ -825,6 +835,11 @@ enum {
 	COL_UDP_IN,
 	COL_UDP_OUT,
 	COL_UDP_DROPPED,
+	COL_STEERED,
+	COL_STEER_EPISODES,
+	COL_STEERED_MS,
+	COL_CPU_SAMPLED,
+	COL_CPU_LOCAL,
 	NCOLS,
 };
 
@@ -833,6 +848,7 @@ enum {
 static const char *const col_names[NCOLS] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
 	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
+	"steered", "steer_episodes", "steered_ms", "cpu_sampled", "cpu_local",
 };
 
 /* Sum of every counter in the connections_closed_total family, so a new close
@@ -896,6 +912,11 @@ static void table_row(const struct re_worker_view *w, char cells[NCOLS][CELL])
 	(void)snprintf(cells[COL_UDP_IN], CELL, "%" PRIu64, w->c.udp_datagrams_received);
 	(void)snprintf(cells[COL_UDP_OUT], CELL, "%" PRIu64, w->c.udp_datagrams_sent);
 	(void)snprintf(cells[COL_UDP_DROPPED], CELL, "%" PRIu64, udp_dropped_sum(&w->c));
+	(void)snprintf(cells[COL_STEERED], CELL, "%" PRIu64, w->c.stall_steered);
+	(void)snprintf(cells[COL_STEER_EPISODES], CELL, "%" PRIu64, w->c.stall_steer_episodes);
+	(void)snprintf(cells[COL_STEERED_MS], CELL, "%" PRIu64, w->c.stall_steered_ms);
+	(void)snprintf(cells[COL_CPU_SAMPLED], CELL, "%" PRIu64, w->c.incoming_cpu_sampled);
+	(void)snprintf(cells[COL_CPU_LOCAL], CELL, "%" PRIu64, w->c.incoming_cpu_local);
 }
 
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)

@@ -142,10 +142,13 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
 /* A header line and one line per live worker, fields separated by one or more
  * spaces (columns padded for people), raw cumulative integers, no units:
  *   id cpu tid state active accepted closed bytes_in bytes_out recv_calls send_calls
- *   acceptq acceptq_max
+ *   acceptq acceptq_max steered steer_episodes steered_ms cpu_sampled cpu_local
  * cpu is "-" when unpinned; state as re_report_state_name(); closed is the sum of
  * every connections_closed_total counter; bytes_in/bytes_out are bytes_received/
- * bytes_sent; acceptq/acceptq_max the listener queue length and limit. The header
+ * bytes_sent; acceptq/acceptq_max the listener queue length and limit; steered (0/1),
+ * steer_episodes and steered_ms the stall avoidance (stall_steered,
+ * stall_steer_episodes, stall_steered_ms); cpu_sampled/cpu_local the locality sample
+ * (incoming_cpu_sampled/incoming_cpu_local). The header
  * is stable: new columns, if ever, are appended. */
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out);
 

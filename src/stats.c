@@ -135,10 +135,12 @@ int re_stats_remove(struct re_stats *s, struct re_stats_block *b)
 	/* Gauges say what is held now; a worker that left holds nothing. */
 #define RE_STATS_ZERO_gauge(field) final.field = 0;
 #define RE_STATS_ZERO_counter(field)
+#define RE_STATS_ZERO_counter_ms(field)
 #define RE_STATS_ZERO(field, kind, metric, labels, help) RE_STATS_ZERO_##kind(field)
 	RE_STATS_COUNTERS(RE_STATS_ZERO)
 #undef RE_STATS_ZERO
 #undef RE_STATS_ZERO_counter
+#undef RE_STATS_ZERO_counter_ms
 #undef RE_STATS_ZERO_gauge
 	re_stats_accumulate(&next->retired, &final);
 	publish(s, next, b);

@@ -1,5 +1,7 @@
 /* stats: per-worker counter blocks and the RCU-protected registry that lists them.
- * A worker is the only writer of its block (plain relaxed stores, no atomic RMW).
+ * A worker is the only writer of its block (plain relaxed stores, no atomic RMW),
+ * but for the stall-steering counters (c.stall_*), whose only writer is the
+ * supervisor.
  * The supervisor is the only registry updater; any registered QSBR thread may read.
  */
 #ifndef REUSEECHO_SRC_STATS_H

@@ -409,18 +409,61 @@ static bool check_workers(struct supervisor *s)
 	return s->draining && done == s->g.nslots;
 }
 
+/* Stall avoidance for one worker: steer new connections around it while its loop
+ * has not turned for --stall-steer, readmit it when it turns. The program itself is
+ * re_group_program's (re_group_sync attaches it), which never steers around every
+ * member. The episode and the steered time are counted in its stats block. */
+static void steer_around(struct supervisor *s, struct re_slot *sl, bool avoid, int64_t now,
+			 int64_t age)
+{
+	int64_t steered;
+
+	if (avoid == sl->avoid) {
+		if (avoid) {
+			RE_STORE_RELAXED(sl->block->c.stall_steered_ms,
+					 sl->steered_base + (uint64_t)(now - sl->avoid_since));
+		}
+		return;
+	}
+	sl->avoid = avoid;
+	if (avoid) {
+		sl->avoid_since = now;
+		RE_STAT_ADD(sl->block, stall_steer_episodes, 1);
+		RE_STORE_RELAXED(sl->block->c.stall_steered, 1);
+		if (s->g.foreign) {
+			re_log_warn("worker %d: no loop turn for %" PRId64 " ms; not steered "
+				    "around: the instance taking over owns the steering", sl->id, age);
+		} else {
+			re_log_warn("worker %d: no loop turn for %" PRId64 " ms: new connections "
+				    "go to the other workers until it turns again", sl->id, age);
+		}
+		return;
+	}
+	/* When it turned again (its heartbeat, now - age) the episode ended there;
+	 * otherwise stall steering was turned off, or the worker is leaving: now. */
+	steered = now - age > sl->avoid_since ? now - age - sl->avoid_since : now - sl->avoid_since;
+	sl->steered_base += (uint64_t)steered;
+	RE_STORE_RELAXED(sl->block->c.stall_steered_ms, sl->steered_base);
+	RE_STORE_RELAXED(sl->block->c.stall_steered, 0);
+	re_log_info("worker %d: readmitted after %" PRId64 " ms steered around (%s)", sl->id,
+		    steered, now - age > sl->avoid_since ? "its loop turned" : "stall steering ended");
+}
+
 /* Watchdog: a running worker's loop turns at least every RE_SAMPLE_MS; log once when
  * one has not turned for RE_STALL_MS and once when it recovers. (/healthz and the
- * worker_stalled metric read the same heartbeat.) */
+ * worker_stalled metric read the same heartbeat.) Past --stall-steer it is steered
+ * around (steer_around). */
 static void check_stalls(struct supervisor *s)
 {
 	int64_t now = now_ms();
+	uint32_t steer_ms = s->runtime->stall_steer_ms;
 
 	for (size_t i = 0; i < s->g.nslots; i++) {
 		struct re_slot *sl = &s->g.slots[i];
 		uint64_t beat = RE_LOAD_RELAXED(sl->block->heartbeat_ms);
-		bool stalled = re_worker_state(sl->w) == RE_WORKER_RUNNING && beat != 0 &&
-			       now - (int64_t)beat > RE_STALL_MS;
+		bool running = re_worker_state(sl->w) == RE_WORKER_RUNNING && beat != 0;
+		int64_t age = now - (int64_t)beat;
+		bool stalled = running && age > RE_STALL_MS;
 
 		if (stalled && !sl->stalled) {
 			/* A warning, not an error: an overloaded host that does not schedule
@@ -431,7 +474,40 @@ static void check_stalls(struct supervisor *s)
 			re_log_warn("worker %d: event loop turns again", sl->id);
 		}
 		sl->stalled = stalled;
+		/* A retiring worker is out of the program anyway; one that stalled
+		 * stays in its episode until it turns, as any other. */
+		steer_around(s, sl, running && steer_ms != 0 && age > steer_ms, now, age);
 	}
+}
+
+/* When the watchdog must look next (ms): when the first running worker's heartbeat
+ * would pass --stall-steer or RE_STALL_MS. A loop that turns keeps moving this, so
+ * the supervisor wakes about as often as the workers' idle period, and notices a
+ * stall within a few milliseconds of the threshold. */
+static int64_t next_stall_check(const struct supervisor *s, int64_t now)
+{
+	uint32_t steer_ms = s->runtime->stall_steer_ms;
+	int64_t until = now + RE_STALL_MS / 2;
+
+	for (size_t i = 0; i < s->g.nslots; i++) {
+		const struct re_slot *sl = &s->g.slots[i];
+		int64_t beat = (int64_t)RE_LOAD_RELAXED(sl->block->heartbeat_ms);
+		int64_t t;
+
+		if (beat == 0 || re_worker_state(sl->w) != RE_WORKER_RUNNING) {
+			continue;
+		}
+		t = beat + RE_STALL_MS + 1;
+		if (steer_ms != 0 && !sl->avoid) {
+			t = beat + steer_ms + 1;
+		}
+		if (sl->stalled || sl->avoid) {
+			/* Watching for the recovery: the steered time shows how long. */
+			t = now + RE_STALL_MS / 4;
+		}
+		until = t > now && t < until ? t : until;
+	}
+	return until;
 }
 
 /* Test builds: REUSEECHO_DEBUG_FAIL_ALLOC=set makes every `set` meet an allocation
@@ -587,6 +663,9 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		/* Without --udp it is kept and shown, and changes nothing. */
 		next.udp_rate = (uint32_t)r->cmd.value;
 		break;
+	case RE_KEY_STALL_STEER:
+		next.stall_steer_ms = (uint32_t)r->cmd.value;
+		break;
 	}
 	if (publish_runtime(s, &next) < 0) {
 		r->status = -ENOMEM;
@@ -595,7 +674,8 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		return;
 	}
 	snprintf(r->reply, sizeof(r->reply), "%s %" PRIu64 "%s", key, r->cmd.value,
-		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT) ? " ms" : "");
+		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT ||
+		  r->cmd.key == RE_KEY_STALL_STEER) ? " ms" : "");
 	/* The log says what the reply says, unit included ("set idle-timeout 250 ms"). */
 	re_log_info("set %s", r->reply);
 }
@@ -609,6 +689,14 @@ static void do_listeners(struct supervisor *s, struct re_request *r)
 		r->status = -EIO;
 		snprintf(r->reply, sizeof(r->reply), "listener order unknown");
 		return;
+	}
+	/* This is how a takeover begins: the new instance joins our group with this
+	 * order and steers it from now on. A program of ours (stall avoidance, --steer
+	 * cpu) would index a group we no longer know: attach none from here on. */
+	if (!s->g.foreign) {
+		s->g.foreign = true;
+		re_log_info("listeners: a takeover begins; the steering program is the new "
+			    "instance's from now on");
 	}
 	used = (size_t)snprintf(r->reply, sizeof(r->reply), "port %u order", re_net_port(&s->addr));
 	for (size_t i = 0; i < s->g.model.n && used < sizeof(r->reply); i++) {
@@ -761,6 +849,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		.port = re_net_port(&s->addr),
 		.backlog = s->cfg->backlog,
 		.udp = s->cfg->udp,
+		.steer = s->cfg->steer_cpu ? "cpu" : "hash",
 #ifdef RE_DEBUG_HOOKS
 		.debug_hooks = true,
 #endif
@@ -976,7 +1065,7 @@ static void step_start(struct supervisor *s)
 static int loop_timeout(const struct supervisor *s)
 {
 	int64_t now = now_ms();
-	int64_t until = now + RE_STALL_MS / 2;
+	int64_t until = next_stall_check(s, now);
 	int64_t d = re_group_deadline(&s->g);
 
 	if (d >= 0 && d < until) {
@@ -1006,6 +1095,11 @@ static void serve(struct supervisor *s)
 			}
 		} else if (re_group_busy(&s->g) && re_group_step(&s->g, now_ms())) {
 			op_finished(s);
+		}
+		/* Stall avoidance, --steer cpu and the operations' steering: the program
+		 * the group should have now, attached when it changed. */
+		if (!s->draining) {
+			(void)re_group_sync(&s->g, now_ms());
 		}
 		if (check_workers(s)) {
 			return;
@@ -1149,6 +1243,16 @@ int re_supervisor_run(const struct re_config *cfg)
 	 * hole costs without steering. */
 	s.g.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;
 	s.g.no_pin = cfg->no_pin;
+	s.g.away = RE_GROUP_NOBODY;
+	s.g.steer = cfg->steer_cpu ? RE_STEER_CPU : RE_STEER_HASH;
+	if (cfg->steer_cpu && (!s.g.cbpf || !re_kfeatures_cbpf_cpu())) {
+		re_log_error("--steer cpu: this kernel (%s) does not accept a SO_REUSEPORT classic "
+			     "BPF program%s (Linux 4.6 or later has both for TCP); use --steer hash",
+			     s.features.kernel[0] ? s.features.kernel : "unknown",
+			     s.g.cbpf ? " that reads SKF_AD_CPU" : "");
+		teardown(&s);
+		return 1;
+	}
 	s.g.epfd = s.epfd;
 	s.g.tmpl.addr = s.addr;
 	s.g.tmpl.backlog = cfg->backlog;

@@ -65,6 +65,10 @@
 /* --max-buffered: connections whose buffer could not grow are retried this often
  * while any wait, since budget freed by another worker raises no edge here. */
 #define RE_BUDGET_RETRY_MS 20
+/* Locality: read SO_INCOMING_CPU of one accepted connection in this many. The
+ * getsockopt costs about 0.4 us, a quarter of an accept4 on loopback: sampled, it
+ * costs an accept 25 ns on average. */
+#define RE_LOCALITY_EVERY 16
 
 /* The worker's lifecycle is two small state machines sharing one timer.
  *
@@ -817,6 +821,17 @@ static void accept_one(struct re_worker *w, int fd)
 	const struct re_stats_registry *reg;
 
 	RE_STAT_ADD(w->st, accepted, 1);
+	if (w->p.cpu >= 0 && RE_LOAD_RELAXED(w->st->c.accepted) % RE_LOCALITY_EVERY == 1) {
+		int cpu = -1;
+		socklen_t len = sizeof(cpu);
+
+		/* The CPU that processed the connection's packets (its handshake, on a
+		 * fresh connection): ours when steering and IRQ affinity line up. */
+		if (getsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) == 0) {
+			RE_STAT_ADD(w->st, incoming_cpu_sampled, 1);
+			RE_STAT_ADD(w->st, incoming_cpu_local, cpu == w->p.cpu);
+		}
+	}
 	if (w->rt->max_conns != 0) {
 		reg = re_rcu_dereference(w->p.stats->reg);
 		if (re_stats_active_total(reg) >= w->rt->max_conns) {

@@ -9,7 +9,8 @@
 
 /* X(field, kind, metric, labels, help)
  *   field   struct member and JSON key
- *   kind    counter (monotonic) or gauge
+ *   kind    counter (monotonic), gauge, or counter_ms (a monotonic count of
+ *           milliseconds: JSON and tables show it as is, Prometheus in seconds)
  *   metric  Prometheus name without the "reuseecho_" prefix
  *   labels  extra Prometheus labels (besides worker=) or ""
  *   help    one-line description (# HELP, once per metric name)
@@ -51,7 +52,12 @@
 	X(udp_gro_datagrams, counter, "udp_gro_datagrams_total", "", "UDP datagrams received coalesced in UDP_GRO bundles (several in one receive)") \
 	X(udp_kernel_drops, counter, "udp_receive_queue_drops_total", "", "UDP datagrams the kernel dropped because a worker's socket receive buffer was full") \
 	X(udp_recv_calls, counter, "udp_recv_calls_total", "", "recvmmsg(2) calls on UDP sockets") \
-	X(udp_send_calls, counter, "udp_send_calls_total", "", "sendmmsg(2) calls on UDP sockets")
+	X(udp_send_calls, counter, "udp_send_calls_total", "", "sendmmsg(2) calls on UDP sockets") \
+	X(stall_steer_episodes, counter, "stall_steer_episodes_total", "", "Times new connections were steered around the worker because its event loop stalled (--stall-steer)") \
+	X(stall_steered, gauge, "stall_steered", "", "1 while new connections are steered around the worker's stalled event loop (process: workers steered around now)") \
+	X(stall_steered_ms, counter_ms, "stall_steered_seconds_total", "", "Time new connections were steered around the worker's stalled event loop") \
+	X(incoming_cpu_sampled, counter, "incoming_cpu_sampled_total", "", "Accepted connections whose SO_INCOMING_CPU was sampled (locality)") \
+	X(incoming_cpu_local, counter, "incoming_cpu_local_total", "", "Sampled connections whose packets were processed on the worker's own CPU")
 
 /* Plain values: a snapshot, a sum, or the retired total. */
 struct re_stats_counters {

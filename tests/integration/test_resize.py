@@ -16,7 +16,7 @@ import retest  # noqa: E402
 import unittest  # noqa: E402
 
 CLOSED_KEYS = ("closed_eof", "closed_error", "closed_idle", "closed_limit", "closed_drain")
-GAUGES = ("active", "buffer_bytes")    # may go down; every other key is a counter
+GAUGES = ("active", "buffer_bytes", "stall_steered")    # may go down; the rest are counters
 # Counters that stop moving once a worker has no connections (epoll_waits and events
 # keep ticking with the sampling timer).
 QUIET_KEYS = ("accepted",) + CLOSED_KEYS + ("active", "bytes_received", "bytes_sent",

@@ -394,6 +394,7 @@ static uint64_t prom_sum(const char *out, const char *prefix, const char *labels
 static const char *const header_cols[] = {
 	"id", "cpu", "tid", "state", "active", "accepted", "closed", "bytes_in", "bytes_out",
 	"recv_calls", "send_calls", "acceptq", "acceptq_max", "udp_in", "udp_out", "udp_dropped",
+	"steered", "steer_episodes", "steered_ms", "cpu_sampled", "cpu_local",
 };
 
 #define NCOLS (sizeof(header_cols) / sizeof(header_cols[0]))
@@ -471,6 +472,11 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 		      w->c.udp_dropped_truncated + w->c.udp_dropped_queue_full +
 		      w->c.udp_dropped_send_error + w->c.udp_dropped_loop_guard +
 		      w->c.udp_dropped_rate_limit + w->c.udp_kernel_drops);
+		CHECK(strtoull(f[16], NULL, 10) == w->c.stall_steered);
+		CHECK(strtoull(f[17], NULL, 10) == w->c.stall_steer_episodes);
+		CHECK(strtoull(f[18], NULL, 10) == w->c.stall_steered_ms);
+		CHECK(strtoull(f[19], NULL, 10) == w->c.incoming_cpu_sampled);
+		CHECK(strtoull(f[20], NULL, 10) == w->c.incoming_cpu_local);
 	}
 }
 
@@ -532,6 +538,9 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	do { \
 		bool counter = strcmp(#kind, "counter") == 0; \
 		uint64_t live = 0; \
+		if (strcmp(#kind, "counter_ms") == 0) { \
+			break;	/* in seconds: checked below */ \
+		} \
 		for (i = 0; i < s->nworkers; i++) { \
 			live += s->workers[i].c.field; \
 		} \
@@ -560,6 +569,19 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	} while (0);
 	RE_STATS_COUNTERS(PROM_SUM)
 #undef PROM_SUM
+	/* A counter of milliseconds is exposed in seconds, exactly. */
+	(void)snprintf(pat, sizeof(pat), "\nreuseecho_stall_steered_seconds_total %" PRIu64 ".%03u\n",
+		       s->total.stall_steered_ms / 1000, (unsigned)(s->total.stall_steered_ms % 1000));
+	CHECK_HAS(out, pat);
+	CHECK(count_of(out, "# TYPE reuseecho_stall_steered_seconds_total counter\n") == 1);
+	CHECK(count_of(out, "# TYPE reuseecho_worker_stall_steered_seconds_total counter\n") == 1);
+	for (i = 0; i < s->nworkers; i++) {
+		(void)snprintf(pat, sizeof(pat), "\nreuseecho_worker_stall_steered_seconds_total{"
+			       "worker=\"%d\"} %" PRIu64 ".%03u\n", s->workers[i].id,
+			       s->workers[i].c.stall_steered_ms / 1000,
+			       (unsigned)(s->workers[i].c.stall_steered_ms % 1000));
+		CHECK_HAS(out, pat);
+	}
 	(void)snprintf(pat, sizeof(pat), "\nreuseecho_workers %zu\n", s->nworkers);
 	CHECK_HAS(out, pat);
 	CHECK(count_of(out, "reuseecho_worker_info{") == s->nworkers);
@@ -998,7 +1020,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 13);	/* resets, memory, udp and control lines included */
+	CHECK(count_lines(out) == 14);	/* resets, memory, udp, steering and control lines included */
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);

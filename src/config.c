@@ -27,6 +27,7 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->rt.conn_buffer = RE_DEFAULT_CONN_BUFFER;
 	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
 	cfg->rt.max_buffered = RE_DEFAULT_MAX_BUFFERED;
+	cfg->udp_rcvbuf = RE_DEFAULT_UDP_RCVBUF;
 	cfg->rt.stall_steer_ms = RE_STALL_STEER_DEFAULT_MS;
 	cfg->log_level = RE_LOG_INFO;
 	cfg->control_mode = 0600;
@@ -208,6 +209,8 @@ static const char usage_text[] =
 	"                           reflect spoofed traffic: see the README)\n"
 	"      --udp-rate PPS       answer at most PPS UDP datagrams per second from one\n"
 	"                           source address; 0 = no limit (default 0)\n"
+	"      --udp-rcvbuf BYTES   receive buffer each worker's UDP socket asks for\n"
+	"                           (64K-1G, K/M/G; 0 = the kernel's default; default 4M)\n"
 	"";
 
 /* Three strings: ISO C only promises string literals of 4095 bytes. */
@@ -274,6 +277,7 @@ enum {
 	OPT_USER,
 	OPT_UDP,
 	OPT_UDP_RATE,
+	OPT_UDP_RCVBUF,
 	OPT_STEER,
 	OPT_STALL_STEER,
 };
@@ -299,6 +303,7 @@ static const struct option long_options[] = {
 	{ "user", required_argument, NULL, OPT_USER },
 	{ "udp", no_argument, NULL, OPT_UDP },
 	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
+	{ "udp-rcvbuf", required_argument, NULL, OPT_UDP_RCVBUF },
 	{ "steer", required_argument, NULL, OPT_STEER },
 	{ "stall-steer", required_argument, NULL, OPT_STALL_STEER },
 	{ "version", no_argument, NULL, 'V' },
@@ -546,6 +551,15 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 						 "datagrams per second 0-100000000, 0 = no limit");
 			}
 			cfg->rt.udp_rate = (uint32_t)v;
+			break;
+		case OPT_UDP_RCVBUF:
+			r = strcmp(arg, "0") == 0 ? (v = 0, 0) :
+			    re_config_parse_size(arg, RE_MIN_UDP_RCVBUF, RE_MAX_UDP_RCVBUF, &v);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r,
+						 "bytes 64K-1G, e.g. 4M, or 0 for the kernel's default");
+			}
+			cfg->udp_rcvbuf = (uint32_t)v;
 			break;
 		case OPT_STEER:
 			if (strcmp(arg, "hash") != 0 && strcmp(arg, "cpu") != 0) {

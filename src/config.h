@@ -18,6 +18,13 @@
 #define RE_DEFAULT_DRAIN_TIMEOUT_MS 10000u
 #define RE_MAX_THREADS 1024
 #define RE_MAX_UDP_RATE 100000000u
+/* --udp-rcvbuf: each worker's UDP socket asks for this receive buffer. The kernel's
+ * default (net.core.rmem_default, 208 KiB) holds about 200 small datagrams: one burst
+ * of 50 flows x 8 in flight overflows it on a busy host. 4 MiB holds thousands; it is
+ * kernel memory used only while a queue is full, bounded per worker. */
+#define RE_DEFAULT_UDP_RCVBUF (4u * 1024u * 1024u)
+#define RE_MIN_UDP_RCVBUF (64u * 1024u)
+#define RE_MAX_UDP_RCVBUF (1024u * 1024u * 1024u)
 #define RE_MIN_CONN_BUFFER 4096u
 #define RE_MAX_CONN_BUFFER (1024u * 1024u * 1024u)
 #define RE_MAX_TIMEOUT_MS (7u * 24u * 3600u * 1000u)	/* one week */
@@ -64,6 +71,7 @@ struct re_config {
 	bool steer_cpu;			/* --steer cpu (default hash) */
 	int backlog;
 	bool udp;			/* --udp: UDP echo beside TCP */
+	uint32_t udp_rcvbuf;		/* --udp-rcvbuf: bytes asked for; 0 = kernel default */
 	struct re_runtime rt;
 	enum re_log_level log_level;
 	bool control_none;		/* --control none */

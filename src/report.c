@@ -489,7 +489,8 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_string(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, ",\"listener_handover\":");
 	json_string(out, f->handover, sizeof(f->handover));
-	re_strbuf_printf(out, ",\"udp\":%s", f->udp ? "true" : "false");
+	re_strbuf_printf(out, ",\"udp\":%s,\"udp_rcvbuf\":%" PRId64, f->udp ? "true" : "false",
+			 f->udp_rcvbuf);
 	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
 	if (f->migrate_success >= 0) {
 		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
@@ -969,7 +970,8 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 	} else {
 		re_strbuf_puts(out, "none");
 	}
-	re_strbuf_printf(out, "\nudp %s\n", f->udp ? "on" : "off");
+	re_strbuf_printf(out, "\nudp %s\nudp_rcvbuf %" PRId64 "\n", f->udp ? "on" : "off",
+			 f->udp_rcvbuf);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

@@ -43,6 +43,8 @@ struct re_features {
 	int64_t migrate_success;	/* TcpExt TcpMigrateReqSuccess, -1 = absent */
 	int64_t migrate_failure;	/* TcpExt TcpMigrateReqFailure, -1 = absent */
 	bool udp;			/* --udp: UDP echo served (a setting, fixed at start) */
+	int64_t udp_rcvbuf;		/* a UDP socket's receive buffer as the kernel reports it
+					 * (SO_RCVBUF), 0 without --udp */
 };
 
 /* The control thread's own counters (it is their only writer and their reader).

@@ -36,6 +36,7 @@
 #include "rcu.h"
 #include "re_version.h"
 #include "stats.h"
+#include "udp.h"
 #include "worker.h"
 
 #define RE_SUP_GRACE_MS 5000	/* beyond --drain-timeout before giving up on workers */
@@ -849,6 +850,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		.port = re_net_port(&s->addr),
 		.backlog = s->cfg->backlog,
 		.udp = s->cfg->udp,
+		.udp_rcvbuf = s->cfg->udp_rcvbuf,
 		.steer = s->cfg->steer_cpu ? "cpu" : "hash",
 #ifdef RE_DEBUG_HOOKS
 		.debug_hooks = true,
@@ -1239,6 +1241,20 @@ int re_supervisor_run(const struct re_config *cfg)
 	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
 	s.features.udp = cfg->udp;
+	if (cfg->udp) {
+		int got = re_udp_probe_rcvbuf(cfg->udp_rcvbuf);
+
+		/* Granted sizes read back doubled; below the request means rmem_max capped
+		 * it (no CAP_NET_ADMIN for SO_RCVBUFFORCE). Loss there shows in
+		 * udp_receive_queue_drops_total. */
+		s.features.udp_rcvbuf = got > 0 ? got : 0;
+		if (got > 0 && cfg->udp_rcvbuf != 0 && (uint64_t)got < 2ull * cfg->udp_rcvbuf) {
+			re_log_warn("--udp-rcvbuf %" PRIu32 ": the kernel granted %d bytes per UDP "
+				    "socket (net.core.rmem_max caps it without CAP_NET_ADMIN); raise "
+				    "net.core.rmem_max if datagrams are lost at the socket",
+				    cfg->udp_rcvbuf, got / 2);
+		}
+	}
 	/* REUSEECHO_DISABLE_CBPF=1 (for tests and benchmarks): show what the accept-queue
 	 * hole costs without steering. */
 	s.g.cbpf = s.features.cbpf && getenv("REUSEECHO_DISABLE_CBPF") == NULL;
@@ -1257,6 +1273,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.tmpl.addr = s.addr;
 	s.g.tmpl.backlog = cfg->backlog;
 	s.g.tmpl.udp = cfg->udp;
+	s.g.tmpl.udp_rcvbuf = cfg->udp_rcvbuf;
 	if (cfg->udp && !re_net_is_loopback(&s.addr)) {
 		re_log_warn("--udp on %s: a UDP echo on a reachable address can reflect spoofed "
 			    "traffic at third parties; bind a loopback or trusted address, or "

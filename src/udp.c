@@ -139,8 +139,38 @@ fail:
 	return r;
 }
 
-int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_block *st,
-		const char **ret_call)
+int re_udp_set_rcvbuf(int fd, uint32_t bytes)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	/* SO_RCVBUFFORCE (CAP_NET_ADMIN) may pass net.core.rmem_max; SO_RCVBUF is
+	 * capped by it. The kernel doubles either for its bookkeeping. */
+	if (bytes != 0 && set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, (int)bytes) < 0 &&
+	    set_int(fd, SOL_SOCKET, SO_RCVBUF, (int)bytes) < 0) {
+		return -errno;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) < 0) {
+		return -errno;
+	}
+	return v;
+}
+
+int re_udp_probe_rcvbuf(uint32_t bytes)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int r;
+
+	if (fd < 0) {
+		return -errno;
+	}
+	r = re_udp_set_rcvbuf(fd, bytes);
+	(void)close(fd);
+	return r;
+}
+
+int re_udp_open(struct re_udp **ret, const struct re_addr *a, uint32_t rcvbuf,
+		struct re_stats_block *st, const char **ret_call)
 {
 	struct re_udp *u = calloc(1, sizeof(*u));
 	int r;
@@ -184,6 +214,12 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_bl
 		return r;
 	}
 	u->fd = r;
+	r = re_udp_set_rcvbuf(u->fd, rcvbuf);
+	if (r < 0) {
+		*ret_call = "setsockopt";
+		re_udp_close(u);
+		return r;
+	}
 	/* UDP_GRO: a bundle of same-size datagrams from one source (a sender using
 	 * UDP_SEGMENT, or a NIC's GRO) arrives as one message and goes back as one
 	 * UDP_SEGMENT send with the same boundaries: about a quarter of the CPU per

@@ -34,13 +34,23 @@ struct re_udp;
 
 /* Open a non-blocking, close-on-exec SO_REUSEPORT (not SO_REUSEADDR: see udp.c) UDP
  * socket bound to a (dual-stack for "::", like the TCP listener), asking for the destination address of every
- * datagram (IP_PKTINFO, IPV6_RECVPKTINFO), and allocate its batch arrays. The
+ * datagram (IP_PKTINFO, IPV6_RECVPKTINFO), with a receive buffer of rcvbuf bytes
+ * (re_udp_set_rcvbuf; 0 keeps the kernel's default), and allocate its batch arrays. The
  * datagram buffers are one anonymous mapping that costs memory only where touched.
  * Counters go to st. On success *ret is the new object; on failure *ret_call names
  * the call that failed ("socket", "setsockopt", "bind", "mmap") and -errno is
  * returned. Context: the worker thread. */
-int re_udp_open(struct re_udp **ret, const struct re_addr *a, struct re_stats_block *st,
+int re_udp_open(struct re_udp **ret, const struct re_addr *a, uint32_t rcvbuf,
+		struct re_stats_block *st,
 		const char **ret_call) __attribute__((warn_unused_result));
+
+/* Ask for a receive buffer of bytes (0: leave the kernel's default): SO_RCVBUFFORCE
+ * where allowed (CAP_NET_ADMIN), else SO_RCVBUF, which net.core.rmem_max caps.
+ * Returns the size the kernel reports back (twice the granted request: it counts its
+ * bookkeeping) or -errno. */
+int re_udp_set_rcvbuf(int fd, uint32_t bytes) __attribute__((warn_unused_result));
+/* The same on a throwaway socket: what every worker's socket will get. */
+int re_udp_probe_rcvbuf(uint32_t bytes) __attribute__((warn_unused_result));
 
 /* The socket, for epoll registration and handover (-1 when u is NULL). */
 int re_udp_fd(const struct re_udp *u);

@@ -1555,7 +1555,7 @@ static int worker_setup(struct re_worker *w)
 		return w->lfd;
 	}
 	if (w->p.udp) {
-		int r = re_udp_open(&w->udp, &w->p.addr, w->st, &call);
+		int r = re_udp_open(&w->udp, &w->p.addr, w->p.udp_rcvbuf, w->st, &call);
 
 		if (r < 0) {
 			fail(w, call, r);

@@ -42,6 +42,7 @@ struct re_worker_params {
 	struct re_addr addr;		/* concrete port */
 	int backlog;
 	bool udp;			/* --udp: also open a UDP echo socket on addr */
+	uint32_t udp_rcvbuf;		/* --udp-rcvbuf, 0 = kernel default */
 	struct re_runtime **runtime;	/* RCU-published settings slot */
 	struct re_stats *stats;		/* registry (for the global connection count) */
 	struct re_stats_block *block;	/* this worker's counters */

@@ -3,6 +3,7 @@ its source and from the address it was sent to; the counters say exactly what
 happened to each one."""
 import errno
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -280,6 +281,29 @@ class UdpEcho(retest.ServerCase):
         # Loopback: no reflection warning.
         self.assertNotIn("reflect", self.srv.stderr())
         self.stop_clean()
+
+    def test_receive_buffer(self):
+        """--udp-rcvbuf sizes every worker's UDP socket (the kernel's default holds
+        about 200 small datagrams), `config` shows the request, `features` what the
+        kernel granted, and a bad value exits 2 naming the flag."""
+        self.start("--udp", "--threads", "2", "--udp-rcvbuf", "1M")
+        self.assertEqual(config(self.ctl)["udp-rcvbuf"], str(1 << 20))
+        feats = dict(l.split(" ", 1) for l in
+                     retest.ctl_command(self.ctl, "features").splitlines() if " " in l)
+        # Tests run as root: SO_RCVBUFFORCE passes rmem_max; the kernel doubles it.
+        self.assertEqual(feats["udp_rcvbuf"], str(2 << 20))
+        self.assertEqual(retest.stats_json(self.ctl)["features"]["udp_rcvbuf"], 2 << 20)
+        out = subprocess.run(["ss", "-H", "-u", "-a", "-n", "-m", "sport", "=",
+                              ":%d" % self.srv.port], capture_output=True, text=True,
+                             check=True).stdout
+        rbs = [int(x) for x in re.findall(r"\brb(\d+)", out)]
+        self.assertEqual(rbs, [2 << 20] * 2, out)
+        self.stop_clean()
+        for bad in ("1K", "2G", "lots"):
+            r = subprocess.run([retest.binary(), "--udp", "--udp-rcvbuf", bad],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 2, (bad, r.stderr))
+            self.assertIn("--udp-rcvbuf", r.stderr)
 
     def test_no_sharing_by_reuseaddr(self):
         """The workers' sockets set SO_REUSEPORT only: a socket with SO_REUSEADDR

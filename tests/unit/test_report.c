@@ -500,9 +500,11 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	CHECK(!sb->oom);
 	check_lines(sb->data);
 	/* so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req, listener_handover,
-	 * udp, kernel, and the two TcpMigrateReq counters when the kernel has them. */
+	 * udp, udp_rcvbuf, kernel, and the two TcpMigrateReq counters when the kernel has
+	 * them. */
 	CHECK(count_lines(sb->data) ==
-	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 9 : 7));
+	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 10 : 8));
+	CHECK(strstr(sb->data, "\nudp_rcvbuf ") != NULL);
 	CHECK(strstr(sb->data, "listener_handover ") != NULL);
 
 	/* JSON: shape, and for every counter total == per-worker sum + retired. */
@@ -640,7 +642,7 @@ static void test_empty(struct re_strbuf *sb)
 	out = render(re_report_json, &fx.s, sb);
 	check_json_shape(out);
 	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\",\"listener_handover\":\"\","
-		       "\"udp\":false,\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
+		       "\"udp\":false,\"udp_rcvbuf\":0,\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
 		       "\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
@@ -698,7 +700,7 @@ static void test_one(struct re_strbuf *sb)
 		  "\"max_min\":1,\"idle_workers\":0,\"cv\":0}");
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
-		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\",\"udp\":false,"
+		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\",\"udp\":false,\"udp_rcvbuf\":0,"
 		  "\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
 
 	out = render(re_report_text, &fx.s, sb);
@@ -1011,7 +1013,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"address\":\"a\\\"b\\\\c\\nd\\te\\u0001\"");
 	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
 	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
-		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\",\"udp\":false,"
+		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\",\"udp\":false,\"udp_rcvbuf\":0,"
 		  "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
 
 	out = render(re_report_prometheus, &fx.s, sb);
@@ -1026,7 +1028,7 @@ static void test_escaping(struct re_strbuf *sb)
 	re_strbuf_reset(sb);
 	re_report_features(&fx.s.features, sb);
 	CHECK(strcmp(sb->data, "so_reuseport yes\nepollrdhup yes\nreuseport_cbpf no\n"
-		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nkernel 6.1\"x\\y?z_w\n") == 0);
+		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nudp_rcvbuf 0\nkernel 6.1\"x\\y?z_w\n") == 0);
 
 	/* Arrays filled to the brim: no terminating NUL inside them. */
 	memset(fx.s.address, 'A', sizeof(fx.s.address));

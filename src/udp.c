@@ -370,6 +370,40 @@ struct rx_ctl {
 	uint16_t gso;		/* UDP_GRO: the bundle's segment size, 0 = one datagram */
 };
 
+/* True when the datagram was sent to a broadcast or multicast address: it is never
+ * answered. One spoofed datagram to a subnet's broadcast address, 224.0.0.1 or
+ * ff02::1 would otherwise draw a reply from every echo server on the link (the
+ * "fraggle" amplification), and the reply could not leave from the address the
+ * datagram was sent to anyway. IPv4: ipi_addr is the header's destination and
+ * ipi_spec_dst the local address a reply would use; the kernel makes them equal
+ * exactly for a local unicast destination (fib_compute_spec_dst), so they differ
+ * for a subnet's broadcast address, which no address test can recognise. A
+ * v4-mapped IPV6_PKTINFO carries only the header's destination: a subnet broadcast
+ * there fails at sendmmsg (no local address is that source) and counts as
+ * send_error. */
+static bool not_unicast(const struct rx_ctl *rx)
+{
+	if (rx->have == 4) {
+		uint32_t dst = ntohl(rx->p4.ipi_addr.s_addr);
+
+		return IN_MULTICAST(dst) || dst == INADDR_BROADCAST ||
+		       rx->p4.ipi_addr.s_addr != rx->p4.ipi_spec_dst.s_addr;
+	}
+	if (rx->have == 6) {
+		const struct in6_addr *a = &rx->p6.ipi6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			uint32_t dst;
+
+			memcpy(&dst, &a->s6_addr[12], sizeof(dst));
+			dst = ntohl(dst);
+			return IN_MULTICAST(dst) || dst == INADDR_BROADCAST;
+		}
+		return IN6_IS_ADDR_MULTICAST(a);
+	}
+	return false;
+}
+
 /* The received control messages of h that matter for the reply. */
 static void parse_ctl(struct msghdr *h, struct rx_ctl *rx)
 {
@@ -567,6 +601,10 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 		}
 		if (loop_port(h->msg_name)) {
 			RE_STAT_ADD(u->st, udp_dropped_loop_guard, segs);
+			continue;
+		}
+		if (not_unicast(&rx)) {
+			RE_STAT_ADD(u->st, udp_dropped_not_unicast, segs);
 			continue;
 		}
 		if (u->rate != 0 && !rate_allow(u, h->msg_name, segs)) {

@@ -313,13 +313,14 @@ static uint32_t key_hash(const uint8_t key[16])
 	return (uint32_t)(a >> 32);
 }
 
-/* True when the source may have `segs` more datagrams answered now (and takes
- * their tokens). A bucket holds one second's worth; it refills at `rate` per second. */
-static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsigned segs)
+/* How many of `segs` datagrams from this source may be answered now (their tokens
+ * are taken). A bucket holds one second's worth; it refills at `rate` per second. */
+static unsigned rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsigned segs)
 {
 	uint64_t cap = (uint64_t)u->rate * MILLI;
 	struct rate_entry *e = NULL, *oldest = NULL;
 	uint8_t key[16];
+	uint64_t ok;
 	uint32_t h;
 
 	source_key(from, key);
@@ -355,12 +356,15 @@ static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsign
 		}
 		e->last_ms = u->now_ms;
 	}
-	/* A UDP_GRO bundle is answered whole or not at all: it costs its datagrams. */
-	if (e->tokens < (uint64_t)segs * MILLI) {
-		return false;
+	/* A UDP_GRO bundle costs its datagrams. One larger than the tokens left has
+	 * its first ones answered: refused whole, a bundle larger than the bucket
+	 * would never be answered, at any rate its sender keeps. */
+	ok = e->tokens / MILLI;
+	if (ok > segs) {
+		ok = segs;
 	}
-	e->tokens -= (uint64_t)segs * MILLI;
-	return true;
+	e->tokens -= ok * MILLI;
+	return (unsigned)ok;
 }
 
 struct rx_ctl {
@@ -607,9 +611,18 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 			RE_STAT_ADD(u->st, udp_dropped_not_unicast, segs);
 			continue;
 		}
-		if (u->rate != 0 && !rate_allow(u, h->msg_name, segs)) {
-			RE_STAT_ADD(u->st, udp_dropped_rate_limit, segs);
-			continue;
+		if (u->rate != 0) {
+			unsigned ok = rate_allow(u, h->msg_name, segs);
+
+			if (ok < segs) {
+				RE_STAT_ADD(u->st, udp_dropped_rate_limit, segs - ok);
+				if (ok == 0) {
+					continue;
+				}
+				/* The bundle's first ok datagrams (segs > 1: rx.gso != 0). */
+				len = ok * rx.gso;
+				segs = ok;
+			}
 		}
 		if (k != tail + keep) {
 			swap_entries(u, k, tail + keep);

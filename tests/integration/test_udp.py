@@ -256,6 +256,27 @@ class UdpEcho(retest.ServerCase):
         self.assertEqual(config(self.ctl)["udp-rate"], "0")
         self.stop_clean()
 
+    def test_rate_limit_bundle_larger_than_bucket(self):
+        """--udp-rate 10 and a client that sends one UDP_SEGMENT bundle of 16
+        datagrams, well under 10 per second on average: the bucket's 10 come back
+        (the first 10, each as itself) and the other 6 are dropped as rate_limit.
+        A bundle larger than the bucket is never refused whole, or a client that
+        sends bundles could never be answered at any rate."""
+        self.start("--udp", "--udp-rate", "10", "--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 100)
+        parts = [payload(0, i, 100) for i in range(16)]
+        c.send(b"".join(parts))
+        got = self.assert_counts(16, 1600, rate_limit=6)
+        self.assertEqual(got["udp_gro_datagrams"], 16)
+        self.assertEqual(got["udp_bytes_sent"], 1000)
+        self.assertEqual([c.recv(200) for _ in range(10)], parts[:10])
+        c.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            c.recv(200)
+        self.stop_clean()
+
     def test_config_and_features(self):
         self.start("--threads", "1")
         cfg = config(self.ctl)

@@ -170,7 +170,8 @@ struct totals {
 /* The UDP drop counters of a `stats json` total: every reason and the kernel's. */
 static const char *const udp_drop_keys[] = {
 	"udp_dropped_truncated", "udp_dropped_queue_full", "udp_dropped_send_error",
-	"udp_dropped_loop_guard", "udp_dropped_rate_limit", "udp_kernel_drops",
+	"udp_dropped_loop_guard", "udp_dropped_not_unicast", "udp_dropped_rate_limit",
+	"udp_kernel_drops",
 };
 
 /* Value of "key": inside [obj, end). Returns 0 or -1 when absent. */

@@ -260,6 +260,7 @@ static const struct text_item text_layout[] = {
 	{ "udp dropped", "queue full", IDX_udp_dropped_queue_full, false },
 	{ "udp dropped", "send error", IDX_udp_dropped_send_error, false },
 	{ "udp dropped", "loop guard", IDX_udp_dropped_loop_guard, false },
+	{ "udp dropped", "not unicast", IDX_udp_dropped_not_unicast, false },
 	{ "udp dropped", "rate limit", IDX_udp_dropped_rate_limit, false },
 	{ "udp dropped", "kernel receive queue", IDX_udp_kernel_drops, false },
 	{ "steering", "stalled steered now", IDX_stall_steered, false },

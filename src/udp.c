@@ -313,13 +313,14 @@ static uint32_t key_hash(const uint8_t key[16])
 	return (uint32_t)(a >> 32);
 }
 
-/* True when the source may have `segs` more datagrams answered now (and takes
- * their tokens). A bucket holds one second's worth; it refills at `rate` per second. */
-static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsigned segs)
+/* How many of `segs` datagrams from this source may be answered now (their tokens
+ * are taken). A bucket holds one second's worth; it refills at `rate` per second. */
+static unsigned rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsigned segs)
 {
 	uint64_t cap = (uint64_t)u->rate * MILLI;
 	struct rate_entry *e = NULL, *oldest = NULL;
 	uint8_t key[16];
+	uint64_t ok;
 	uint32_t h;
 
 	source_key(from, key);
@@ -355,12 +356,15 @@ static bool rate_allow(struct re_udp *u, const struct sockaddr_in6 *from, unsign
 		}
 		e->last_ms = u->now_ms;
 	}
-	/* A UDP_GRO bundle is answered whole or not at all: it costs its datagrams. */
-	if (e->tokens < (uint64_t)segs * MILLI) {
-		return false;
+	/* A UDP_GRO bundle costs its datagrams. One larger than the tokens left has
+	 * its first ones answered: refused whole, a bundle larger than the bucket
+	 * would never be answered, at any rate its sender keeps. */
+	ok = e->tokens / MILLI;
+	if (ok > segs) {
+		ok = segs;
 	}
-	e->tokens -= (uint64_t)segs * MILLI;
-	return true;
+	e->tokens -= ok * MILLI;
+	return (unsigned)ok;
 }
 
 struct rx_ctl {
@@ -369,6 +373,40 @@ struct rx_ctl {
 	struct in6_pktinfo p6;
 	uint16_t gso;		/* UDP_GRO: the bundle's segment size, 0 = one datagram */
 };
+
+/* True when the datagram was sent to a broadcast or multicast address: it is never
+ * answered. One spoofed datagram to a subnet's broadcast address, 224.0.0.1 or
+ * ff02::1 would otherwise draw a reply from every echo server on the link (the
+ * "fraggle" amplification), and the reply could not leave from the address the
+ * datagram was sent to anyway. IPv4: ipi_addr is the header's destination and
+ * ipi_spec_dst the local address a reply would use; the kernel makes them equal
+ * exactly for a local unicast destination (fib_compute_spec_dst), so they differ
+ * for a subnet's broadcast address, which no address test can recognise. A
+ * v4-mapped IPV6_PKTINFO carries only the header's destination: a subnet broadcast
+ * there fails at sendmmsg (no local address is that source) and counts as
+ * send_error. */
+static bool not_unicast(const struct rx_ctl *rx)
+{
+	if (rx->have == 4) {
+		uint32_t dst = ntohl(rx->p4.ipi_addr.s_addr);
+
+		return IN_MULTICAST(dst) || dst == INADDR_BROADCAST ||
+		       rx->p4.ipi_addr.s_addr != rx->p4.ipi_spec_dst.s_addr;
+	}
+	if (rx->have == 6) {
+		const struct in6_addr *a = &rx->p6.ipi6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			uint32_t dst;
+
+			memcpy(&dst, &a->s6_addr[12], sizeof(dst));
+			dst = ntohl(dst);
+			return IN_MULTICAST(dst) || dst == INADDR_BROADCAST;
+		}
+		return IN6_IS_ADDR_MULTICAST(a);
+	}
+	return false;
+}
 
 /* The received control messages of h that matter for the reply. */
 static void parse_ctl(struct msghdr *h, struct rx_ctl *rx)
@@ -569,9 +607,22 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 			RE_STAT_ADD(u->st, udp_dropped_loop_guard, segs);
 			continue;
 		}
-		if (u->rate != 0 && !rate_allow(u, h->msg_name, segs)) {
-			RE_STAT_ADD(u->st, udp_dropped_rate_limit, segs);
+		if (not_unicast(&rx)) {
+			RE_STAT_ADD(u->st, udp_dropped_not_unicast, segs);
 			continue;
+		}
+		if (u->rate != 0) {
+			unsigned ok = rate_allow(u, h->msg_name, segs);
+
+			if (ok < segs) {
+				RE_STAT_ADD(u->st, udp_dropped_rate_limit, segs - ok);
+				if (ok == 0) {
+					continue;
+				}
+				/* The bundle's first ok datagrams (segs > 1: rx.gso != 0). */
+				len = ok * rx.gso;
+				segs = ok;
+			}
 		}
 		if (k != tail + keep) {
 			swap_entries(u, k, tail + keep);

@@ -1252,6 +1252,9 @@ static void dispatch(struct re_worker *w, const struct epoll_event *ev)
 		return;
 	}
 	if (ev->data.ptr == &w->udp_tag) {
+		if (w->udp == NULL) {
+			return;	/* stale: a command earlier in this batch closed it */
+		}
 		/* Served once per turn after the connections (udp_turn), with its own
 		 * budget, however many edges this batch holds. */
 		re_udp_events(w->udp, e);

@@ -48,6 +48,7 @@
 	X(udp_dropped_queue_full, counter, "udp_dropped_total", "reason=\"queue_full\"", "UDP datagrams received and not echoed, by reason") \
 	X(udp_dropped_send_error, counter, "udp_dropped_total", "reason=\"send_error\"", "UDP datagrams received and not echoed, by reason") \
 	X(udp_dropped_loop_guard, counter, "udp_dropped_total", "reason=\"loop_guard\"", "UDP datagrams received and not echoed, by reason") \
+	X(udp_dropped_not_unicast, counter, "udp_dropped_total", "reason=\"not_unicast\"", "UDP datagrams received and not echoed, by reason") \
 	X(udp_dropped_rate_limit, counter, "udp_dropped_total", "reason=\"rate_limit\"", "UDP datagrams received and not echoed, by reason") \
 	X(udp_gro_datagrams, counter, "udp_gro_datagrams_total", "", "UDP datagrams received coalesced in UDP_GRO bundles (several in one receive)") \
 	X(udp_kernel_drops, counter, "udp_receive_queue_drops_total", "", "UDP datagrams the kernel dropped because a worker's socket receive buffer was full") \

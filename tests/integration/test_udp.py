@@ -80,6 +80,7 @@ class UdpEcho(retest.ServerCase):
             "udp_dropped_queue_full": 0,
             "udp_dropped_send_error": 0,
             "udp_dropped_loop_guard": 0,
+            "udp_dropped_not_unicast": 0,
             "udp_dropped_rate_limit": 0,
             "udp_kernel_drops": 0,
         }
@@ -253,6 +254,27 @@ class UdpEcho(retest.ServerCase):
             c.send(b"u%d" % i)
             self.assertEqual(c.recv(100), b"u%d" % i)
         self.assertEqual(config(self.ctl)["udp-rate"], "0")
+        self.stop_clean()
+
+    def test_rate_limit_bundle_larger_than_bucket(self):
+        """--udp-rate 10 and a client that sends one UDP_SEGMENT bundle of 16
+        datagrams, well under 10 per second on average: the bucket's 10 come back
+        (the first 10, each as itself) and the other 6 are dropped as rate_limit.
+        A bundle larger than the bucket is never refused whole, or a client that
+        sends bundles could never be answered at any rate."""
+        self.start("--udp", "--udp-rate", "10", "--threads", "1")
+        c = udp_client(socket.AF_INET, "127.0.0.1", self.srv.port)
+        self.socks.append(c)
+        c.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 100)
+        parts = [payload(0, i, 100) for i in range(16)]
+        c.send(b"".join(parts))
+        got = self.assert_counts(16, 1600, rate_limit=6)
+        self.assertEqual(got["udp_gro_datagrams"], 16)
+        self.assertEqual(got["udp_bytes_sent"], 1000)
+        self.assertEqual([c.recv(200) for _ in range(10)], parts[:10])
+        c.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            c.recv(200)
         self.stop_clean()
 
     def test_config_and_features(self):
@@ -567,6 +589,93 @@ def netns_send_error():
     print("send-error scenario: ok")
 
 
+class UdpNotUnicast(unittest.TestCase):
+    def test_broadcast_and_multicast_never_answered(self):
+        """A datagram sent to a broadcast or multicast address is never answered: one
+        spoofed datagram to a subnet's broadcast or to 224.0.0.1 / ff02::1 would
+        otherwise draw a reply from every server on the link (the "fraggle"
+        amplification). Both an IPv4 wildcard and a dual-stack wildcard socket, in a
+        private namespace (unshare -n) with a veth pair; unicast still echoes."""
+        if os.geteuid() != 0:
+            self.skipTest("unshare -n and ip need root")
+        r = subprocess.run(["unshare", "-n", "--", sys.executable, os.path.abspath(__file__),
+                            "--netns-not-unicast"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           timeout=retest.scaled(60))
+        print(r.stdout)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("not-unicast scenario: ok", r.stdout)
+
+
+def netns_not_unicast():
+    """Inside unshare -n: a veth pair with 10.9.0.1/24 and 2001:db8::1/64 on one end,
+    a server on 0.0.0.0 and one on ::, clients on the same host sending to unicast,
+    the subnet broadcast, 255.255.255.255, 224.0.0.1 and ff02::1. Exits 0 when
+    every check holds."""
+    for cmd in (["link", "set", "lo", "up"],
+                ["link", "add", "ve0", "type", "veth", "peer", "name", "ve1"],
+                ["addr", "add", "10.9.0.1/24", "brd", "+", "dev", "ve0"],
+                ["-6", "addr", "add", "2001:db8::1/64", "dev", "ve0", "nodad"],
+                ["link", "set", "ve1", "up"], ["link", "set", "ve0", "up"]):
+        subprocess.run(["ip"] + cmd, check=True)
+    ifindex = socket.if_nametoindex("ve0")
+
+    def probe(family, src, dst, port):
+        """Send one datagram from src to dst; the reply, or None."""
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            s.bind((src, 0))
+            if family == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+            s.sendto(b"ping " + dst.encode(), (dst, port) if family == socket.AF_INET
+                     else (dst, port, 0, ifindex))
+            s.settimeout(retest.scaled(0.5))
+            try:
+                return s.recv(100)
+            except socket.timeout:
+                return None
+        finally:
+            s.close()
+
+    cases = (
+        ("0.0.0.0", [(socket.AF_INET, "10.9.0.1", "10.9.0.1", True),
+                     (socket.AF_INET, "10.9.0.1", "10.9.0.255", False),
+                     (socket.AF_INET, "10.9.0.1", "255.255.255.255", False),
+                     (socket.AF_INET, "10.9.0.1", "224.0.0.1", False)]),
+        ("::", [(socket.AF_INET6, "2001:db8::1", "2001:db8::1", True),
+                (socket.AF_INET6, "2001:db8::1", "ff02::1", False),
+                (socket.AF_INET, "10.9.0.1", "255.255.255.255", False),
+                (socket.AF_INET, "10.9.0.1", "224.0.0.1", False)]),
+    )
+    with tempfile.TemporaryDirectory(prefix="reuseecho-udpbc-") as d:
+        for bind, probes in cases:
+            ctl = os.path.join(d, "control-%d.sock" % len(bind))
+            srv = retest.Server("--control", ctl, "--udp", "--threads", "1", bind=bind)
+            try:
+                for family, src, dst, answered in probes:
+                    got = probe(family, src, dst, srv.port)
+                    want = b"ping " + dst.encode() if answered else None
+                    assert got == want, "bind %s, to %s: got %r" % (bind, dst, got)
+                n = len(probes)
+                want = {"udp_datagrams_received": n, "udp_datagrams_sent": 1,
+                        "udp_dropped_not_unicast": n - 1, "udp_dropped_send_error": 0}
+                try:
+                    retest.wait_until(lambda: all(udp_totals(ctl).get(k) == v
+                                                  for k, v in want.items()),
+                                      what="counters %r" % want)
+                except AssertionError as e:
+                    raise AssertionError("%s; counters %r" % (e, udp_totals(ctl)))
+                assert srv.stop() == 0, srv.stderr()
+            finally:
+                if srv.alive():
+                    srv.kill()
+            print("bind %s: %d answered, %d not unicast dropped" % (bind, 1, n - 1))
+    print("not-unicast scenario: ok")
+
+
 def recv_ready(s, into):
     """Append every datagram the non-blocking socket s holds now to `into`."""
     while True:
@@ -596,5 +705,8 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:] == ["--netns-queue-full"]:
         netns_queue_full()
+        sys.exit(0)
+    if sys.argv[1:] == ["--netns-not-unicast"]:
+        netns_not_unicast()
         sys.exit(0)
     retest.main()

@@ -471,7 +471,8 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 		CHECK(strtoull(f[15], NULL, 10) ==
 		      w->c.udp_dropped_truncated + w->c.udp_dropped_queue_full +
 		      w->c.udp_dropped_send_error + w->c.udp_dropped_loop_guard +
-		      w->c.udp_dropped_rate_limit + w->c.udp_kernel_drops);
+		      w->c.udp_dropped_not_unicast + w->c.udp_dropped_rate_limit +
+		      w->c.udp_kernel_drops);
 		CHECK(strtoull(f[16], NULL, 10) == w->c.stall_steered);
 		CHECK(strtoull(f[17], NULL, 10) == w->c.stall_steer_episodes);
 		CHECK(strtoull(f[18], NULL, 10) == w->c.stall_steered_ms);

@@ -538,9 +538,13 @@ def netns_queue_full():
             assert t["udp_dropped_queue_full"] > 0, t
             assert t["udp_dropped_send_error"] == 0, t
             assert len(got) == t["udp_datagrams_sent"], (len(got), t)
-            # Intact and in order: a subsequence of what was sent.
+            # Intact, each once. Not necessarily in order: behind a qdisc, loopback
+            # hands each packet to the backlog of the CPU that dequeued it (the
+            # server's send or the qdisc's timer softirq on the other CPU), and the
+            # two backlogs are delivered independently; the server's ring itself is
+            # FIFO. UDP promises no order; boundaries and contents are checked.
             idx = [int(g[:6]) for g in got]
-            assert idx == sorted(set(idx)), "replies reordered or duplicated"
+            assert len(idx) == len(set(idx)), "replies duplicated"
             assert all(g == sent[i] for g, i in zip(got, idx)), "a reply differs"
             assert srv.stop() == 0, srv.stderr()
         finally:

@@ -3,6 +3,9 @@ sockets: byte counts are exact, the chargen pattern is checked against one compu
 here independently of the server's table, a client that stops reading costs neither
 memory nor CPU, and the service shows in config, features and every stats format."""
 import glob
+import re
+import subprocess
+import threading
 import os
 import socket
 import sys
@@ -176,7 +179,7 @@ class Visibility(retest.ServerCase):
         self.assertNotIn("service", retest.ctl_command(self.ctl, "stats").splitlines()[0])
 
     def test_bad_service_rejected(self):
-        p = retest.subprocess.run([retest.binary(), "--service", "daytime"],
+        p = subprocess.run([retest.binary(), "--service", "daytime"],
                                   capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 2)
         self.assertIn("--service", p.stderr)
@@ -184,3 +187,69 @@ class Visibility(retest.ServerCase):
 
 if __name__ == "__main__":
     retest.main()
+
+
+def echoload(*args, timeout=60):
+    return subprocess.run([retest.binary("echoload")] + [str(a) for a in args],
+                                 capture_output=True, text=True, timeout=timeout)
+
+
+def field(out, name):
+    m = re.search(r"^\s*%s\s+(\d+)" % name, out, re.M)
+    return int(m.group(1)) if m else None
+
+
+class EcholoadModes(retest.ServerCase):
+    def test_sink_against_discard(self):
+        srv = self.start("--threads", "1", "--service", "discard")
+        p = echoload("--host", srv.host, "--port", srv.port, "--mode", "sink", "--conns", 2,
+                     "--duration", "0.5", "--warmup", "0")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(field(p.stdout, "errors"), 0)
+        echoed = field(p.stdout, "echoed")
+        self.assertGreater(echoed, 1 << 20)
+        # Everything echoload sent reaches the server once its connections close.
+        t = retest.wait_until(lambda: (lambda j: j if j["total"]["active"] == 0 else None)(
+            retest.stats_json(self.ctl)), what="sink connections closed")["total"]
+        self.assertGreaterEqual(t["bytes_received"], echoed)
+        self.assertEqual(t["bytes_sent"], 0)
+
+    def test_sink_against_chargen_is_an_error(self):
+        srv = self.start("--threads", "1", "--service", "chargen")
+        p = echoload("--host", srv.host, "--port", srv.port, "--mode", "sink", "--conns", 1,
+                     "--duration", "0.3", "--warmup", "0")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not a discard server", p.stderr)
+
+    def test_source_verifies_chargen(self):
+        srv = self.start("--threads", "1", "--service", "chargen")
+        p = echoload("--host", srv.host, "--port", srv.port, "--mode", "source", "--conns", 2,
+                     "--duration", "0.5", "--warmup", "0")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(field(p.stdout, "mismatches"), 0)
+        self.assertGreater(field(p.stdout, "echoed"), 1 << 20)
+
+    def test_source_fails_on_a_wrong_byte(self):
+        # A chargen impostor: the real pattern with one byte changed at 10,000.
+        ls = socket.socket()
+        self.socks.append(ls)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(4)
+        data = bytearray(chargen_expected(200000))
+        data[10000] ^= 1
+
+        def serve():
+            c, _ = ls.accept()
+            try:
+                c.sendall(bytes(data))
+                time.sleep(retest.scaled(1.0))
+            except OSError:
+                pass
+            c.close()
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        p = echoload("--host", "127.0.0.1", "--port", ls.getsockname()[1], "--mode", "source",
+                     "--conns", 1, "--duration", "0.5", "--warmup", "0")
+        th.join(retest.scaled(5))
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertGreater(field(p.stdout, "mismatches"), 0)

@@ -185,10 +185,6 @@ class Visibility(retest.ServerCase):
         self.assertIn("--service", p.stderr)
 
 
-if __name__ == "__main__":
-    retest.main()
-
-
 def echoload(*args, timeout=60):
     return subprocess.run([retest.binary("echoload")] + [str(a) for a in args],
                                  capture_output=True, text=True, timeout=timeout)
@@ -253,3 +249,7 @@ class EcholoadModes(retest.ServerCase):
         th.join(retest.scaled(5))
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertGreater(field(p.stdout, "mismatches"), 0)
+
+
+if __name__ == "__main__":
+    retest.main()

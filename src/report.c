@@ -820,9 +820,9 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, "\",listener_handover=\"");
 	prom_label_value(out, f->handover, sizeof(f->handover));
-	re_strbuf_printf(out, "\",udp=\"%d\",service=\"", f->udp ? 1 : 0);
+	re_strbuf_puts(out, "\",service=\"");
 	prom_label_value(out, service_of(f), sizeof(f->service));
-	re_strbuf_puts(out, "\"} 1\n");
+	re_strbuf_printf(out, "\",udp=\"%d\"} 1\n", f->udp ? 1 : 0);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		prom_family(out, "tcp_migrate_req_total",
 			    "Kernel TcpMigrateReq counters of this network namespace (TcpExt)", "counter");

@@ -9,7 +9,7 @@
  *
  *   echoload [OPTIONS]
  *     --proto tcp|udp     default tcp; udp: pingpong and rate modes only
- *     --mode pingpong|stream|churn|rate   default pingpong
+ *     --mode pingpong|stream|churn|rate|sink|source   default pingpong
  *     --host ADDR         IPv4 or IPv6 literal, default 127.0.0.1
  *     --port P            default 7007
  *     --threads N         loader threads, each with its own epoll and its
@@ -133,7 +133,8 @@
 #define HIST_SUB_BITS		7
 #define HIST_BUCKETS		((64 - HIST_SUB_BITS + 1) << HIST_SUB_BITS)
 
-enum mode { MODE_PINGPONG, MODE_STREAM, MODE_CHURN, MODE_RATE };
+enum mode { MODE_PINGPONG, MODE_STREAM, MODE_CHURN, MODE_RATE, MODE_SINK, MODE_SOURCE };
+#define NMODES 6
 enum output { OUT_HUMAN, OUT_JSON, OUT_CSV };
 enum proto { PROTO_TCP, PROTO_UDP };
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_DEAD };
@@ -143,6 +144,8 @@ static const char *const mode_names[] = {
 	[MODE_STREAM] = "stream",
 	[MODE_CHURN] = "churn",
 	[MODE_RATE] = "rate",
+	[MODE_SINK] = "sink",
+	[MODE_SOURCE] = "source",
 };
 
 struct config {
@@ -203,6 +206,7 @@ struct conn {
 	uint8_t state;
 	bool wblocked;		/* short send: wait for EPOLLOUT */
 	bool msg_bad;		/* the message being received has a wrong byte */
+	bool one_way;		/* sink or source: bytes go one way only */
 	uint32_t ts_mask;
 	uint64_t *ts;		/* per message send time (ring); churn: connect start */
 	uint64_t tx_off;	/* stream bytes handed to the kernel */
@@ -271,6 +275,7 @@ struct loader {
 	int epfd;
 	bool no_pwait2;		/* kernel lacks epoll_pwait2: millisecond waits */
 	bool stopping;		/* measured window over: start nothing new */
+	uint64_t one_way_acc;	/* sink/source: bytes toward the next whole --size */
 	bool send_ts;		/* stamp messages as they are sent */
 	uint32_t nconns;
 	uint32_t live;		/* slots not dead */
@@ -511,8 +516,67 @@ static int connect_done(struct loader *t, struct conn *c, uint32_t events)
  * raises EPOLLOUT), so we stop there instead of paying for an EAGAIN.
  * Returns 0, or -1 if @c failed and was retired.
  */
+/* sink and source: n bytes moved at now; inside the measured window they count, a
+ * "message" per --size bytes (no latency: nothing comes back to time). */
+static void one_way_bytes(struct loader *t, uint64_t n, uint64_t now)
+{
+	if (now >= t->m_start && now < t->m_end) {
+		t->st.bytes += n;
+		t->one_way_acc += n;
+		while (t->one_way_acc >= t->unit) {
+			t->one_way_acc -= t->unit;
+			t->st.msgs++;
+			hist_record(&t->st, 0);
+		}
+	}
+}
+
+/* source: check n bytes received at stream offset off against RFC 864's pattern
+ * (line k: the 72 characters from 32 + k mod 95, then CRLF), computed here on its
+ * own. Returns true when every byte matches. */
+static bool chargen_ok(const uint8_t *p, size_t n, uint64_t off)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t o = off + i;
+		uint64_t line = o / 74, col = o % 74;
+		uint8_t want = col == 72 ? '\r' : col == 73 ? '\n' :
+			       (uint8_t)(32 + (line + col) % 95);
+
+		if (p[i] != want) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* sink: keep sending until the socket is full, a budget of bytes per call so that the
+ * thread's other connections get their turn. A socket that took the whole budget
+ * raises no new EPOLLOUT edge: EPOLL_CTL_MOD re-arms it, which queues one at once
+ * while it is writable. */
+#define SINK_BUDGET (1u << 20)
+
+static int sink_more(struct loader *t, struct conn *c)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.data.u64 = (uint64_t)c->gen << 32 | (uint64_t)(c - t->conns),
+	};
+
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+		conn_fail(t, c, -errno, "epoll_ctl");
+		return -1;
+	}
+	return 0;
+}
+
 static int send_pending(struct loader *t, struct conn *c, uint64_t now)
 {
+	if (t->cfg->mode == MODE_SINK) {
+		if (t->stopping) {
+			return 0;
+		}
+		c->tx_end = c->tx_off + SINK_BUDGET;
+	}
 	while (c->tx_off < c->tx_end) {
 		uint64_t left = c->tx_end - c->tx_off;
 		size_t len = left < IO_MAX ? (size_t)left : IO_MAX;
@@ -531,6 +595,9 @@ static int send_pending(struct loader *t, struct conn *c, uint64_t now)
 			return -1;
 		}
 		c->tx_off += (uint64_t)n;
+		if (c->one_way) {
+			one_way_bytes(t, (uint64_t)n, now);
+		}
 		if (t->send_ts) {
 			while (c->send_mark < c->tx_off) {
 				c->ts[c->sent & c->ts_mask] = now;
@@ -542,6 +609,9 @@ static int send_pending(struct loader *t, struct conn *c, uint64_t now)
 			c->wblocked = true;
 			return 0;
 		}
+	}
+	if (t->cfg->mode == MODE_SINK) {
+		return sink_more(t, c);
 	}
 	return 0;
 }
@@ -642,6 +712,22 @@ static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
 	for (;;) {
 		ssize_t n = recv(c->fd, t->rx, IO_MAX, 0);
 
+		if (n > 0 && c->one_way) {
+			*now = now_ns();
+			if (t->cfg->mode == MODE_SINK) {
+				conn_fail(t, c, 0, "the server sent bytes (not a discard server)");
+				return 1;
+			}
+			if (!chargen_ok(t->rx, (size_t)n, c->rx_off)) {
+				t->st.mismatches++;
+			}
+			c->rx_off += (uint64_t)n;
+			one_way_bytes(t, (uint64_t)n, *now);
+			if ((size_t)n < IO_MAX && !drain) {
+				return 0;
+			}
+			continue;
+		}
 		if (n > 0) {
 			*now = now_ns();
 			if ((uint64_t)n > c->tx_off - c->rx_off) {
@@ -726,6 +812,9 @@ static void on_event(struct loader *t, uint64_t data, uint32_t events)
 	}
 	if (t->cfg->mode == MODE_STREAM && !t->stopping) {
 		refill(t, c);
+	}
+	if (t->cfg->mode == MODE_SINK && !t->stopping) {
+		c->tx_end = c->tx_off + 1;	/* send_pending sets the real budget */
 	}
 	if (!c->wblocked && c->tx_off < c->tx_end) {
 		(void)send_pending(t, c, now ? now : now_ns());
@@ -840,7 +929,8 @@ static bool conn_busy(const struct conn *c)
 	case CONN_CONNECTING:
 		return true;
 	case CONN_OPEN:
-		return c->rx_off < c->tx_end || c->due > c->queued;
+		/* sink and source expect no echo: nothing is owed at the end */
+		return !c->one_way && (c->rx_off < c->tx_end || c->due > c->queued);
 	default:
 		return false;
 	}
@@ -878,8 +968,13 @@ static void kick(struct loader *t)
 		if (c->state != CONN_OPEN) {
 			continue;
 		}
+		c->one_way = cfg->mode == MODE_SINK || cfg->mode == MODE_SOURCE;
 		if (cfg->mode == MODE_PINGPONG) {
 			c->tx_end = (uint64_t)cfg->depth * t->unit;
+		} else if (cfg->mode == MODE_SINK) {
+			c->tx_end = SINK_BUDGET;
+		} else if (cfg->mode == MODE_SOURCE) {
+			continue;	/* sends nothing: reads what arrives */
 		} else {
 			refill(t, c);
 		}
@@ -1690,7 +1785,9 @@ static void usage(FILE *f)
 	      "\n"
 	      "  --proto tcp|udp     transport (default tcp); udp: pingpong and rate only,\n"
 	      "                      one connected socket per flow (--conns flows)\n"
-	      "  --mode pingpong|stream|churn|rate  workload (default pingpong)\n"
+	      "  --mode pingpong|stream|churn|rate|sink|source  workload (default pingpong;\n"
+	      "                      sink: send only, for a discard server; source: read\n"
+	      "                      only and verify a chargen server's pattern)\n"
 	      "        pingpong: DEPTH messages in flight per connection\n"
 	      "        stream:   WINDOW bytes in flight per connection, in chunks of SIZE\n"
 	      "        churn:    connect, send one message, read the echo, close; repeat\n"
@@ -1849,13 +1946,14 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 			cfg->loss_timeout_set = true;
 			break;
 		case OPT_MODE:
-			for (v = 0; v < 4; v++) {
+			for (v = 0; v < NMODES; v++) {
 				if (strcmp(optarg, mode_names[v]) == 0) {
 					break;
 				}
 			}
-			if (v == 4) {
-				return bad_value("--mode", optarg, "pingpong, stream, churn or rate");
+			if (v == NMODES) {
+				return bad_value("--mode", optarg,
+						 "pingpong, stream, churn, rate, sink or source");
 			}
 			cfg->mode = (enum mode)v;
 			break;
@@ -1987,7 +2085,8 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 			return -EINVAL;
 		}
 	}
-	if (cfg->proto == PROTO_UDP && (cfg->mode == MODE_STREAM || cfg->mode == MODE_CHURN)) {
+	if (cfg->proto == PROTO_UDP && (cfg->mode == MODE_STREAM || cfg->mode == MODE_CHURN ||
+					cfg->mode == MODE_SINK || cfg->mode == MODE_SOURCE)) {
 		fprintf(stderr, "echoload: --mode: %s is TCP only (UDP: pingpong, "
 			"with a large --depth for bulk, or rate)\n", mode_names[cfg->mode]);
 		return -EINVAL;

@@ -28,6 +28,7 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->rt.drain_timeout_ms = RE_DEFAULT_DRAIN_TIMEOUT_MS;
 	cfg->rt.max_buffered = RE_DEFAULT_MAX_BUFFERED;
 	cfg->udp_rcvbuf = RE_DEFAULT_UDP_RCVBUF;
+	cfg->service = RE_SERVICE_ECHO;
 	cfg->rt.stall_steer_ms = RE_STALL_STEER_DEFAULT_MS;
 	cfg->log_level = RE_LOG_INFO;
 	cfg->control_mode = 0600;
@@ -211,6 +212,10 @@ static const char usage_text[] =
 	"                           source address; 0 = no limit (default 0)\n"
 	"      --udp-rcvbuf BYTES   receive buffer each worker's UDP socket asks for\n"
 	"                           (64K-1G, K/M/G; 0 = the kernel's default; default 4M)\n"
+	"      --service NAME       echo, discard (RFC 863: read and drop) or chargen\n"
+	"                           (RFC 864: send the character pattern as fast as the\n"
+	"                           client reads), over TCP and --udp; fixed at start\n"
+	"                           (default echo)\n"
 	"";
 
 /* Three strings: ISO C only promises string literals of 4095 bytes. */
@@ -278,6 +283,7 @@ enum {
 	OPT_UDP,
 	OPT_UDP_RATE,
 	OPT_UDP_RCVBUF,
+	OPT_SERVICE,
 	OPT_STEER,
 	OPT_STALL_STEER,
 };
@@ -304,6 +310,7 @@ static const struct option long_options[] = {
 	{ "udp", no_argument, NULL, OPT_UDP },
 	{ "udp-rate", required_argument, NULL, OPT_UDP_RATE },
 	{ "udp-rcvbuf", required_argument, NULL, OPT_UDP_RCVBUF },
+	{ "service", required_argument, NULL, OPT_SERVICE },
 	{ "steer", required_argument, NULL, OPT_STEER },
 	{ "stall-steer", required_argument, NULL, OPT_STALL_STEER },
 	{ "version", no_argument, NULL, 'V' },
@@ -560,6 +567,12 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 						 "bytes 64K-1G, e.g. 4M, or 0 for the kernel's default");
 			}
 			cfg->udp_rcvbuf = (uint32_t)v;
+			break;
+		case OPT_SERVICE:
+			r = re_chargen_parse_service(arg, &cfg->service);
+			if (r < 0) {
+				return bad_value(err, errlen, opt, arg, r, "echo, discard or chargen");
+			}
 			break;
 		case OPT_STEER:
 			if (strcmp(arg, "hash") != 0 && strcmp(arg, "cpu") != 0) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chargen.h"
 #include "cpu.h"
 #include "log.h"
 
@@ -72,6 +73,7 @@ struct re_config {
 	int backlog;
 	bool udp;			/* --udp: UDP echo beside TCP */
 	uint32_t udp_rcvbuf;		/* --udp-rcvbuf: bytes asked for; 0 = kernel default */
+	enum re_service service;	/* --service: fixed for the process's life */
 	struct re_runtime rt;
 	enum re_log_level log_level;
 	bool control_none;		/* --control none */

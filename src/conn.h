@@ -24,6 +24,9 @@ enum re_conn_flag {
 	RE_CONN_BUDGET = 1u << 10,	/* reading stopped: --max-buffered had no room to grow
 					 * the buffer, or to keep what an echo in place could
 					 * not send; retried on a timer */
+	RE_CONN_SERVICE = 1u << 11,	/* not echo: discard, or chargen with RE_CONN_CHARGEN
+					 * (--service, chosen at accept) */
+	RE_CONN_CHARGEN = 1u << 12,
 };
 
 /* A doubly-linked intrusive list node and head. */
@@ -41,7 +44,7 @@ struct re_conn {
 	int fd;
 	uint32_t flags;
 	uint32_t last_active;		/* worker clock, ms; for the idle timeout */
-	uint32_t unused;
+	uint32_t svc_pos;		/* chargen: offset in the pattern's period */
 	struct re_buf *out;		/* unsent echo bytes, NULL when none */
 	struct re_link lru;		/* all open conns, least recently active first */
 	struct re_link ready;		/* ready list, or the free/graveyard list */

@@ -37,6 +37,7 @@ struct re_control_params {
 	int backlog;
 	bool udp;			/* --udp */
 	uint32_t udp_rcvbuf;		/* --udp-rcvbuf as asked */
+	const char *service;		/* --service: "echo", "discard" or "chargen" */
 	const char *steer;		/* --steer: "hash" or "cpu" */
 	struct re_features features;
 	bool debug_hooks;		/* accept `debug stall` */

@@ -165,6 +165,7 @@ struct totals {
 	uint64_t active, accepted, bytes_in, bytes_out;
 	bool udp;			/* the server runs with --udp: show the UDP columns */
 	uint64_t udp_in, udp_dropped;	/* datagrams received; dropped for any reason */
+	char service[12];		/* --service; "echo" from a server without it */
 };
 
 /* The UDP drop counters of a `stats json` total: every reason and the kernel's. */
@@ -205,6 +206,20 @@ static int parse_totals(const char *js, struct totals *t)
 		return -1;
 	}
 	t->udp = strstr(end, "\"udp\":true") != NULL;
+	snprintf(t->service, sizeof(t->service), "echo");
+	{
+		const char *sv = strstr(end, "\"service\":\"");
+		size_t len;
+
+		if (sv != NULL) {
+			sv += strlen("\"service\":\"");
+			len = strcspn(sv, "\"");
+			if (len > 0 && len < sizeof(t->service)) {
+				memcpy(t->service, sv, len);
+				t->service[len] = '\0';
+			}
+		}
+	}
 	t->udp_in = 0;
 	t->udp_dropped = 0;
 	if (t->udp) {
@@ -271,8 +286,8 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 	if (tty) {
 		fputs("\033[H\033[2J", stdout);
 	}
-	printf("reuseecho-ctl top: %s, %d worker%s, every 1 s (q quits)\n\n", path, n,
-	       n == 1 ? "" : "s");
+	printf("reuseecho-ctl top: %s, %d worker%s, service %s, every 1 s (q quits)\n\n", path,
+	       n, n == 1 ? "" : "s", tot->service);
 	printf("%4s %4s %-9s %8s %10s %14s %14s %9s %7s %6s", "id", "cpu", "state", "active",
 	       "accept/s", "in", "out", "acceptq", "steered", "local");
 	if (tot->udp) {

@@ -220,6 +220,7 @@ static void reply_config(struct re_ctlcmd *k, struct re_strbuf *out)
 	format_seconds(out, "drain-timeout", rt->drain_timeout_ms);
 	re_strbuf_printf(out, "udp %s\nudp-rate %" PRIu32 "\nudp-rcvbuf %" PRIu32 "\n",
 			 k->p->udp ? "on" : "off", rt->udp_rate, k->p->udp_rcvbuf);
+	re_strbuf_printf(out, "service %s\n", k->p->service != NULL ? k->p->service : "echo");
 	format_seconds(out, "stall-steer", rt->stall_steer_ms);
 	re_rcu_thread_offline();
 	re_strbuf_printf(out, "steer %s\n", k->p->steer != NULL ? k->p->steer : "hash");

@@ -174,6 +174,12 @@ static void put_clean(struct re_strbuf *out, const char *s, size_t cap, bool no_
 	}
 }
 
+/* The service a snapshot names; "echo" when it names none (a zeroed snapshot). */
+static const char *service_of(const struct re_features *f)
+{
+	return f->service[0] != '\0' ? f->service : "echo";
+}
+
 static void put_duration(struct re_strbuf *out, double secs)
 {
 	uint64_t t, d, h, m;
@@ -314,7 +320,13 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
 	put_duration(out, s->uptime_s);
 	re_strbuf_puts(out, " on ");
 	put_clean(out, s->address, sizeof(s->address), false);
-	re_strbuf_printf(out, ", %zu worker%s\n", nw, nw == 1 ? "" : "s");
+	re_strbuf_printf(out, ", %zu worker%s", nw, nw == 1 ? "" : "s");
+	if (strcmp(service_of(&s->features), "echo") != 0) {
+		/* Nobody reads a discard or chargen server's figures as echo's. */
+		re_strbuf_puts(out, ", service ");
+		put_clean(out, service_of(&s->features), sizeof(s->features.service), true);
+	}
+	re_strbuf_puts(out, "\n");
 
 	for (k = 0; k < TEXT_LAYOUT_N; k++) {
 		const struct text_item *it = &text_layout[k];
@@ -492,6 +504,8 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 	json_string(out, f->handover, sizeof(f->handover));
 	re_strbuf_printf(out, ",\"udp\":%s,\"udp_rcvbuf\":%" PRId64, f->udp ? "true" : "false",
 			 f->udp_rcvbuf);
+	re_strbuf_puts(out, ",\"service\":");
+	json_string(out, service_of(f), sizeof(f->service));
 	re_strbuf_puts(out, ",\"tcp_migrate_req_success\":");
 	if (f->migrate_success >= 0) {
 		re_strbuf_printf(out, "%" PRId64, f->migrate_success);
@@ -807,6 +821,8 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 	prom_label_value(out, f->kernel, sizeof(f->kernel));
 	re_strbuf_puts(out, "\",listener_handover=\"");
 	prom_label_value(out, f->handover, sizeof(f->handover));
+	re_strbuf_puts(out, "\",service=\"");
+	prom_label_value(out, service_of(f), sizeof(f->service));
 	re_strbuf_printf(out, "\",udp=\"%d\"} 1\n", f->udp ? 1 : 0);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		prom_family(out, "tcp_migrate_req_total",
@@ -973,6 +989,9 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 	}
 	re_strbuf_printf(out, "\nudp %s\nudp_rcvbuf %" PRId64 "\n", f->udp ? "on" : "off",
 			 f->udp_rcvbuf);
+	re_strbuf_puts(out, "service ");
+	put_clean(out, service_of(f), sizeof(f->service), true);
+	re_strbuf_puts(out, "\n");
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

@@ -45,6 +45,7 @@ struct re_features {
 	bool udp;			/* --udp: UDP echo served (a setting, fixed at start) */
 	int64_t udp_rcvbuf;		/* a UDP socket's receive buffer as the kernel reports it
 					 * (SO_RCVBUF), 0 without --udp */
+	char service[12];		/* --service: "echo", "discard" or "chargen" */
 };
 
 /* The control thread's own counters (it is their only writer and their reader).
@@ -121,7 +122,7 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
  * per_worker[{id, cpu (null when unpinned), tid, state, acceptq_len, acceptq_max,
  * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min,
  * idle_workers, cv}, features{so_reuseport, epollrdhup, reuseport_cbpf,
- * tcp_migrate_req (null when absent), kernel}. Counter keys are the X-macro field
+ * tcp_migrate_req (null when absent), kernel, udp, udp_rcvbuf, service}. Counter keys are the X-macro field
  * names. total is live + retired and never drops; a sum over per_worker drops when
  * a worker retires (its counts move to retired). Integers print exactly, doubles
  * with %.6g, non-finite doubles as null. */

@@ -851,6 +851,7 @@ static int start_control(struct supervisor *s, char *why, size_t whylen)
 		.backlog = s->cfg->backlog,
 		.udp = s->cfg->udp,
 		.udp_rcvbuf = s->cfg->udp_rcvbuf,
+		.service = re_chargen_service_name(s->cfg->service),
 		.steer = s->cfg->steer_cpu ? "cpu" : "hash",
 #ifdef RE_DEBUG_HOOKS
 		.debug_hooks = true,
@@ -1241,6 +1242,15 @@ int re_supervisor_run(const struct re_config *cfg)
 	re_buf_budget_init(s.budget);
 	re_kfeatures_probe(&s.features);
 	s.features.udp = cfg->udp;
+	snprintf(s.features.service, sizeof(s.features.service), "%s",
+		 re_chargen_service_name(cfg->service));
+	if (cfg->service != RE_SERVICE_ECHO) {
+		re_log_warn("--service %s: %s, not echo, on every connection%s",
+			    s.features.service,
+			    cfg->service == RE_SERVICE_DISCARD ? "input is read and dropped (RFC 863)"
+			    : "the RFC 864 character pattern is sent and input dropped",
+			    cfg->udp ? " and datagram" : "");
+	}
 	if (cfg->udp) {
 		int got = re_udp_probe_rcvbuf(cfg->udp_rcvbuf);
 
@@ -1274,6 +1284,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.tmpl.backlog = cfg->backlog;
 	s.g.tmpl.udp = cfg->udp;
 	s.g.tmpl.udp_rcvbuf = cfg->udp_rcvbuf;
+	s.g.tmpl.service = cfg->service;
 	if (cfg->udp && !re_net_is_loopback(&s.addr)) {
 		re_log_warn("--udp on %s: a UDP echo on a reachable address can reflect spoofed "
 			    "traffic at third parties; bind a loopback or trusted address, or "

@@ -20,6 +20,8 @@
 
 #include <linux/sock_diag.h>
 
+#include "chargen.h"
+
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103		/* linux/udp.h, Linux 4.18 */
 #endif
@@ -68,6 +70,9 @@ struct re_udp {
 	uint32_t now_ms;	/* the worker's clock for this service pass */
 	uint32_t rate;		/* --udp-rate for this pass, 0 = off */
 	struct rate_entry *rate_tab;	/* RATE_SLOTS entries */
+	enum re_service service;	/* --service: echo, or discard/chargen (RFC 863/864) */
+	uint32_t cg_line;	/* chargen: the pattern line the next reply starts with */
+	uint32_t cg_rand;	/* chargen: xorshift32 state for reply lengths */
 	char *bufs;		/* RE_UDP_SLOTS * RE_UDP_SLOT_SIZE, mmap'd */
 	struct mmsghdr msg[RE_UDP_SLOTS];
 	struct iovec iov[RE_UDP_SLOTS];
@@ -230,6 +235,13 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, uint32_t rcvbuf,
 	u->writable = true;
 	*ret = u;
 	return 0;
+}
+
+void re_udp_set_service(struct re_udp *u, enum re_service s)
+{
+	u->service = s;
+	/* Any nonzero seed: reply lengths need no secrecy, only spread. */
+	u->cg_rand = (uint32_t)u->fd * 2654435761u | 1u;
 }
 
 int re_udp_fd(const struct re_udp *u)
@@ -562,6 +574,41 @@ static void swap_entries(struct re_udp *u, unsigned a, unsigned b)
 	u->msg[b] = t;
 }
 
+/* Largest UDP payload over IPv4 (the smaller of the two families). */
+#define UDP_MAX_PAYLOAD 65507u
+
+/* RFC 864 over UDP: the reply to a datagram is 0..512 bytes of the pattern, a random
+ * length, starting with the next line of this socket's rotation. A UDP_GRO bundle of
+ * segs datagrams is answered with a bundle of segs replies of one random length
+ * (1..512: a bundle cannot hold empty datagrams), so each datagram still gets one
+ * answer. Writes the reply into the entry's buffer; returns its length and sets
+ * *gso (0 for one datagram). */
+static unsigned chargen_reply(struct re_udp *u, struct msghdr *h, unsigned segs, uint16_t *gso)
+{
+	uint32_t x = u->cg_rand;
+	unsigned one, len;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	u->cg_rand = x;
+	if (segs > 1) {
+		one = 1u + x % RE_CHARGEN_UDP_MAX;
+		if (one * segs > UDP_MAX_PAYLOAD) {
+			one = UDP_MAX_PAYLOAD / segs;
+		}
+		*gso = (uint16_t)one;
+	} else {
+		one = x % (RE_CHARGEN_UDP_MAX + 1u);
+		*gso = 0;
+	}
+	len = one * segs;
+	memcpy(h->msg_iov->iov_base,
+	       re_chargen_table() + (size_t)u->cg_line * (RE_CHARGEN_LINE + 2u), len);
+	u->cg_line = (u->cg_line + 1u) % RE_CHARGEN_CHARS;
+	return len;
+}
+
 /* Receive up to `want` messages into the free slots after the queue, keep the ones
  * to answer (as replies, in order) and drop the rest. Returns the number received,
  * or -1 with errno; fewer than `want` means the receive queue is empty. A message
@@ -590,6 +637,7 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 	for (unsigned k = tail; k < tail + (unsigned)n; k++) {
 		struct msghdr *h = &u->msg[k].msg_hdr;
 		unsigned len = u->msg[k].msg_len, segs;
+		uint16_t gso;
 		struct rx_ctl rx;
 
 		parse_ctl(h, &rx);
@@ -611,6 +659,9 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 			RE_STAT_ADD(u->st, udp_dropped_not_unicast, segs);
 			continue;
 		}
+		if (u->service == RE_SERVICE_DISCARD) {
+			continue;	/* counted as received, never answered */
+		}
 		if (u->rate != 0) {
 			unsigned ok = rate_allow(u, h->msg_name, segs);
 
@@ -628,9 +679,13 @@ static int recv_batch(struct re_udp *u, unsigned want, unsigned *ret_dgrams)
 			swap_entries(u, k, tail + keep);
 			h = &u->msg[tail + keep].msg_hdr;
 		}
+		gso = segs > 1 ? rx.gso : 0;
+		if (u->service == RE_SERVICE_CHARGEN) {
+			len = chargen_reply(u, h, segs, &gso);
+		}
 		h->msg_iov->iov_len = len;
-		u->seg_size[buf_index(u, &u->msg[tail + keep])] = segs > 1 ? rx.gso : 0;
-		write_reply_ctl(h, &rx, segs > 1 ? rx.gso : 0);
+		u->seg_size[buf_index(u, &u->msg[tail + keep])] = gso;
+		write_reply_ctl(h, &rx, gso);
 		keep++;
 	}
 	*ret_dgrams = dgrams;

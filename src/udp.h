@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chargen.h"
 #include "net.h"
 #include "stats.h"
 
@@ -51,6 +52,11 @@ int re_udp_open(struct re_udp **ret, const struct re_addr *a, uint32_t rcvbuf,
 int re_udp_set_rcvbuf(int fd, uint32_t bytes) __attribute__((warn_unused_result));
 /* The same on a throwaway socket: what every worker's socket will get. */
 int re_udp_probe_rcvbuf(uint32_t bytes) __attribute__((warn_unused_result));
+
+/* Serve s instead of echo from now on: discard counts datagrams and never answers;
+ * chargen answers each with 0..512 bytes of the RFC 864 pattern. The loop guard, the
+ * rate limit and the counters apply as for echo. Context: the worker thread. */
+void re_udp_set_service(struct re_udp *u, enum re_service s);
 
 /* The socket, for epoll registration and handover (-1 when u is NULL). */
 int re_udp_fd(const struct re_udp *u);

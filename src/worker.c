@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cpu.h"
+#include "chargen.h"
 #include "log.h"
 #include "mclock.h"
 #include "rcu.h"
@@ -647,11 +648,128 @@ static bool bulk_ok(const struct re_worker *w, const struct re_conn *c, bool lin
 	return !lingering && c->out == NULL && (c->flags & RE_CONN_BULK) && w->pipe_r >= 0;
 }
 
+/* --- discard and chargen (RFC 863, RFC 864) ---------------------------------- */
+
+/* Read and drop everything queued, within the turn's budget. MSG_TRUNC on TCP
+ * discards the bytes without copying them. Returns 0, or -1 when the connection was
+ * closed (a receive error). Sets RE_CONN_EOF at EOF. */
+static int svc_drop_input(struct re_worker *w, struct re_conn *c)
+{
+	uint32_t budget = RE_READ_BUDGET;
+
+	while (c->flags & RE_CONN_READABLE) {
+		ssize_t n = sys_recv(c->fd, w->scratch, RE_SCRATCH_SIZE, MSG_TRUNC);
+
+		RE_STAT_ADD(w->st, recv_calls, 1);
+		if (n > 0) {
+			RE_STAT_ADD(w->st, bytes_received, n);
+			touch(w, c);
+			/* A short read: the queue was empty (see conn_service). */
+			if ((size_t)n < RE_SCRATCH_SIZE && !(c->flags & RE_CONN_RDHUP)) {
+				c->flags &= ~(uint32_t)RE_CONN_READABLE;
+				break;
+			}
+			if ((uint32_t)n >= budget) {
+				ready_push(w, c);
+				RE_STAT_ADD(w->st, ready_requeues, 1);
+				break;
+			}
+			budget -= (uint32_t)n;
+			continue;
+		}
+		if (n == 0) {
+			c->flags |= RE_CONN_EOF;
+			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+			break;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+			break;
+		}
+		conn_close(w, c, CLOSE_ERROR, false);
+		return -1;
+	}
+	return 0;
+}
+
+/* Send the pattern from the connection's position while the socket takes it, within
+ * the turn's budget. Nothing is buffered here: the bytes come from the shared table,
+ * so what the socket does not take costs no memory. A short send means the send
+ * buffer filled (SOCK_NOSPACE is set), so an EPOLLOUT edge follows when the client
+ * reads: until then this connection costs no CPU. Returns 0, or -1 when the
+ * connection was closed (the peer is gone). */
+static int svc_chargen(struct re_worker *w, struct re_conn *c)
+{
+	const char *pat = re_chargen_table();
+	uint32_t budget = RE_READ_BUDGET;
+
+	while (c->flags & RE_CONN_WRITABLE) {
+		ssize_t s = re_net_send(c->fd, pat + c->svc_pos, RE_CHARGEN_SPAN);
+
+		RE_STAT_ADD(w->st, send_calls, 1);
+		if (s < 0 && errno == EINTR) {
+			continue;
+		}
+		s = sent(w, s);
+		if (s < 0) {
+			conn_close(w, c, CLOSE_ERROR, false);
+			return -1;
+		}
+		if (s > 0) {
+			touch(w, c);
+			c->svc_pos = (uint32_t)((c->svc_pos + (size_t)s) % RE_CHARGEN_PERIOD);
+		}
+		if ((size_t)s < RE_CHARGEN_SPAN) {
+			c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+			break;
+		}
+		if ((uint32_t)s >= budget) {
+			ready_push(w, c);
+			RE_STAT_ADD(w->st, ready_requeues, 1);
+			break;
+		}
+		budget -= (uint32_t)s;
+	}
+	return 0;
+}
+
+/* Serve a discard or chargen connection: drop the input, send the pattern
+ * (chargen), close at the client's EOF. Draining sends FIN at once (nothing is owed
+ * to the client) and reads on to EOF, so close() never resets unread input. */
+static void svc_service(struct re_worker *w, struct re_conn *c)
+{
+	if (svc_drop_input(w, c) < 0) {
+		return;
+	}
+	if (c->flags & RE_CONN_EOF) {
+		conn_close(w, c, (c->flags & RE_CONN_DRAIN) ? CLOSE_DRAIN : CLOSE_EOF, false);
+		return;
+	}
+	if ((c->flags & (RE_CONN_DRAIN | RE_CONN_LINGER)) == RE_CONN_DRAIN) {
+		if (shutdown(c->fd, SHUT_WR) < 0) {
+			conn_close(w, c, CLOSE_ERROR, false);
+			return;
+		}
+		c->flags |= RE_CONN_LINGER;
+	}
+	if ((c->flags & (RE_CONN_CHARGEN | RE_CONN_LINGER)) == RE_CONN_CHARGEN) {
+		(void)svc_chargen(w, c);
+	}
+}
+
 /* Serve one connection: flush, then read and echo within the turn's budget, then
  * finish an EOF or a drain. Every exit leaves the flags saying what is left to do. */
 static void conn_service(struct re_worker *w, struct re_conn *c)
 {
 	uint32_t budget = RE_READ_BUDGET;
+
+	if (__builtin_expect((c->flags & RE_CONN_SERVICE) != 0, 0)) {
+		svc_service(w, c);	/* --service discard or chargen */
+		return;
+	}
 
 	if (c->out != NULL && (c->flags & RE_CONN_WRITABLE) && conn_flush(w, c) < 0) {
 		conn_close(w, c, CLOSE_ERROR, false);
@@ -851,6 +969,12 @@ static void accept_one(struct re_worker *w, int fd)
 	}
 	c->fd = fd;
 	c->flags = RE_CONN_WRITABLE;
+	if (w->p.service != RE_SERVICE_ECHO) {
+		c->flags |= RE_CONN_SERVICE;
+		if (w->p.service == RE_SERVICE_CHARGEN) {
+			c->flags |= RE_CONN_CHARGEN;
+		}
+	}
 	c->last_active = w->now;
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	ev.data.ptr = c;
@@ -1564,6 +1688,7 @@ static int worker_setup(struct re_worker *w)
 			fail(w, call, r);
 			return r;
 		}
+		re_udp_set_service(w->udp, w->p.service);
 	}
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0) {

@@ -43,6 +43,7 @@ struct re_worker_params {
 	int backlog;
 	bool udp;			/* --udp: also open a UDP echo socket on addr */
 	uint32_t udp_rcvbuf;		/* --udp-rcvbuf, 0 = kernel default */
+	enum re_service service;	/* --service, for every connection and datagram */
 	struct re_runtime **runtime;	/* RCU-published settings slot */
 	struct re_stats *stats;		/* registry (for the global connection count) */
 	struct re_stats_block *block;	/* this worker's counters */

@@ -501,11 +501,12 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	CHECK(!sb->oom);
 	check_lines(sb->data);
 	/* so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req, listener_handover,
-	 * udp, udp_rcvbuf, kernel, and the two TcpMigrateReq counters when the kernel has
-	 * them. */
+	 * udp, udp_rcvbuf, service, kernel, and the two TcpMigrateReq counters when the
+	 * kernel has them. */
 	CHECK(count_lines(sb->data) ==
-	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 10 : 8));
+	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 11 : 9));
 	CHECK(strstr(sb->data, "\nudp_rcvbuf ") != NULL);
+	CHECK(strstr(sb->data, "\nservice ") != NULL);
 	CHECK(strstr(sb->data, "listener_handover ") != NULL);
 
 	/* JSON: shape, and for every counter total == per-worker sum + retired. */
@@ -643,7 +644,7 @@ static void test_empty(struct re_strbuf *sb)
 	out = render(re_report_json, &fx.s, sb);
 	check_json_shape(out);
 	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\",\"listener_handover\":\"\","
-		       "\"udp\":false,\"udp_rcvbuf\":0,\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
+		       "\"udp\":false,\"udp_rcvbuf\":0,\"service\":\"echo\",\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
 		       "\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
@@ -687,7 +688,7 @@ static void test_one(struct re_strbuf *sb)
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 1\n");
 	CHECK_HAS(out, "\nreuseecho_feature_info{so_reuseport=\"1\",epollrdhup=\"1\","
 		  "reuseport_cbpf=\"1\",tcp_migrate_req=\"0\",kernel=\"6.1.0-18-amd64\","
-		  "listener_handover=\"\",udp=\"0\"} 1\n");
+		  "listener_handover=\"\",service=\"echo\",udp=\"0\"} 1\n");
 	/* All five close reasons sit in one family, in X-macro order. */
 	CHECK(count_of(out, "# HELP reuseecho_connections_closed_total ") == 1);
 	CHECK(count_of(out, "# HELP reuseecho_accept_errors_total ") == 1);
@@ -702,7 +703,7 @@ static void test_one(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
 		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\",\"udp\":false,\"udp_rcvbuf\":0,"
-		  "\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
+		  "\"service\":\"echo\",\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
 
 	out = render(re_report_text, &fx.s, sb);
 	CHECK_HAS(out, "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, 1 worker\n");
@@ -1015,11 +1016,11 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
 	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
 		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\",\"udp\":false,\"udp_rcvbuf\":0,"
-		  "\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
+		  "\"service\":\"echo\",\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
 
 	out = render(re_report_prometheus, &fx.s, sb);
 	CHECK_HAS(out, "reuseport_cbpf=\"0\",tcp_migrate_req=\"absent\","
-		  "kernel=\"6.1\\\"x\\\\y\\nz w\",listener_handover=\"none\",udp=\"0\"} 1\n");
+		  "kernel=\"6.1\\\"x\\\\y\\nz w\",listener_handover=\"none\",service=\"echo\",udp=\"0\"} 1\n");
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
@@ -1029,7 +1030,7 @@ static void test_escaping(struct re_strbuf *sb)
 	re_strbuf_reset(sb);
 	re_report_features(&fx.s.features, sb);
 	CHECK(strcmp(sb->data, "so_reuseport yes\nepollrdhup yes\nreuseport_cbpf no\n"
-		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nudp_rcvbuf 0\nkernel 6.1\"x\\y?z_w\n") == 0);
+		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nudp_rcvbuf 0\nservice echo\nkernel 6.1\"x\\y?z_w\n") == 0);
 
 	/* Arrays filled to the brim: no terminating NUL inside them. */
 	memset(fx.s.address, 'A', sizeof(fx.s.address));

@@ -357,15 +357,24 @@ class UdpFairness(retest.ServerCase):
         the exit; a killed server would hide a leak)."""
         self.assertEqual(self.srv.stop(), 0, self.srv.stderr())
     FLOOD_S = 2.0
-    RTT_MAX = 0.5       # seconds, worst round trip while the other side floods (a starved
-                        # side waits for most of FLOOD_S: 1.6 s seen)
+    RTT_MAX = 0.5       # seconds, the 95th percentile round trip while the other side
+                        # floods
+    WORST_MAX = 0.6     # share of FLOOD_S no single round trip may reach: a starved side
+                        # waits for most of the flood (1.6 s of 2 s seen)
     MIN_ROUND_TRIPS = 50
 
     def check_rtts(self, rtts, what):
+        """Starvation shows as few round trips and one that lasts most of the flood;
+        a single slow one on a loaded machine (seen: 1.55 s of a 6 s flood under TSan)
+        is not starvation, so the bound on the worst is a share of the flood and the
+        tight bound is on the 95th percentile."""
         worst = max(rtts) if rtts else float("inf")
-        print("%s: %d round trips, worst %.1f ms" % (what, len(rtts), worst * 1e3))
+        p95 = sorted(rtts)[int(len(rtts) * 0.95)] if rtts else float("inf")
+        print("%s: %d round trips, p95 %.1f ms, worst %.1f ms" %
+              (what, len(rtts), p95 * 1e3, worst * 1e3))
         self.assertGreaterEqual(len(rtts), self.MIN_ROUND_TRIPS, what)
-        self.assertLess(worst, retest.scaled(self.RTT_MAX), what)
+        self.assertLess(p95, retest.scaled(self.RTT_MAX), what)
+        self.assertLess(worst, self.WORST_MAX * retest.scaled(self.FLOOD_S), what)
 
     def test_udp_flood_does_not_starve_tcp(self):
         """A C flooder sends 64-byte datagrams with sendmmsg faster than one worker

@@ -709,6 +709,8 @@ static void end_cycle(struct loader *t, struct conn *c)
  */
 static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
 {
+	uint64_t one_way_read = 0;
+
 	for (;;) {
 		ssize_t n = recv(c->fd, t->rx, IO_MAX, 0);
 
@@ -725,6 +727,14 @@ static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
 			one_way_bytes(t, (uint64_t)n, *now);
 			if ((size_t)n < IO_MAX && !drain) {
 				return 0;
+			}
+			/* A chargen server can fill the socket as fast as we check it: read
+			 * to EAGAIN and this loop may never end (nor the run at its
+			 * deadline). After a budget, re-arm the socket, which queues an event
+			 * at once while data is left, and let the other work run. */
+			one_way_read += (uint64_t)n;
+			if (!drain && one_way_read >= SINK_BUDGET) {
+				return sink_more(t, c) < 0 ? 1 : 0;
 			}
 			continue;
 		}

@@ -39,7 +39,7 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 		CHECK((unsigned)cmd.verb <= LAST_VERB);
 		switch (cmd.verb) {
 		case RE_CTL_SET:
-			CHECK((unsigned)cmd.key <= RE_KEY_MAX_BUFFERED);
+			CHECK((unsigned)cmd.key <= RE_KEY_STALL_STEER);
 			switch (cmd.key) {
 			case RE_KEY_MAX_CONNS:
 				CHECK(cmd.value <= 100000000);
@@ -55,6 +55,13 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 			case RE_KEY_MAX_BUFFERED:
 				CHECK(cmd.value >= RE_MIN_MAX_BUFFERED &&
 				      cmd.value <= RE_MAX_MAX_BUFFERED);
+				break;
+			case RE_KEY_UDP_RATE:
+				CHECK(cmd.value <= RE_MAX_UDP_RATE);
+				break;
+			case RE_KEY_STALL_STEER:
+				CHECK(cmd.value == 0 || (cmd.value >= RE_MIN_STALL_STEER_MS &&
+							 cmd.value <= RE_MAX_STALL_STEER_MS));
 				break;
 			}
 			CHECK(strcmp(re_ctlproto_key_name(cmd.key), "?") != 0);

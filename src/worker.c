@@ -648,6 +648,27 @@ static bool bulk_ok(const struct re_worker *w, const struct re_conn *c, bool lin
 	return !lingering && c->out == NULL && (c->flags & RE_CONN_BULK) && w->pipe_r >= 0;
 }
 
+/* A read that returned n <= 0 (errno set when n < 0): EOF or an empty queue end the
+ * reading (0), EINTR asks for another read (1), any other error closes the connection
+ * (-1). */
+static int read_ended(struct re_worker *w, struct re_conn *c, ssize_t n)
+{
+	if (n == 0) {
+		c->flags |= RE_CONN_EOF;
+		c->flags &= ~(uint32_t)RE_CONN_READABLE;
+		return 0;
+	}
+	if (errno == EINTR) {
+		return 1;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		c->flags &= ~(uint32_t)RE_CONN_READABLE;
+		return 0;
+	}
+	conn_close(w, c, CLOSE_ERROR, false);
+	return -1;
+}
+
 /* --- discard and chargen (RFC 863, RFC 864) ---------------------------------- */
 
 /* Read and drop everything queued, within the turn's budget. MSG_TRUNC on TCP
@@ -656,6 +677,7 @@ static bool bulk_ok(const struct re_worker *w, const struct re_conn *c, bool lin
 static int svc_drop_input(struct re_worker *w, struct re_conn *c)
 {
 	uint32_t budget = RE_READ_BUDGET;
+	int r;
 
 	while (c->flags & RE_CONN_READABLE) {
 		ssize_t n = sys_recv(c->fd, w->scratch, RE_SCRATCH_SIZE, MSG_TRUNC);
@@ -677,20 +699,13 @@ static int svc_drop_input(struct re_worker *w, struct re_conn *c)
 			budget -= (uint32_t)n;
 			continue;
 		}
-		if (n == 0) {
-			c->flags |= RE_CONN_EOF;
-			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+		r = read_ended(w, c, n);
+		if (r < 0) {
+			return -1;
+		}
+		if (r == 0) {
 			break;
 		}
-		if (errno == EINTR) {
-			continue;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			c->flags &= ~(uint32_t)RE_CONN_READABLE;
-			break;
-		}
-		conn_close(w, c, CLOSE_ERROR, false);
-		return -1;
 	}
 	return 0;
 }
@@ -894,20 +909,14 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 			budget -= (uint32_t)n;
 			continue;
 		}
-		if (n == 0) {
-			c->flags |= RE_CONN_EOF;
-			c->flags &= ~(uint32_t)RE_CONN_READABLE;
+		int end = read_ended(w, c, n);
+
+		if (end < 0) {
+			return;
+		}
+		if (end == 0) {
 			break;
 		}
-		if (errno == EINTR) {
-			continue;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			c->flags &= ~(uint32_t)RE_CONN_READABLE;
-			break;
-		}
-		conn_close(w, c, CLOSE_ERROR, false);
-		return;
 	}
 	if (c->flags & RE_CONN_EOF) {
 		/* Half-close: everything the client sent is echoed first; the FIN that

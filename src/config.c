@@ -30,6 +30,7 @@ void re_config_defaults(struct re_config *cfg)
 	cfg->udp_rcvbuf = RE_DEFAULT_UDP_RCVBUF;
 	cfg->service = RE_SERVICE_ECHO;
 	cfg->rt.stall_steer_ms = RE_STALL_STEER_DEFAULT_MS;
+	cfg->rt.share = 100;
 	cfg->log_level = RE_LOG_INFO;
 	cfg->control_mode = 0600;
 	cfg->control_timeout_ms = RE_CONTROL_DEFAULT_TIMEOUT_MS;
@@ -171,6 +172,159 @@ int re_config_parse_seconds(const char *s, uint64_t max_ms, uint64_t *ret_ms)
 	return 0;
 }
 
+/* --- impairments ------------------------------------------------------------------ */
+
+static const char *const impair_names[RE_IMP_N] = {
+	[RE_IMP_DELAY] = "delay",
+	[RE_IMP_JITTER] = "jitter",
+	[RE_IMP_BANDWIDTH] = "bandwidth",
+	[RE_IMP_CLOSE_AFTER] = "close-after",
+	[RE_IMP_RESET_AFTER] = "reset-after",
+	[RE_IMP_SHARE] = "share",
+	[RE_IMP_ACCEPT] = "accept",
+};
+
+const char *re_impair_name(enum re_impair k)
+{
+	return (unsigned)k < RE_IMP_N ? impair_names[k] : "?";
+}
+
+int re_impair_parse(enum re_impair k, const char *s, uint64_t *ret, const char **hint)
+{
+	switch (k) {
+	case RE_IMP_DELAY:
+	case RE_IMP_JITTER:
+		*hint = "0-60 s, decimal seconds or with an 'ms' suffix, e.g. 50ms; 0 = off";
+		return re_config_parse_seconds(s, RE_MAX_IMPAIR_DELAY_MS, ret);
+	case RE_IMP_BANDWIDTH:
+		*hint = "bytes per second, K/M/G suffixes, e.g. 1M; 0 = off";
+		return re_config_parse_size(s, 0, RE_MAX_IMPAIR_BYTES, ret);
+	case RE_IMP_CLOSE_AFTER:
+	case RE_IMP_RESET_AFTER:
+		*hint = "bytes, K/M/G suffixes, e.g. 100000; 0 = off";
+		return re_config_parse_size(s, 0, RE_MAX_IMPAIR_BYTES, ret);
+	case RE_IMP_SHARE:
+		*hint = "percent of new connections, 0-100";
+		return re_config_parse_uint(s, 0, 100, ret);
+	case RE_IMP_ACCEPT:
+		*hint = "on or off";
+		if (strcmp(s, "on") == 0 || strcmp(s, "off") == 0) {
+			*ret = strcmp(s, "off") == 0;
+			return 0;
+		}
+		return -EINVAL;
+	case RE_IMP_N:
+		break;
+	}
+	*hint = "?";
+	return -EINVAL;
+}
+
+uint64_t re_impair_get(const struct re_runtime *rt, enum re_impair k)
+{
+	switch (k) {
+	case RE_IMP_DELAY:
+		return rt->delay_ms;
+	case RE_IMP_JITTER:
+		return rt->jitter_ms;
+	case RE_IMP_BANDWIDTH:
+		return rt->bandwidth;
+	case RE_IMP_CLOSE_AFTER:
+		return rt->close_after;
+	case RE_IMP_RESET_AFTER:
+		return rt->reset_after;
+	case RE_IMP_SHARE:
+		return rt->share;
+	case RE_IMP_ACCEPT:
+		return rt->accept_off;
+	case RE_IMP_N:
+		break;
+	}
+	return 0;
+}
+
+void re_impair_set(struct re_runtime *rt, enum re_impair k, uint64_t v)
+{
+	switch (k) {
+	case RE_IMP_DELAY:
+		rt->delay_ms = (uint32_t)v;
+		break;
+	case RE_IMP_JITTER:
+		rt->jitter_ms = (uint32_t)v;
+		break;
+	case RE_IMP_BANDWIDTH:
+		rt->bandwidth = v;
+		break;
+	case RE_IMP_CLOSE_AFTER:
+		rt->close_after = v;
+		break;
+	case RE_IMP_RESET_AFTER:
+		rt->reset_after = v;
+		break;
+	case RE_IMP_SHARE:
+		rt->share = (uint32_t)v;
+		break;
+	case RE_IMP_ACCEPT:
+		rt->accept_off = v != 0;
+		break;
+	case RE_IMP_N:
+		break;
+	}
+}
+
+bool re_impair_on(const struct re_runtime *rt, enum re_impair k)
+{
+	return k == RE_IMP_SHARE ? rt->share != 100 : re_impair_get(rt, k) != 0;
+}
+
+bool re_runtime_impaired(const struct re_runtime *rt)
+{
+	return (rt->delay_ms | rt->jitter_ms) != 0 ||
+	       (rt->bandwidth | rt->close_after | rt->reset_after) != 0;
+}
+
+void re_impair_format(const struct re_runtime *rt, enum re_impair k, char *buf, size_t len)
+{
+	uint64_t v = re_impair_get(rt, k);
+
+	if (k == RE_IMP_DELAY || k == RE_IMP_JITTER) {
+		snprintf(buf, len, "%" PRIu64 " ms", v);
+	} else if (k == RE_IMP_ACCEPT) {
+		snprintf(buf, len, "%s", v ? "off" : "on");
+	} else {
+		snprintf(buf, len, "%" PRIu64, v);
+	}
+}
+
+void re_impair_describe(const struct re_runtime *rt, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int k = 0; k < RE_IMP_N && used < len; k++) {
+		uint64_t v = re_impair_get(rt, (enum re_impair)k);
+		const char *sep = used > 0 ? "," : "";
+		int n;
+
+		if (!re_impair_on(rt, (enum re_impair)k)) {
+			continue;
+		}
+		if (k == RE_IMP_DELAY || k == RE_IMP_JITTER) {
+			n = snprintf(buf + used, len - used, "%s%s=%" PRIu64 "ms", sep, impair_names[k], v);
+		} else if (k == RE_IMP_SHARE) {
+			n = snprintf(buf + used, len - used, "%s%s=%" PRIu64 "%%", sep, impair_names[k], v);
+		} else if (k == RE_IMP_ACCEPT) {
+			n = snprintf(buf + used, len - used, "%saccept=off", sep);
+		} else {
+			n = snprintf(buf + used, len - used, "%s%s=%" PRIu64, sep, impair_names[k], v);
+		}
+		used += n > 0 ? (size_t)n : 0;
+	}
+	if (used == 0) {
+		snprintf(buf, len, "none");
+	}
+}
+
 static const char usage_text[] =
 	"Usage: reuseecho [OPTIONS]\n"
 	"A multithreaded TCP echo server (RFC 862): every byte a client sends comes back,\n"
@@ -230,6 +384,25 @@ static const char usage_text_steer[] =
 	"                           suffix, 0.3-600) until it turns again; 0 = off\n"
 	"                           (default 0.5)\n";
 
+static const char usage_text_impair[] =
+	"      --delay S            impairment (for testing a proxy or load balancer; TCP\n"
+	"                           echo; each also `set KEY VALUE` at run time, for new\n"
+	"                           and open connections): hold every echoed chunk S\n"
+	"                           seconds (or 50ms); 0 = off (default)\n"
+	"      --jitter S           impairment: plus or minus up to S, uniform; bytes\n"
+	"                           never reorder; 0 = off (default)\n"
+	"      --bandwidth BYTES    impairment: echo at most BYTES per second per\n"
+	"                           connection (K/M/G); 0 = off (default)\n"
+	"      --close-after BYTES  impairment: echo exactly BYTES, then close cleanly\n"
+	"                           (FIN); 0 = off (default)\n"
+	"      --reset-after BYTES  impairment: echo BYTES, then reset the connection\n"
+	"                           (RST); 0 = off (default)\n"
+	"      --share PERCENT      share of new connections the impairments apply to,\n"
+	"                           chosen at accept (default 100)\n"
+	"      --accept MODE        off: stop accepting; the listeners stay bound and the\n"
+	"                           kernel queues, then drops, new connections; on:\n"
+	"                           accept again (default on)\n";
+
 static const char usage_text2[] =
 	"      --control PATH       control socket (Unix stream, line protocol and HTTP GET),\n"
 	"                           or 'none' (default: $RUNTIME_DIRECTORY, else\n"
@@ -286,7 +459,17 @@ enum {
 	OPT_SERVICE,
 	OPT_STEER,
 	OPT_STALL_STEER,
+	OPT_DELAY,		/* the impairments, in enum re_impair order */
+	OPT_JITTER,
+	OPT_BANDWIDTH,
+	OPT_CLOSE_AFTER,
+	OPT_RESET_AFTER,
+	OPT_SHARE,
+	OPT_ACCEPT,
 };
+
+_Static_assert(OPT_ACCEPT - OPT_DELAY == RE_IMP_ACCEPT && RE_IMP_ACCEPT + 1 == RE_IMP_N,
+	       "impairment flags follow enum re_impair");
 
 static const struct option long_options[] = {
 	{ "threads", required_argument, NULL, 't' },
@@ -313,6 +496,13 @@ static const struct option long_options[] = {
 	{ "service", required_argument, NULL, OPT_SERVICE },
 	{ "steer", required_argument, NULL, OPT_STEER },
 	{ "stall-steer", required_argument, NULL, OPT_STALL_STEER },
+	{ "delay", required_argument, NULL, OPT_DELAY },
+	{ "jitter", required_argument, NULL, OPT_JITTER },
+	{ "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
+	{ "close-after", required_argument, NULL, OPT_CLOSE_AFTER },
+	{ "reset-after", required_argument, NULL, OPT_RESET_AFTER },
+	{ "share", required_argument, NULL, OPT_SHARE },
+	{ "accept", required_argument, NULL, OPT_ACCEPT },
 	{ "version", no_argument, NULL, 'V' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -610,12 +800,24 @@ int re_config_parse(struct re_config *cfg, int argc, char **argv, char *out, siz
 			snprintf(out, outlen, "reuseecho %s\n", RE_VERSION);
 			return RE_CONFIG_EXIT_OK;
 		case 'h':
-			snprintf(out, outlen, "%s%s%s", usage_text, usage_text_steer, usage_text2);
+			snprintf(out, outlen, "%s%s%s%s", usage_text, usage_text_steer, usage_text_impair,
+				 usage_text2);
 			return RE_CONFIG_EXIT_OK;
 		case ':':
 			snprintf(err, errlen, "%s: missing value", argv[optind - 1]);
 			return -EINVAL;
 		default:
+			if (opt >= OPT_DELAY && opt <= OPT_ACCEPT) {
+				enum re_impair k = (enum re_impair)(opt - OPT_DELAY);
+				const char *hint;
+
+				r = re_impair_parse(k, arg, &v, &hint);
+				if (r < 0) {
+					return bad_value(err, errlen, opt, arg, r, hint);
+				}
+				re_impair_set(&cfg->rt, k, v);
+				break;
+			}
 			if (optopt > 0 && optopt < 256 && strchr("tbpVh", optopt) == NULL) {
 				snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
 			} else if (optopt != 0) {

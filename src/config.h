@@ -60,7 +60,56 @@ struct re_runtime {
 	uint32_t udp_rate;		/* --udp-rate: datagrams/s per source; 0 = off */
 	uint32_t stall_steer_ms;	/* steer around a loop stalled this long; 0 = off
 					 * (read by the supervisor only) */
+	/* Impairments (TCP echo): 0 = off. See enum re_impair. */
+	uint32_t delay_ms;		/* hold every echoed chunk this long... */
+	uint32_t jitter_ms;		/* ...plus or minus up to this, never reordering */
+	uint64_t bandwidth;		/* echoed bytes per second per connection */
+	uint64_t close_after;		/* echo this many bytes, then FIN */
+	uint64_t reset_after;		/* echo this many bytes, then RST */
+	uint32_t share;			/* percent of new connections impaired (100) */
+	bool accept_off;		/* stop accepting; listeners stay bound */
 };
+
+/* The impairment settings, in the order `config`, `features` and the stats list them.
+ * A key's value is a uint64_t: ms for delay and jitter, bytes (per second) for the
+ * sizes, percent for share, 1 = off / 0 = on for accept. */
+enum re_impair {
+	RE_IMP_DELAY,
+	RE_IMP_JITTER,
+	RE_IMP_BANDWIDTH,
+	RE_IMP_CLOSE_AFTER,
+	RE_IMP_RESET_AFTER,
+	RE_IMP_SHARE,
+	RE_IMP_ACCEPT,
+	RE_IMP_N,
+};
+
+#define RE_MAX_IMPAIR_DELAY_MS 60000u		/* delay and jitter: a minute */
+#define RE_MAX_IMPAIR_BYTES (1ull << 50)	/* bandwidth, close-after, reset-after */
+
+/* The key's name as `set`, `config` and the flags spell it ("close-after"). */
+const char *re_impair_name(enum re_impair k);
+
+/* Parse a value for key k ("50ms", "1M", "30", "off"). Returns 0, -EINVAL or
+ * -ERANGE; *hint says what is expected. */
+int re_impair_parse(enum re_impair k, const char *s, uint64_t *ret, const char **hint)
+	__attribute__((warn_unused_result));
+
+uint64_t re_impair_get(const struct re_runtime *rt, enum re_impair k);
+void re_impair_set(struct re_runtime *rt, enum re_impair k, uint64_t v);
+
+/* True when k is set to something other than its default. */
+bool re_impair_on(const struct re_runtime *rt, enum re_impair k);
+
+/* Any impairment of the echo data path (delay, jitter, bandwidth, close-after,
+ * reset-after) is on: connections chosen by share take the impaired path. */
+bool re_runtime_impaired(const struct re_runtime *rt);
+
+/* k's value as the replies and `config` print it: "50 ms", "1048576", "30", "off". */
+void re_impair_format(const struct re_runtime *rt, enum re_impair k, char *buf, size_t len);
+
+/* The active impairments as one word: "none", or "delay=50ms,jitter=5ms,share=30%". */
+void re_impair_describe(const struct re_runtime *rt, char *buf, size_t len);
 
 struct re_config {
 	unsigned threads;		/* 0 = one per allowed CPU */

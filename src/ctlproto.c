@@ -42,8 +42,11 @@ static const char *const key_names[] = {
 	[RE_KEY_STALL_STEER] = "stall-steer",
 };
 
-const char *re_ctlproto_key_name(enum re_ctl_key key)
+const char *re_ctlproto_key_name(int key)
 {
+	if (key >= RE_KEY_IMPAIR) {
+		return re_impair_name((enum re_impair)(key - RE_KEY_IMPAIR));
+	}
 	if ((unsigned)key >= sizeof(key_names) / sizeof(key_names[0])) {
 		return "?";
 	}
@@ -95,7 +98,7 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 	int r;
 
 	if (n != 3) {
-		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer)");
+		snprintf(err, errlen, "usage: set KEY VALUE (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer delay jitter bandwidth close-after reset-after share accept)");
 		return -EINVAL;
 	}
 	if (strcmp(tok[1], "max-conns") == 0) {
@@ -123,7 +126,23 @@ static int parse_set(char tok[MAX_TOKENS][MAX_TOKEN], int n, struct re_ctl_cmd *
 			r = -ERANGE;	/* 0 = off, else 300 ms - 600 s */
 		}
 	} else {
-		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer)",
+		for (int k = 0; k < RE_IMP_N; k++) {
+			if (strcmp(tok[1], re_impair_name((enum re_impair)k)) == 0) {
+				const char *hint;
+
+				r = re_impair_parse((enum re_impair)k, tok[2], &v, &hint);
+				if (r < 0) {
+					snprintf(err, errlen, "%s: bad value '%s'%s (%s)", tok[1], tok[2],
+						 r == -ERANGE ? " (out of range)" : "", hint);
+					return -EINVAL;
+				}
+				ret->verb = RE_CTL_SET;
+				ret->key = RE_KEY_IMPAIR + k;
+				ret->value = v;
+				return 1;
+			}
+		}
+		snprintf(err, errlen, "unknown key '%s' (keys: max-conns idle-timeout conn-buffer drain-timeout max-buffered udp-rate stall-steer delay jitter bandwidth close-after reset-after share accept)",
 			 tok[1]);
 		return -EINVAL;
 	}

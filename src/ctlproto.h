@@ -39,11 +39,12 @@ enum re_ctl_key {
 	RE_KEY_MAX_BUFFERED,
 	RE_KEY_UDP_RATE,
 	RE_KEY_STALL_STEER,
+	RE_KEY_IMPAIR,		/* RE_KEY_IMPAIR + enum re_impair: delay ... accept */
 };
 
 struct re_ctl_cmd {
 	enum re_ctl_verb verb;
-	enum re_ctl_key key;	/* RE_CTL_SET */
+	int key;		/* RE_CTL_SET: enum re_ctl_key, or RE_KEY_IMPAIR + enum re_impair */
 	uint64_t value;		/* SET: parsed value (ms for timeouts); THREADS: count;
 				 * DEBUG_STALL: milliseconds */
 	int worker;		/* DEBUG_STALL, DEBUG_CLOSE_MID_BATCH, RETIRE_LISTENER */
@@ -56,7 +57,7 @@ int re_ctlproto_parse_line(const char *line, size_t len, struct re_ctl_cmd *ret,
 			   size_t errlen) __attribute__((warn_unused_result));
 
 /* The key's name as used by `set` and `config`. */
-const char *re_ctlproto_key_name(enum re_ctl_key key);
+const char *re_ctlproto_key_name(int key);
 
 /* True when the first line of a connection looks like an HTTP/1.x request line, so
  * the connection is served as HTTP. */

@@ -637,12 +637,38 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 	s->held_from = live;
 }
 
+/* `set delay 50ms` and the other impairments: published like any setting; the log
+ * line also names every impairment now in force, so that nobody reads figures from
+ * an impaired instance without a trace of it in the log. */
+static void do_set_impair(struct supervisor *s, struct re_request *r, enum re_impair k)
+{
+	struct re_runtime next = *s->runtime;
+	char val[32], all[160];
+
+	re_impair_set(&next, k, r->cmd.value);
+	if (publish_runtime(s, &next) < 0) {
+		r->status = -ENOMEM;
+		snprintf(r->reply, sizeof(r->reply), "set %s: out of memory, nothing changed",
+			 re_impair_name(k));
+		re_log_error("set %s: %s", re_impair_name(k), strerror(ENOMEM));
+		return;
+	}
+	re_impair_format(&next, k, val, sizeof(val));
+	re_impair_describe(&next, all, sizeof(all));
+	snprintf(r->reply, sizeof(r->reply), "%s %s", re_impair_name(k), val);
+	re_log_info("set %s %s (impairments: %s)", re_impair_name(k), val, all);
+}
+
 static void do_set(struct supervisor *s, struct re_request *r)
 {
 	struct re_runtime next = *s->runtime;
 	const char *key = re_ctlproto_key_name(r->cmd.key);
 
-	switch (r->cmd.key) {
+	if (r->cmd.key >= RE_KEY_IMPAIR) {
+		do_set_impair(s, r, (enum re_impair)(r->cmd.key - RE_KEY_IMPAIR));
+		return;
+	}
+	switch ((enum re_ctl_key)r->cmd.key) {
 	case RE_KEY_MAX_CONNS:
 		next.max_conns = r->cmd.value;
 		break;
@@ -667,6 +693,8 @@ static void do_set(struct supervisor *s, struct re_request *r)
 	case RE_KEY_STALL_STEER:
 		next.stall_steer_ms = (uint32_t)r->cmd.value;
 		break;
+	case RE_KEY_IMPAIR:
+		break;	/* above */
 	}
 	if (publish_runtime(s, &next) < 0) {
 		r->status = -ENOMEM;
@@ -1285,6 +1313,13 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.tmpl.udp = cfg->udp;
 	s.g.tmpl.udp_rcvbuf = cfg->udp_rcvbuf;
 	s.g.tmpl.service = cfg->service;
+	if (re_runtime_impaired(&cfg->rt) || cfg->rt.accept_off) {
+		char all[160];
+
+		re_impair_describe(&cfg->rt, all, sizeof(all));
+		re_log_warn("impairments set (%s): this instance misbehaves on purpose; do not "
+			    "benchmark it", all);
+	}
 	if (cfg->udp && !re_net_is_loopback(&s.addr)) {
 		re_log_warn("--udp on %s: a UDP echo on a reachable address can reflect spoofed "
 			    "traffic at third parties; bind a loopback or trusted address, or "

@@ -22,10 +22,14 @@
 	X(closed_idle, counter, "connections_closed_total", "reason=\"idle\"", "Connections closed, by reason") \
 	X(closed_limit, counter, "connections_closed_total", "reason=\"limit\"", "Connections closed, by reason") \
 	X(closed_drain, counter, "connections_closed_total", "reason=\"drain\"", "Connections closed, by reason") \
+	X(closed_impair, counter, "connections_closed_total", "reason=\"impairment\"", "Connections closed, by reason") \
 	X(reset_idle, counter, "connections_reset_total", "reason=\"idle\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
 	X(reset_drain, counter, "connections_reset_total", "reason=\"drain\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
 	X(reset_limit, counter, "connections_reset_total", "reason=\"limit\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
 	X(reset_error, counter, "connections_reset_total", "reason=\"error\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(reset_impair, counter, "connections_reset_total", "reason=\"impairment\"", "Closes that reset the connection (RST), by reason; each is also in connections_closed_total") \
+	X(impaired_conns, counter, "impaired_connections_total", "", "Connections the impairments applied to (chosen at accept by share)") \
+	X(impaired_delayed_bytes, counter, "impaired_delayed_bytes_total", "", "Echoed bytes held back by delay or jitter before they were sent") \
 	X(active, gauge, "connections_active", "", "Connections open now") \
 	X(bytes_received, counter, "bytes_received_total", "", "Bytes received from clients") \
 	X(bytes_sent, counter, "bytes_sent_total", "", "Bytes echoed back to clients") \

@@ -445,7 +445,7 @@ static void check_workers_table(const struct re_snapshot *s, const char *out)
 	for (i = 0; i < s->nworkers; i++) {
 		const struct re_worker_view *w = &s->workers[i];
 		uint64_t closed = w->c.closed_eof + w->c.closed_error + w->c.closed_idle +
-				  w->c.closed_limit + w->c.closed_drain;
+				  w->c.closed_limit + w->c.closed_drain + w->c.closed_impair;
 
 		CHECK(table_fields(out, i + 1, f) == NCOLS);
 		CHECK(strtol(f[0], NULL, 10) == w->id);
@@ -692,8 +692,8 @@ static void test_one(struct re_strbuf *sb)
 	/* All five close reasons sit in one family, in X-macro order. */
 	CHECK(count_of(out, "# HELP reuseecho_connections_closed_total ") == 1);
 	CHECK(count_of(out, "# HELP reuseecho_accept_errors_total ") == 1);
-	CHECK(count_of(out, "\nreuseecho_connections_closed_total{") == 5);
-	CHECK(count_of(out, "\nreuseecho_worker_connections_closed_total{") == 5);
+	CHECK(count_of(out, "\nreuseecho_connections_closed_total{") == 6);
+	CHECK(count_of(out, "\nreuseecho_worker_connections_closed_total{") == 6);
 
 	out = render(re_report_json, &fx.s, sb);
 	CHECK_HAS(out, "\"per_worker\":[{\"id\":0,\"cpu\":0,\"tid\":1000,\"state\":\"running\","
@@ -764,8 +764,8 @@ static void test_three_retired(struct re_strbuf *sb)
 		  "state=\"running\"} 1\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_ratio 3\n");
 	CHECK_HAS(out, "\nreuseecho_accept_imbalance_cv 0.408248\n");
-	/* active: 110 + 210 + 310 live; the retired fixture's value is not "open now". */
-	CHECK_HAS(out, "\nreuseecho_connections_active 630\n");
+	/* active: 114 + 214 + 314 live; the retired fixture's value is not "open now". */
+	CHECK_HAS(out, "\nreuseecho_connections_active 642\n");
 
 	/* Text: every total appears (fill_counters made them distinct). */
 	out = render(re_report_text, &fx.s, sb);
@@ -906,7 +906,8 @@ static void test_exposition_exact(struct re_strbuf *sb)
 		    "reuseecho_connections_closed_total{reason=\"error\"} 0\n"
 		    "reuseecho_connections_closed_total{reason=\"idle\"} 6\n"
 		    "reuseecho_connections_closed_total{reason=\"limit\"} 0\n"
-		    "reuseecho_connections_closed_total{reason=\"drain\"} 0\n");
+		    "reuseecho_connections_closed_total{reason=\"drain\"} 0\n"
+		    "reuseecho_connections_closed_total{reason=\"impairment\"} 0\n");
 	CHECK_BLOCK(out, "reuseecho_connections_active",
 		    "# HELP reuseecho_connections_active Connections open now; whole process\n"
 		    "# TYPE reuseecho_connections_active gauge\n"
@@ -938,16 +939,19 @@ static void test_exposition_exact(struct re_strbuf *sb)
 		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"idle\"} 1\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"limit\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"drain\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"3\",reason=\"impairment\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"eof\"} 9\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"error\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"idle\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"limit\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"drain\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"4\",reason=\"impairment\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"eof\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"error\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"idle\"} 0\n"
 		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"limit\"} 0\n"
-		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"drain\"} 0\n");
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"drain\"} 0\n"
+		    "reuseecho_worker_connections_closed_total{worker=\"5\",reason=\"impairment\"} 0\n");
 	CHECK_BLOCK(out, "reuseecho_worker_connections_active",
 		    "# HELP reuseecho_worker_connections_active Connections open now; per live"
 		    " worker, the series ends when the worker retires\n"
@@ -1024,7 +1028,7 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 14);	/* resets, memory, udp, steering and control lines included */
+	CHECK(count_lines(out) == 15);	/* resets, impaired, memory, udp, steering and control lines included */
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);

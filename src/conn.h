@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "impair.h"
 
 enum re_conn_flag {
 	RE_CONN_READABLE = 1u << 0,	/* input may be queued: keep reading */
@@ -27,6 +28,10 @@ enum re_conn_flag {
 	RE_CONN_SERVICE = 1u << 11,	/* not echo: discard, or chargen with RE_CONN_CHARGEN
 					 * (--service, chosen at accept) */
 	RE_CONN_CHARGEN = 1u << 12,
+	RE_CONN_CHOSEN = 1u << 13,	/* the impairments apply to it (share, at accept) */
+	RE_CONN_IMP = 1u << 14,		/* on the impaired path: `imp` is set */
+	RE_CONN_IMP_END = 1u << 15,	/* close-after reached: FIN sent, input dropped to EOF */
+	RE_CONN_IMP_COUNTED = 1u << 16,	/* counted in impaired_conns */
 };
 
 /* A doubly-linked intrusive list node and head. */
@@ -45,7 +50,9 @@ struct re_conn {
 	uint32_t flags;
 	uint32_t last_active;		/* worker clock, ms; for the idle timeout */
 	uint32_t svc_pos;		/* chargen: offset in the pattern's period */
-	struct re_buf *out;		/* unsent echo bytes, NULL when none */
+	struct re_buf *out;		/* unsent echo bytes, NULL when none; on the impaired
+					 * path also the held ones (stream range [tx, rx)) */
+	struct re_imp *imp;		/* impairment state, NULL unless RE_CONN_IMP */
 	struct re_link lru;		/* all open conns, least recently active first */
 	struct re_link ready;		/* ready list, or the free/graveyard list */
 };

@@ -35,6 +35,7 @@
 
 #include "cpu.h"
 #include "chargen.h"
+#include "impair.h"
 #include "log.h"
 #include "mclock.h"
 #include "rcu.h"
@@ -107,6 +108,7 @@ enum close_reason {
 	CLOSE_IDLE,
 	CLOSE_LIMIT,
 	CLOSE_DRAIN,
+	CLOSE_IMPAIR,		/* close-after or reset-after */
 };
 
 struct re_worker {
@@ -170,6 +172,13 @@ struct re_worker {
 	uint32_t pool_limit;		/* the --conn-buffer the pooled buffers were sized for */
 	size_t nbudget_paused;		/* connections with RE_CONN_BUDGET */
 	uint32_t budget_retry_at;
+	/* Impairments: snapshots of the settings taken once per turn (the hot path
+	 * tests imp_on only), the wake-up heap of impaired connections, and the
+	 * generator that picks the impaired share and the jitter. */
+	bool imp_on;
+	bool accept_off;
+	uint64_t rng;
+	struct re_imp_heap imp_heap;
 };
 
 /* Sample the clock for this turn and beat: the heartbeat is the full 64-bit value
@@ -348,6 +357,9 @@ static void count_reset(struct re_stats_block *st, enum close_reason why)
 	case CLOSE_DRAIN:
 		RE_STAT_ADD(st, reset_drain, 1);
 		break;
+	case CLOSE_IMPAIR:
+		RE_STAT_ADD(st, reset_impair, 1);
+		break;
 	}
 }
 
@@ -369,6 +381,9 @@ static void count_close(struct re_stats_block *st, enum close_reason why)
 	case CLOSE_DRAIN:
 		RE_STAT_ADD(st, closed_drain, 1);
 		break;
+	case CLOSE_IMPAIR:
+		RE_STAT_ADD(st, closed_impair, 1);
+		break;
 	}
 }
 
@@ -387,10 +402,15 @@ static void close_fd(int fd, bool abort)
 	(void)close(fd);
 }
 
+static void imp_forget(struct re_worker *w, struct re_conn *c);
+
 static void conn_close(struct re_worker *w, struct re_conn *c, enum close_reason why, bool abort)
 {
 	close_fd(c->fd, abort);	/* the only reference: epoll forgets it */
 	c->fd = -1;
+	if (c->imp != NULL) {
+		imp_forget(w, c);
+	}
 	budget_unpause(w, c);
 	if (c->flags & RE_CONN_IN_READY) {
 		re_conn_list_remove(&w->ready, c, RE_READY);
@@ -775,14 +795,314 @@ static void svc_service(struct re_worker *w, struct re_conn *c)
 	}
 }
 
+
+/* --- impairments (delay, jitter, bandwidth, close-after, reset-after) ------------ */
+
+/* xorshift64*: the share of new connections impaired and the jitter. Not for secrets. */
+static uint64_t rng_next(struct re_worker *w)
+{
+	uint64_t x = w->rng;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	w->rng = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* The connection leaves the impaired path: off the heap, state freed. */
+static void imp_forget(struct re_worker *w, struct re_conn *c)
+{
+	re_imp_heap_remove(&w->imp_heap, c->imp);
+	free(c->imp);
+	c->imp = NULL;
+	c->flags &= ~(uint32_t)(RE_CONN_IMP | RE_CONN_IMP_END);
+}
+
+static void imp_count(struct re_worker *w, struct re_conn *c)
+{
+	if (!(c->flags & RE_CONN_IMP_COUNTED)) {
+		c->flags |= RE_CONN_IMP_COUNTED;
+		RE_STAT_ADD(w->st, impaired_conns, 1);
+	}
+}
+
+/* A chosen connection meets an impairment: what it holds unsent is due at once,
+ * everything it reads from now on goes through the hold. -1: closed (no memory). */
+static int imp_start(struct re_worker *w, struct re_conn *c)
+{
+	struct re_imp *m = malloc(sizeof(*m));
+
+	if (m == NULL) {
+		conn_close(w, c, CLOSE_ERROR, c->out != NULL);
+		return -1;
+	}
+	re_imp_init(m, c, c->out != NULL ? c->out->len : 0, w->now);
+	c->imp = m;
+	c->flags |= RE_CONN_IMP;
+	imp_count(w, c);
+	return 0;
+}
+
+/* When the bytes read now are due: delay plus or minus a uniform jitter, at least now
+ * (re_imp_add keeps them behind the chunk before). */
+static uint32_t imp_due_at(struct re_worker *w)
+{
+	int64_t d = w->rt->delay_ms;
+	uint32_t j = w->rt->jitter_ms;
+
+	if (j != 0) {
+		d += (int64_t)(rng_next(w) % (2 * (uint64_t)j + 1)) - (int64_t)j;
+	}
+	return w->now + (uint32_t)(d > 0 ? d : 0);
+}
+
+/* Echoed bytes after which the connection ends (close-after or reset-after, the
+ * smaller one that is set); 0 = none. */
+static uint64_t imp_limit(const struct re_runtime *rt)
+{
+	uint64_t a = rt->close_after, b = rt->reset_after;
+
+	if (a == 0 || (b != 0 && b < a)) {
+		return b;
+	}
+	return a;
+}
+
+/* Room for the next read in the connection's buffer, which holds the held and the
+ * unsent bytes together, within --conn-buffer and --max-buffered. Returns the bytes,
+ * -ENOSPC at --conn-buffer, -EAGAIN when the budget has no room, -ENOMEM. */
+static ssize_t imp_room(struct re_worker *w, struct re_conn *c)
+{
+	uint32_t t;
+
+	if (c->out == NULL) {
+		uint32_t cap = re_buf_size_for(RE_SCRATCH_SIZE, w->rt->conn_buffer);
+
+		if (!reserve_covers(w, cap)) {
+			return -EAGAIN;
+		}
+		c->out = re_buf_get(&w->bufs, cap);
+		if (c->out == NULL) {
+			return -ENOMEM;
+		}
+		budget_refill(w);
+	}
+	t = re_buf_tail(c->out);
+	if (t == 0) {
+		int g = grow_out(w, c);
+
+		if (g < 0) {
+			return g;
+		}
+		t = re_buf_tail(c->out);
+	}
+	return t;
+}
+
+/* Send what is due, within the bandwidth bucket and the byte limit. Returns 0, or -1
+ * when the connection was closed (the peer is gone). */
+static int imp_send(struct re_worker *w, struct re_conn *c, uint64_t rate, uint64_t limit)
+{
+	struct re_imp *m = c->imp;
+	uint64_t n = re_imp_sendable(m, w->now, rate, limit);
+	ssize_t s;
+
+	if (c->out == NULL || n == 0 || !(c->flags & RE_CONN_WRITABLE)) {
+		return 0;
+	}
+	if (n > c->out->len) {
+		n = c->out->len;	/* cannot happen: [tx, rx) is in the buffer */
+	}
+	do {
+		s = re_net_send(c->fd, c->out->data + c->out->off, (size_t)n);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	s = sent(w, s);
+	if (s < 0) {
+		conn_close(w, c, CLOSE_ERROR, false);
+		return -1;
+	}
+	if (s > 0) {
+		touch(w, c);
+		re_imp_sent(m, (uint64_t)s, rate);
+		c->out->off += (uint32_t)s;
+		c->out->len -= (uint32_t)s;
+		if (c->out->len == 0) {
+			re_buf_put(&w->bufs, c->out);
+			c->out = NULL;
+			budget_settle(w);
+		}
+	}
+	if ((uint64_t)s < n) {
+		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;	/* full: EPOLLOUT follows */
+	}
+	return 0;
+}
+
+/* The byte limit is reached. reset-after: RST now. close-after: drop what is held
+ * beyond it, send FIN, then read and drop the input to the client's EOF, so that
+ * close() never resets. Returns -1 when the connection was closed. */
+static int imp_end(struct re_worker *w, struct re_conn *c)
+{
+	const struct re_runtime *rt = w->rt;
+
+	if (rt->reset_after != 0 && c->imp->tx >= rt->reset_after) {
+		conn_close(w, c, CLOSE_IMPAIR, true);
+		return -1;
+	}
+	if (c->out != NULL) {
+		re_buf_put(&w->bufs, c->out);
+		c->out = NULL;
+		budget_settle(w);
+	}
+	re_imp_heap_remove(&w->imp_heap, c->imp);
+	if (shutdown(c->fd, SHUT_WR) < 0) {
+		conn_close(w, c, CLOSE_ERROR, false);
+		return -1;
+	}
+	c->flags |= RE_CONN_IMP_END;
+	return 0;
+}
+
+/* Serve an impaired connection: release what came due, send it within the bucket and
+ * the limit, read more into the hold while the buffer has room (at the cap reading
+ * stops and TCP flow control holds the sender), end at the limit, and arm the timer
+ * for the next release. Returns false when the connection goes back to the plain
+ * echo path: nothing is held and no impairment is set any more (or the server is
+ * draining: what is held is due at once, and the drain rules apply). */
+static bool imp_service(struct re_worker *w, struct re_conn *c)
+{
+	struct re_imp *m = c->imp;
+	bool draining = (c->flags & RE_CONN_DRAIN) != 0;
+	uint64_t rate = draining ? 0 : w->rt->bandwidth;
+	uint64_t limit = imp_limit(w->rt);
+	uint32_t budget = RE_READ_BUDGET, at;
+
+	if (c->flags & RE_CONN_IMP_END) {
+		if (svc_drop_input(w, c) == 0 && (c->flags & RE_CONN_EOF)) {
+			conn_close(w, c, CLOSE_IMPAIR, false);
+		}
+		return true;
+	}
+	if (draining) {
+		m->released = m->rx;
+		m->nmarks = 0;
+	}
+	re_imp_release(m, w->now);
+	if ((draining || !w->imp_on) && m->nmarks == 0 && m->released == m->rx) {
+		imp_forget(w, c);
+		return false;
+	}
+	for (;;) {
+		ssize_t room, n;
+
+		if (imp_send(w, c, rate, limit) < 0) {
+			return true;
+		}
+		if (limit != 0 && m->tx >= limit) {
+			if (imp_end(w, c) < 0) {
+				return true;
+			}
+			return imp_service(w, c);	/* drop the input that is queued */
+		}
+		if (!(c->flags & RE_CONN_READABLE)) {
+			break;
+		}
+		room = imp_room(w, c);
+		if (room == -ENOSPC) {
+			if (!(c->flags & RE_CONN_PAUSED)) {
+				c->flags |= RE_CONN_PAUSED;
+				RE_STAT_ADD(w->st, backpressure_pauses, 1);
+			}
+			break;
+		}
+		if (room == -EAGAIN) {
+			budget_pause(w, c);
+			break;
+		}
+		if (room < 0) {
+			conn_close(w, c, CLOSE_ERROR, c->out != NULL);
+			return true;
+		}
+		c->flags &= ~(uint32_t)RE_CONN_PAUSED;
+		budget_unpause(w, c);
+		n = re_net_recv(c->fd, c->out->data + c->out->off + c->out->len, (size_t)room);
+		RE_STAT_ADD(w->st, recv_calls, 1);
+		if (n > 0) {
+			uint32_t due = draining ? w->now : imp_due_at(w);
+
+			RE_STAT_ADD(w->st, bytes_received, n);
+			touch(w, c);
+			c->out->len += (uint32_t)n;
+			re_imp_add(m, (uint64_t)n, w->now, due);
+			if (m->released != m->rx) {
+				RE_STAT_ADD(w->st, impaired_delayed_bytes, n);
+			}
+			/* A short read: the queue was empty (see conn_service). */
+			if (n < room && !(c->flags & RE_CONN_RDHUP)) {
+				c->flags &= ~(uint32_t)RE_CONN_READABLE;
+			} else if ((uint32_t)n >= budget) {
+				ready_push(w, c);
+				RE_STAT_ADD(w->st, ready_requeues, 1);
+				break;
+			} else {
+				budget -= (uint32_t)n;
+			}
+			continue;
+		}
+		int end = read_ended(w, c, n);
+
+		if (end < 0) {
+			return true;
+		}
+		if (end == 0) {
+			continue;	/* one more send: what is due may go before we wait */
+		}
+	}
+	if ((c->flags & RE_CONN_EOF) && m->tx == m->rx) {
+		conn_close(w, c, draining ? CLOSE_DRAIN : CLOSE_EOF, false);
+		return true;
+	}
+	if (re_imp_next_wake(m, w->now, rate, limit, &at)) {
+		if (re_imp_heap_set(&w->imp_heap, m, at) < 0) {
+			conn_close(w, c, CLOSE_ERROR, true);	/* cannot wake it: held bytes lost */
+		}
+	} else {
+		re_imp_heap_remove(&w->imp_heap, m);
+	}
+	return true;
+}
+
+/* The rare connections: a service other than echo, or the impaired ones. Returns
+ * false when the plain echo path is to serve the connection. */
+static bool conn_special(struct re_worker *w, struct re_conn *c)
+{
+	if (c->flags & RE_CONN_SERVICE) {
+		svc_service(w, c);	/* --service discard or chargen */
+		return true;
+	}
+	if (!(c->flags & RE_CONN_IMP)) {
+		if (!w->imp_on || !(c->flags & RE_CONN_CHOSEN) ||
+		    (c->flags & (RE_CONN_DRAIN | RE_CONN_LINGER | RE_CONN_EOF))) {
+			return false;
+		}
+		if (imp_start(w, c) < 0) {
+			return true;
+		}
+	}
+	return imp_service(w, c);
+}
+
 /* Serve one connection: flush, then read and echo within the turn's budget, then
  * finish an EOF or a drain. Every exit leaves the flags saying what is left to do. */
 static void conn_service(struct re_worker *w, struct re_conn *c)
 {
 	uint32_t budget = RE_READ_BUDGET;
 
-	if (__builtin_expect((c->flags & RE_CONN_SERVICE) != 0, 0)) {
-		svc_service(w, c);	/* --service discard or chargen */
+	/* One predictable branch when no impairment is set and the service is echo. */
+	if (__builtin_expect((c->flags & (RE_CONN_SERVICE | RE_CONN_IMP)) != 0 || w->imp_on, 0) &&
+	    conn_special(w, c)) {
 		return;
 	}
 
@@ -984,6 +1304,13 @@ static void accept_one(struct re_worker *w, int fd)
 			c->flags |= RE_CONN_CHARGEN;
 		}
 	}
+	/* share: the impairments, now or later, apply to this connection or never. */
+	if (w->rt->share >= 100 || rng_next(w) % 100 < w->rt->share) {
+		c->flags |= RE_CONN_CHOSEN;
+		if (w->imp_on) {
+			imp_count(w, c);
+		}
+	}
 	c->last_active = w->now;
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	ev.data.ptr = c;
@@ -1027,6 +1354,11 @@ static void do_accept(struct re_worker *w)
 {
 	w->accept_pending = false;
 	if (w->lfd < 0) {
+		return;
+	}
+	/* `accept off`: the queue fills and then the kernel drops SYNs, as at an
+	 * overloaded backend. A retiring listener still hands its queue over. */
+	if (w->accept_off && w->lst == LST_OPEN) {
 		return;
 	}
 	for (int i = 0; i < RE_ACCEPT_BUDGET; i++) {
@@ -1208,6 +1540,7 @@ static void start_retire(struct re_worker *w, bool exit_after)
 	case LST_OPEN:
 		w->lst = LST_GRACE;
 		w->deadline = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
+		w->accept_pending = w->accept_off;	/* hand over what `accept off` held */
 		break;
 	case LST_GRACE:
 	case LST_HALF_OPEN_WAIT:
@@ -1545,10 +1878,33 @@ static void retry_budget_paused(struct re_worker *w)
 	}
 }
 
+/* Once per turn: whether the echo path is impaired, and `accept on` after `off` (the
+ * queue may hold connections whose edge was spent while accepting was off). */
+static void imp_snapshot(struct re_worker *w)
+{
+	w->imp_on = re_runtime_impaired(w->rt);
+	if (w->accept_off != w->rt->accept_off) {
+		w->accept_off = w->rt->accept_off;
+		w->accept_pending = !w->accept_off;
+	}
+}
+
+/* Impaired connections whose held bytes came due, or whose bucket refilled. */
+static void imp_wake(struct re_worker *w)
+{
+	struct re_imp *m;
+
+	while ((m = re_imp_heap_top(&w->imp_heap)) != NULL && re_due(w->now, m->wake_at)) {
+		re_imp_heap_remove(&w->imp_heap, m);
+		ready_push(w, m->owner);
+	}
+}
+
 static void run_timers(struct re_worker *w)
 {
 	uint32_t idle = w->rt->idle_timeout_ms;
 
+	imp_wake(w);
 	if (w->accept_paused && re_due(w->now, w->accept_retry_at)) {
 		do_accept(w);
 	}
@@ -1610,6 +1966,11 @@ static int next_timeout(const struct re_worker *w)
 
 		t = a < t ? a : t;
 	}
+	if (w->imp_heap.n > 0) {
+		int32_t a = re_until(w->now, re_imp_heap_top(&w->imp_heap)->wake_at);
+
+		t = a < t ? a : t;
+	}
 	return t;
 }
 
@@ -1637,6 +1998,7 @@ static void worker_loop(struct re_worker *w)
 		 * next_timeout() of an interrupted wait included. */
 		w->rt = re_rcu_dereference(*w->p.runtime);
 		clock_tick(w);
+		imp_snapshot(w);
 		if (n < 0) {
 			if (errno == EINTR) {
 				continue;
@@ -1768,6 +2130,7 @@ static void worker_teardown(struct re_worker *w)
 		w->pipe_r = -1;
 		w->pipe_w = -1;
 	}
+	re_imp_heap_finish(&w->imp_heap);
 	re_buf_pool_finish(&w->bufs);
 	re_conn_pool_finish(&w->conns);
 	/* Every buffer is freed: the reserve is all that is left of the charge. */
@@ -1796,6 +2159,8 @@ static void *worker_main(void *arg)
 	sample_accept_queue(w);
 	w->next_sample = w->now + RE_SAMPLE_MS;
 	clock_tick(w);
+	w->rng = (w->now64 ^ ((uint64_t)(w->p.id + 1) * 0x9E3779B97F4A7C15ull)) | 1;
+	imp_snapshot(w);
 	RE_STORE_RELAXED(w->st->state, RE_BLOCK_RUNNING);
 	set_state(w, RE_WORKER_RUNNING);
 	worker_loop(w);

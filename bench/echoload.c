@@ -26,6 +26,9 @@
  *     --loss-timeout SECONDS  udp: an unanswered datagram is lost after it,
  *                         and frees its window slot, default auto: 10 x the
  *                         p99 latency of the last 100 ms, within [50 ms, 1 s]
+ *     --expect-close      tcp: a clean EOF from the server is expected, not an
+ *                         error: counted, and the connection is reopened
+ *     --expect-reset      tcp: so is a reset (ECONNRESET, EPIPE)
  *     --json | --csv      machine output on stdout (one JSON object on one
  *                         line | a header line and one row, same keys)
  *     --allow-remote      permit a --host outside 127.0.0.0/8 and ::1
@@ -51,6 +54,16 @@
  *   After the window no new message starts, the ones in flight are drained
  *   and checked.  Connection setup (not churn) precedes the warm-up and is
  *   bounded by 5 s; the run after it by warmup + duration + 5 s.
+ *
+ *   Expected ends (--expect-close, --expect-reset: a server that hangs up on
+ *   purpose, such as reuseecho's close-after and reset-after impairments).
+ *   A clean EOF, or a reset, is then counted over the whole run with the
+ *   bytes that socket echoed (their min and max), the bytes received so far
+ *   having been checked like any others (a wrong one in the unfinished
+ *   message is a mismatch); the messages in flight are dropped (no msg, no
+ *   latency) and, before the window's end, the slot reconnects and goes on
+ *   from the next message (rate: keeping its schedule; churn: the next
+ *   cycle).  A failed reconnect is an error.
  *
  *   UDP (--proto udp): --conns flows, each a connected socket; a datagram
  *   of SIZE bytes carries flow id, sequence number and send time (scheduled
@@ -170,6 +183,8 @@ struct config {
 	bool size_set;
 	bool close_rst;
 	bool allow_remote;
+	bool expect_close;	/* tcp: a clean EOF from the server is counted, not an error */
+	bool expect_reset;	/* tcp: so is a reset */
 };
 
 /* Written only by its loader thread; main() reads it after pthread_join(). */
@@ -189,6 +204,14 @@ struct loader_stats {
 	uint64_t duplicated;
 	uint64_t corrupted;
 	uint64_t rx_drops;	/* datagrams the loader's own sockets dropped */
+	/* tcp expected ends, over the whole run: how many, and the bytes each
+	 * socket echoed before it (min starts at UINT64_MAX) */
+	uint64_t closes;
+	uint64_t resets;
+	uint64_t close_bytes_min;
+	uint64_t close_bytes_max;
+	uint64_t reset_bytes_min;
+	uint64_t reset_bytes_max;
 	int first_err;		/* -errno of the first error, 0 if none has one */
 	const char *first_what;	/* NULL until the first error */
 	uint64_t hist[HIST_BUCKETS];
@@ -209,6 +232,7 @@ struct conn {
 	bool one_way;		/* sink or source: bytes go one way only */
 	uint32_t ts_mask;
 	uint64_t *ts;		/* per message send time (ring); churn: connect start */
+	uint64_t sock_base;	/* stream offset of this socket's first byte */
 	uint64_t tx_off;	/* stream bytes handed to the kernel */
 	uint64_t tx_end;	/* stream bytes we want handed to the kernel */
 	uint64_t rx_off;	/* stream bytes received and checked */
@@ -274,6 +298,7 @@ struct loader {
 	pthread_t tid;
 	int epfd;
 	bool no_pwait2;		/* kernel lacks epoll_pwait2: millisecond waits */
+	bool running;		/* set-up over: an expected end may reconnect */
 	bool stopping;		/* measured window over: start nothing new */
 	uint64_t one_way_acc;	/* sink/source: bytes toward the next whole --size */
 	bool send_ts;		/* stamp messages as they are sent */
@@ -486,6 +511,8 @@ fail:
 	return r;
 }
 
+static void expected_end(struct loader *t, struct conn *c, bool reset, bool may_send);
+
 /*
  * Handles an event on a CONN_CONNECTING slot.  Returns 1 if it is now open,
  * 0 if still connecting, -1 if it failed (and was retired).  Success needs no
@@ -499,6 +526,11 @@ static int connect_done(struct loader *t, struct conn *c, uint32_t events)
 	if (events & (EPOLLERR | EPOLLHUP)) {
 		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
 			err = errno;
+		}
+		if (err == ECONNRESET && t->cfg->expect_reset && t->running) {
+			/* accepted, then reset before a byte was echoed */
+			expected_end(t, c, true, true);
+			return -1;
 		}
 		conn_fail(t, c, err ? -err : -ECONNREFUSED, "connect");
 		return -1;
@@ -590,6 +622,12 @@ static int send_pending(struct loader *t, struct conn *c, uint64_t now)
 			if (errno == EAGAIN) {
 				c->wblocked = true;
 				return 0;
+			}
+			if ((errno == ECONNRESET || errno == EPIPE) && t->cfg->expect_reset) {
+				/* Not sent from here: the new socket's connect raises
+				 * EPOLLOUT, and on_event sends then. */
+				expected_end(t, c, true, false);
+				return -1;
 			}
 			conn_fail(t, c, -errno, "send");
 			return -1;
@@ -686,7 +724,7 @@ static void check_data(struct loader *t, struct conn *c, const uint8_t *p,
 	}
 }
 
-static void start_cycle(struct loader *t, struct conn *c);
+static void start_cycle(struct loader *t, struct conn *c, bool may_send);
 
 /* Churn: the echo is complete; close as configured and start the next cycle. */
 static void end_cycle(struct loader *t, struct conn *c)
@@ -695,7 +733,7 @@ static void end_cycle(struct loader *t, struct conn *c)
 	c->fd = -1;
 	c->state = CONN_IDLE;
 	if (!t->stopping) {
-		start_cycle(t, c);
+		start_cycle(t, c, true);
 	}
 }
 
@@ -755,6 +793,10 @@ static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
 			continue;
 		}
 		if (n == 0) {
+			if (t->cfg->expect_close) {
+				expected_end(t, c, false, true);
+				return 1;
+			}
 			conn_fail(t, c, 0, "unexpected EOF");
 			return 1;
 		}
@@ -764,16 +806,22 @@ static int do_read(struct loader *t, struct conn *c, bool drain, uint64_t *now)
 		if (errno == EAGAIN) {
 			return 0;
 		}
+		if (errno == ECONNRESET && t->cfg->expect_reset) {
+			expected_end(t, c, true, true);
+			return 1;
+		}
 		conn_fail(t, c, -errno, "recv");
 		return 1;
 	}
 }
 
-/* Churn: one connect -> send -> echo -> close cycle on slot @c. */
-static void start_cycle(struct loader *t, struct conn *c)
+/* Churn: one connect -> send -> echo -> close cycle on slot @c.  Without
+ * @may_send the message waits for the connect's EPOLLOUT event. */
+static void start_cycle(struct loader *t, struct conn *c, bool may_send)
 {
 	int r;
 
+	c->sock_base = 0;
 	c->tx_off = 0;
 	c->rx_off = 0;
 	c->tx_end = t->unit;
@@ -786,7 +834,7 @@ static void start_cycle(struct loader *t, struct conn *c)
 		conn_fail(t, c, r, "connect");
 		return;
 	}
-	if (c->state == CONN_OPEN) {
+	if (may_send && c->state == CONN_OPEN) {
 		(void)send_pending(t, c, c->ts[0]);
 	}
 }
@@ -798,6 +846,96 @@ static void refill(struct loader *t, struct conn *c)
 
 	if (end > c->tx_end) {
 		c->tx_end = end;
+	}
+}
+
+static void note_end(uint64_t *count, uint64_t *min, uint64_t *max, uint64_t bytes)
+{
+	(*count)++;
+	if (bytes < *min) {
+		*min = bytes;
+	}
+	if (bytes > *max) {
+		*max = bytes;
+	}
+}
+
+/*
+ * The server ended @c's socket as --expect-close (@reset false: a clean EOF,
+ * every byte before it received and checked) or --expect-reset (@reset true)
+ * allows.  Counts the end with the bytes this socket echoed; a wrong byte in
+ * the unfinished message is a mismatch.  The messages in flight are dropped
+ * (no msg, no latency).  Before the window's end the slot reconnects and goes
+ * on from the next message: the byte stream and the message numbers carry on
+ * (so a rate slot keeps its schedule), churn starts its next cycle, and sink
+ * and source start a new stream (chargen restarts on every connection).  A
+ * failed reconnect is an error.  With @may_send the new socket, if already
+ * connected, gets its first bytes at once; without (called from
+ * send_pending()) its connect's EPOLLOUT event makes on_event() send them.
+ */
+static void expected_end(struct loader *t, struct conn *c, bool reset, bool may_send)
+{
+	const struct config *cfg = t->cfg;
+	uint64_t got = c->rx_off - c->sock_base, base;
+	int r;
+
+	if (reset) {
+		note_end(&t->st.resets, &t->st.reset_bytes_min, &t->st.reset_bytes_max, got);
+	} else {
+		note_end(&t->st.closes, &t->st.close_bytes_min, &t->st.close_bytes_max, got);
+	}
+	if (c->msg_bad) {
+		t->st.mismatches++;
+		c->msg_bad = false;
+	}
+	(void)close(c->fd);
+	c->fd = -1;
+	c->state = CONN_IDLE;	/* not busy: the drain after the window ends with it */
+	if (t->stopping) {
+		return;
+	}
+	if (cfg->mode == MODE_CHURN) {
+		start_cycle(t, c, may_send);
+		return;
+	}
+	/* Echo modes: tx_end is a whole number of messages; what lies below it
+	 * was sent or queued on the old socket, and is dropped. */
+	base = c->one_way ? 0 : c->tx_end;
+	c->sock_base = base;
+	c->tx_off = base;
+	c->rx_off = base;
+	c->tx_end = base;
+	c->send_mark = base;
+	c->msg_end = base + t->unit;
+	c->sent = base / t->unit;
+	c->done = c->sent;
+	c->queued = c->sent;
+	r = open_conn(t, c);
+	if (r < 0) {
+		conn_fail(t, c, r, "reconnect");
+		return;
+	}
+	switch (cfg->mode) {
+	case MODE_PINGPONG:
+		c->tx_end = base + (uint64_t)cfg->depth * t->unit;
+		break;
+	case MODE_STREAM:
+		refill(t, c);
+		break;
+	case MODE_RATE:
+		if (c->due > c->queued) {
+			c->queued++;
+			c->tx_end += t->unit;
+		}
+		break;
+	case MODE_SINK:
+		c->tx_end = SINK_BUDGET;
+		break;
+	default:
+		break;	/* source sends nothing */
+	}
+	if (may_send && c->state == CONN_OPEN && c->tx_off < c->tx_end) {
+		(void)send_pending(t, c, now_ns());
 	}
 }
 
@@ -972,7 +1110,7 @@ static void kick(struct loader *t)
 		struct conn *c = &t->conns[i];
 
 		if (cfg->mode == MODE_CHURN) {
-			start_cycle(t, c);
+			start_cycle(t, c, true);
 			continue;
 		}
 		if (c->state != CONN_OPEN) {
@@ -997,6 +1135,7 @@ static void run_loop(struct loader *t)
 	struct epoll_event evs[MAX_EVENTS];
 	uint64_t next_due = UINT64_MAX;
 
+	t->running = true;
 	kick(t);
 	for (;;) {
 		uint64_t now = now_ns(), deadline;
@@ -1688,6 +1827,8 @@ static int loader_init(struct loader *t, struct run *run, unsigned index,
 	t->live = n;
 	t->first_id = first;
 	t->unit = cfg->size;
+	t->st.close_bytes_min = UINT64_MAX;
+	t->st.reset_bytes_min = UINT64_MAX;
 	t->send_ts = cfg->mode == MODE_PINGPONG || cfg->mode == MODE_STREAM;
 	t->ns_per_msg = cfg->mode == MODE_RATE ? 1e9 / cfg->rate : 0;
 	if (cfg->proto == PROTO_UDP) {
@@ -1762,7 +1903,7 @@ enum {
 	OPT_MODE = 256, OPT_HOST, OPT_PORT, OPT_THREADS, OPT_CONNS, OPT_SIZE,
 	OPT_DEPTH, OPT_WINDOW, OPT_RATE, OPT_CLOSE, OPT_DURATION, OPT_WARMUP,
 	OPT_JSON, OPT_CSV, OPT_ALLOW_REMOTE, OPT_HELP, OPT_VERSION, OPT_PROTO,
-	OPT_LOSS_TIMEOUT,
+	OPT_LOSS_TIMEOUT, OPT_EXPECT_CLOSE, OPT_EXPECT_RESET,
 };
 
 static const struct option long_opts[] = {
@@ -1780,6 +1921,8 @@ static const struct option long_opts[] = {
 	{ "duration", required_argument, NULL, OPT_DURATION },
 	{ "warmup", required_argument, NULL, OPT_WARMUP },
 	{ "loss-timeout", required_argument, NULL, OPT_LOSS_TIMEOUT },
+	{ "expect-close", no_argument, NULL, OPT_EXPECT_CLOSE },
+	{ "expect-reset", no_argument, NULL, OPT_EXPECT_RESET },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "csv", no_argument, NULL, OPT_CSV },
 	{ "allow-remote", no_argument, NULL, OPT_ALLOW_REMOTE },
@@ -1818,6 +1961,11 @@ static void usage(FILE *f)
 	      "  --loss-timeout SECONDS  udp: a datagram unanswered this long is lost\n"
 	      "                      and frees its window slot (default auto: 10 x the\n"
 	      "                      recent p99 latency, within 50 ms..1 s)\n"
+	      "  --expect-close      tcp: the server may close (clean EOF after an exact\n"
+	      "                      prefix of the echo): counted, then the connection is\n"
+	      "                      reopened; without it an EOF is an error\n"
+	      "  --expect-reset      tcp: the server may reset (ECONNRESET, EPIPE): counted,\n"
+	      "                      then the connection is reopened; without it an error\n"
 	      "  --json              one JSON object on one line on stdout\n"
 	      "  --csv               a CSV header line and one row on stdout\n"
 	      "  --allow-remote      allow a --host outside 127.0.0.0/8 and ::1\n"
@@ -2042,6 +2190,12 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 				return -EINVAL;
 			}
 			break;
+		case OPT_EXPECT_CLOSE:
+			cfg->expect_close = true;
+			break;
+		case OPT_EXPECT_RESET:
+			cfg->expect_reset = true;
+			break;
 		case OPT_JSON:
 		case OPT_CSV:
 			if (cfg->output != OUT_HUMAN &&
@@ -2099,6 +2253,12 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 					cfg->mode == MODE_SINK || cfg->mode == MODE_SOURCE)) {
 		fprintf(stderr, "echoload: --mode: %s is TCP only (UDP: pingpong, "
 			"with a large --depth for bulk, or rate)\n", mode_names[cfg->mode]);
+		return -EINVAL;
+	}
+	if (cfg->proto == PROTO_UDP && (cfg->expect_close || cfg->expect_reset)) {
+		fprintf(stderr, "echoload: %s: only with --proto tcp (UDP has no "
+			"connection to end)\n", cfg->expect_close ? "--expect-close" :
+			"--expect-reset");
 		return -EINVAL;
 	}
 	if (cfg->proto == PROTO_TCP && cfg->loss_timeout_set) {
@@ -2170,6 +2330,12 @@ struct result {
 	uint64_t duplicated;
 	uint64_t corrupted;
 	uint64_t rx_drops;
+	uint64_t closes;	/* tcp expected ends, whole run */
+	uint64_t resets;
+	uint64_t close_bytes_min;	/* UINT64_MAX while closes == 0 */
+	uint64_t close_bytes_max;
+	uint64_t reset_bytes_min;	/* UINT64_MAX while resets == 0 */
+	uint64_t reset_bytes_max;
 	double loss_timeout;	/* udp: the timeout in effect at the end, largest thread's */
 	double pct_us[4];	/* p50, p90, p99, p99.9 */
 	double cpu;
@@ -2184,7 +2350,7 @@ static double per_sec(double x, const struct result *res)
 	return res->secs > 0 ? x / res->secs : 0;
 }
 
-#define FIELD_MAX 40
+#define FIELD_MAX 48
 
 struct field {
 	const char *key;
@@ -2271,7 +2437,32 @@ static size_t make_fields(const struct config *cfg, const struct result *res,
 		  cfg->loss_timeout_set ? "false" : "true");
 	set_field(&f[n++], "loader_drops", false, !udp, "%llu",
 		  (unsigned long long)res->rx_drops);
+	set_field(&f[n++], "expected_closes", false, !cfg->expect_close, "%llu",
+		  (unsigned long long)res->closes);
+	set_field(&f[n++], "bytes_before_close_min", false, res->closes == 0, "%llu",
+		  (unsigned long long)res->close_bytes_min);
+	set_field(&f[n++], "bytes_before_close_max", false, res->closes == 0, "%llu",
+		  (unsigned long long)res->close_bytes_max);
+	set_field(&f[n++], "expected_resets", false, !cfg->expect_reset, "%llu",
+		  (unsigned long long)res->resets);
+	set_field(&f[n++], "bytes_before_reset_min", false, res->resets == 0, "%llu",
+		  (unsigned long long)res->reset_bytes_min);
+	set_field(&f[n++], "bytes_before_reset_max", false, res->resets == 0, "%llu",
+		  (unsigned long long)res->reset_bytes_max);
 	return n;
+}
+
+/* Text output: "  closes      12 expected, each after 100000 B echoed". */
+static void report_ends(const char *what, uint64_t n, uint64_t min, uint64_t max)
+{
+	printf("  %-11s %llu expected", what, (unsigned long long)n);
+	if (n > 0 && min == max) {
+		printf(", each after %llu B echoed", (unsigned long long)min);
+	} else if (n > 0) {
+		printf(", after %llu to %llu B echoed", (unsigned long long)min,
+		       (unsigned long long)max);
+	}
+	printf(" (whole run)\n");
 }
 
 static void report(const struct config *cfg, const struct result *res)
@@ -2349,6 +2540,14 @@ static void report(const struct config *cfg, const struct result *res)
 			       (unsigned long long)res->duplicated,
 			       (unsigned long long)res->corrupted,
 			       (unsigned long long)res->rx_drops);
+		}
+		if (cfg->expect_close) {
+			report_ends("closes", res->closes, res->close_bytes_min,
+				    res->close_bytes_max);
+		}
+		if (cfg->expect_reset) {
+			report_ends("resets", res->resets, res->reset_bytes_min,
+				    res->reset_bytes_max);
 		}
 	}
 	(void)fflush(stdout);
@@ -2487,6 +2686,8 @@ int main(int argc, char **argv)
 	}
 
 	memset(&res, 0, sizeof(res));
+	res.close_bytes_min = UINT64_MAX;
+	res.reset_bytes_min = UINT64_MAX;
 	window_s = (double)(end - m_start) / 1e9;
 	res.secs = window_s;
 	res.ran = (double)(stopped - began) / 1e9;
@@ -2509,6 +2710,20 @@ int main(int argc, char **argv)
 		res.duplicated += st->duplicated;
 		res.corrupted += st->corrupted;
 		res.rx_drops += st->rx_drops;
+		res.closes += st->closes;
+		res.resets += st->resets;
+		if (st->close_bytes_min < res.close_bytes_min) {
+			res.close_bytes_min = st->close_bytes_min;
+		}
+		if (st->close_bytes_max > res.close_bytes_max) {
+			res.close_bytes_max = st->close_bytes_max;
+		}
+		if (st->reset_bytes_min < res.reset_bytes_min) {
+			res.reset_bytes_min = st->reset_bytes_min;
+		}
+		if (st->reset_bytes_max > res.reset_bytes_max) {
+			res.reset_bytes_max = st->reset_bytes_max;
+		}
 		res.mismatches += st->corrupted;	/* udp: a datagram echoed wrong */
 		if ((double)loaders[i].loss_ns / 1e9 > res.loss_timeout) {
 			res.loss_timeout = (double)loaders[i].loss_ns / 1e9;

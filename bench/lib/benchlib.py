@@ -1,5 +1,5 @@
 """Shared code for the reuseecho benchmark scripts (bench/run-suite, bench/scale,
-bench/compare, bench/plot).  Python 3 standard library only.
+bench/compare, bench/zero-cost, bench/plot).  Python 3 standard library only.
 
 Overview
 --------
@@ -452,17 +452,24 @@ def _tool_output(argv):
         return ""
 
 
+def reuseecho_spec(exe, name="reuseecho", server_args=()):
+    """The TCP ServerSpec of the reuseecho binary at `exe` (a Path), named `name`:
+    bench/zero-cost runs two builds side by side as "before" and "after"."""
+    extra = list(server_args)
+    return ServerSpec(
+        name,
+        lambda workers, cpus: [str(exe), "--threads", str(workers), "--port", "0",
+                               "--bind", "127.0.0.1", "--cpus", fmt_cpu_list(cpus)] + extra,
+        multi_worker=True, version=_tool_version([str(exe), "--version"]))
+
+
 def _prepare_tcp(kind, build, tmpdir, server_args):
     extra = list(server_args)
     if kind == "reuseecho":
         exe = build / "src" / "reuseecho"
         if not (exe.is_file() and os.access(exe, os.X_OK)):
             raise Skip(f"reuseecho: {exe} not built (meson compile -C {build})")
-        return ServerSpec(
-            "reuseecho",
-            lambda workers, cpus: [str(exe), "--threads", str(workers), "--port", "0",
-                                   "--bind", "127.0.0.1", "--cpus", fmt_cpu_list(cpus)] + extra,
-            multi_worker=True, version=_tool_version([str(exe), "--version"]))
+        return reuseecho_spec(exe, server_args=server_args)
     if kind == "go":
         go, out = _go_build("go-echo", tmpdir)
         # GOMAXPROCS defaults to the CPUs in the affinity mask; set it
@@ -1133,7 +1140,8 @@ def positive_int(s):
     return v
 
 
-def add_common_args(ap, server_cpus_default="0"):
+def add_common_args(ap, server_cpus_default="0", repeat_default=3, cases_default=None,
+                    syscalls_default="separate"):
     g = ap.add_argument_group("common options")
     g.add_argument("--build-dir", default="build", metavar="DIR",
                    help="meson build dir holding src/reuseecho and bench/echoload (default: build)")
@@ -1141,12 +1149,13 @@ def add_common_args(ap, server_cpus_default="0"):
                    help="measured seconds per run (default 10)")
     g.add_argument("--warmup", type=nonneg_float, default=2.0, metavar="S",
                    help="echoload warm-up seconds before measuring (default 2)")
-    g.add_argument("--repeat", type=positive_int, default=3, metavar="R",
-                   help="runs per case; medians are reported (default 3)")
+    g.add_argument("--repeat", type=positive_int, default=repeat_default, metavar="R",
+                   help=f"runs per case; medians are reported (default {repeat_default})")
     g.add_argument("--out", metavar="DIR",
                    help="output directory (default bench/out/<timestamp>)")
-    g.add_argument("--cases", metavar="LIST",
-                   help=f"subset of cases, comma separated (default all: {','.join(CASE_NAMES)})")
+    g.add_argument("--cases", metavar="LIST", default=cases_default,
+                   help=f"subset of cases, comma separated (default "
+                        f"{cases_default or 'all: ' + ','.join(CASE_NAMES)})")
     g.add_argument("--rate", type=positive_float, metavar="MSGS_PER_S",
                    help="offered rate for rate64 and udp-rate64 (default: half the measured "
                         "msgs/s of pp64-d1 and udp-pp64-d1)")
@@ -1161,10 +1170,11 @@ def add_common_args(ap, server_cpus_default="0"):
                    help="extra argument passed to echoload (repeatable), e.g. --loader-arg=--close=rst")
     g.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to the server (repeatable), e.g. --server-arg=--no-pin")
-    g.add_argument("--syscalls", choices=("separate", "inline", "off"), default="separate",
+    g.add_argument("--syscalls", choices=("separate", "inline", "off"), default=syscalls_default,
                    help="count server system calls with perf: in one extra probe run per case "
-                        "(separate, default: keeps tracepoint overhead out of the CPU figures), "
-                        "during every run (inline), or not at all (off)")
+                        "(separate: keeps tracepoint overhead out of the CPU figures), "
+                        f"during every run (inline), or not at all (off) (default "
+                        f"{syscalls_default})")
     g.add_argument("--grace", type=positive_float, default=None, metavar="S",
                    help="extra seconds echoload may take beyond warm-up+duration before it is "
                         "killed (default 10 + duration/2)")

@@ -135,7 +135,8 @@ def usage_checks(exe):
                        timeout=10)
     text = p.stdout.decode()
     flags = ("--mode --host --port --threads --conns --size --depth --window --rate --close "
-             "--duration --warmup --json --csv --allow-remote --help --version").split()
+             "--duration --warmup --json --csv --allow-remote --expect-close --expect-reset --help "
+             "--version").split()
     missing = [f for f in flags if f not in text]
     check(p.returncode == 0 and not missing, "--help: exit 0, documents every flag "
           "(missing: %s)" % missing)

@@ -23,6 +23,7 @@
 #include "re_version.h"
 #include "reuseecho/control.h"
 #include "ctlclient.h"
+#include "report.h"
 #include "strbuf.h"
 
 #define MAX_REPLY (64u * 1024u * 1024u)
@@ -166,6 +167,8 @@ struct totals {
 	bool udp;			/* the server runs with --udp: show the UDP columns */
 	uint64_t udp_in, udp_dropped;	/* datagrams received; dropped for any reason */
 	char service[12];		/* --service; "echo" from a server without it */
+	bool impaired;			/* "impairments.active": the header says IMPAIRED */
+	struct re_runtime imp;		/* the impairment settings (others left 0) */
 };
 
 /* The UDP drop counters of a `stats json` total: every reason and the kernel's. */
@@ -190,6 +193,39 @@ static int json_u64(const char *obj, const char *end, const char *key, uint64_t 
 	return 0;
 }
 
+/* The "impairments" object of a `stats json` reply into t; a server without it is
+ * not impaired. */
+static void parse_impairments(const char *js, struct totals *t)
+{
+	const char *obj = strstr(js, "\"impairments\":{");
+	const char *end = obj != NULL ? strchr(obj, '}') : NULL;
+	const char *active, *acc;
+	uint64_t v;
+
+	memset(&t->imp, 0, sizeof(t->imp));
+	t->imp.share = 100;
+	t->impaired = false;
+	if (end == NULL) {
+		return;
+	}
+	active = strstr(obj, "\"active\":true");
+	t->impaired = active != NULL && active < end;
+	if (json_u64(obj, end, "delay_ms", &v) == 0) {
+		t->imp.delay_ms = (uint32_t)v;
+	}
+	if (json_u64(obj, end, "jitter_ms", &v) == 0) {
+		t->imp.jitter_ms = (uint32_t)v;
+	}
+	(void)json_u64(obj, end, "bandwidth", &t->imp.bandwidth);
+	(void)json_u64(obj, end, "close_after", &t->imp.close_after);
+	(void)json_u64(obj, end, "reset_after", &t->imp.reset_after);
+	if (json_u64(obj, end, "share", &v) == 0) {
+		t->imp.share = (uint32_t)v;
+	}
+	acc = strstr(obj, "\"accept\":\"off\"");
+	t->imp.accept_off = acc != NULL && acc < end;
+}
+
 /* Parse the "total" object of a `stats json` reply. Returns 0 or -1. */
 static int parse_totals(const char *js, struct totals *t)
 {
@@ -206,6 +242,7 @@ static int parse_totals(const char *js, struct totals *t)
 		return -1;
 	}
 	t->udp = strstr(end, "\"udp\":true") != NULL;
+	parse_impairments(end, t);
 	snprintf(t->service, sizeof(t->service), "echo");
 	{
 		const char *sv = strstr(end, "\"service\":\"");
@@ -286,8 +323,19 @@ static void draw(const char *path, const struct wrow *cur, int n, const struct w
 	if (tty) {
 		fputs("\033[H\033[2J", stdout);
 	}
-	printf("reuseecho-ctl top: %s, %d worker%s, service %s, every 1 s (q quits)\n\n", path,
+	printf("reuseecho-ctl top: %s, %d worker%s, service %s, every 1 s (q quits)\n", path,
 	       n, n == 1 ? "" : "s", tot->service);
+	if (tot->impaired) {
+		/* Nobody reads these rates as the server's speed by mistake. */
+		struct re_strbuf imp;
+
+		re_strbuf_init(&imp, 1024);
+		re_report_impairments(&tot->imp, &imp);
+		printf("%sIMPAIRED: %s (not a benchmark)%s\n", tty ? "\033[7m" : "",
+		       imp.oom ? "?" : imp.data, tty ? "\033[0m" : "");
+		re_strbuf_finish(&imp);
+	}
+	printf("\n");
 	printf("%4s %4s %-9s %8s %10s %14s %14s %9s %7s %6s", "id", "cpu", "state", "active",
 	       "accept/s", "in", "out", "acceptq", "steered", "local");
 	if (tot->udp) {

@@ -65,6 +65,7 @@ static int take_snapshot(struct re_ctlcmd *k, struct re_snapshot *s, bool *ret_h
 	}
 
 	re_rcu_thread_online();
+	s->runtime = *re_rcu_dereference(*k->p->runtime);
 	reg = re_rcu_dereference(k->p->stats->reg);
 	if (reg->n > k->views_cap) {
 		struct re_worker_view *nv = realloc(k->views, reg->n * sizeof(*nv));
@@ -174,7 +175,9 @@ static const char help_text[] =
 	"  metrics             Prometheus text format 0.0.4\n"
 	"  config              settings in force\n"
 	"  set KEY VALUE       change max-conns, idle-timeout, conn-buffer, max-buffered,\n"
-	"                      drain-timeout, udp-rate or stall-steer\n"
+	"                      drain-timeout, udp-rate or stall-steer; or an impairment:\n"
+	"                      delay, jitter, bandwidth, close-after, reset-after, share,\n"
+	"                      accept\n"
 	"  threads N           grow or shrink the worker set while serving\n"
 	"  features            kernel features reuseecho relies on\n"
 	"  health              OK when every worker runs\n"
@@ -222,6 +225,12 @@ static void reply_config(struct re_ctlcmd *k, struct re_strbuf *out)
 			 k->p->udp ? "on" : "off", rt->udp_rate, k->p->udp_rcvbuf);
 	re_strbuf_printf(out, "service %s\n", k->p->service != NULL ? k->p->service : "echo");
 	format_seconds(out, "stall-steer", rt->stall_steer_ms);
+	for (int i = 0; i < RE_IMP_N; i++) {
+		char val[32];
+
+		re_impair_format(rt, (enum re_impair)i, val, sizeof(val));
+		re_strbuf_printf(out, "%s %s\n", re_impair_name((enum re_impair)i), val);
+	}
 	re_rcu_thread_offline();
 	re_strbuf_printf(out, "steer %s\n", k->p->steer != NULL ? k->p->steer : "hash");
 	re_strbuf_printf(out, "control %s\n\n", k->p->path ? k->p->path : "none");
@@ -300,9 +309,13 @@ enum re_ctlcmd_outcome re_ctlcmd_line(struct re_ctlcmd *k, const char *line, siz
 		break;
 	case RE_CTL_FEATURES: {
 		struct re_features f = k->p->features;
+		struct re_runtime rt;
 
 		re_kfeatures_read_migrate(k->netstat_fd, &f);
-		re_report_features(&f, out);
+		re_rcu_thread_online();
+		rt = *re_rcu_dereference(*k->p->runtime);
+		re_rcu_thread_offline();
+		re_report_features(&f, &rt, out);
 		re_strbuf_puts(out, "\n");
 		break;
 	}

@@ -174,6 +174,33 @@ static void put_clean(struct re_strbuf *out, const char *s, size_t cap, bool no_
 	}
 }
 
+/* ---- impairments ---- */
+
+bool re_report_impaired(const struct re_runtime *rt)
+{
+	return re_runtime_impaired(rt) || rt->accept_off;
+}
+
+void re_report_impairments(const struct re_runtime *rt, struct re_strbuf *out)
+{
+	const char *sep = "";
+	char val[32];
+	int k;
+
+	for (k = 0; k < RE_IMP_N; k++) {
+		if (!re_impair_on(rt, (enum re_impair)k)) {
+			continue;
+		}
+		re_impair_format(rt, (enum re_impair)k, val, sizeof(val));
+		re_strbuf_printf(out, "%s%s %s%s", sep, re_impair_name((enum re_impair)k), val,
+				 k == RE_IMP_SHARE ? "%" : "");
+		sep = ", ";
+	}
+	if (sep[0] == '\0') {
+		re_strbuf_puts(out, "none");
+	}
+}
+
 /* The service a snapshot names; "echo" when it names none (a zeroed snapshot). */
 static const char *service_of(const struct re_features *f)
 {
@@ -330,6 +357,9 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_puts(out, ", service ");
 		put_clean(out, service_of(&s->features), sizeof(s->features.service), true);
 	}
+	/* Second line, where nobody reading the figures misses it. */
+	re_strbuf_puts(out, "\nimpairments: ");
+	re_report_impairments(&s->runtime, out);
 	re_strbuf_puts(out, "\n");
 
 	for (k = 0; k < TEXT_LAYOUT_N; k++) {
@@ -450,6 +480,18 @@ static void json_control(const struct re_control_counters *k, struct re_strbuf *
 			 k->fd_reserve_uses, k->fd_reserve_free, k->fd_reserve_size);
 }
 
+/* ,"impairments":{...}: every setting with its value, 0 = off. */
+static void json_impairments(const struct re_runtime *rt, struct re_strbuf *out)
+{
+	re_strbuf_printf(out, ",\"impairments\":{\"active\":%s,\"delay_ms\":%" PRIu32
+			 ",\"jitter_ms\":%" PRIu32 ",\"bandwidth\":%" PRIu64 ",\"close_after\":%"
+			 PRIu64 ",\"reset_after\":%" PRIu64 ",\"share\":%" PRIu32
+			 ",\"accept\":\"%s\"}",
+			 re_report_impaired(rt) ? "true" : "false", rt->delay_ms, rt->jitter_ms,
+			 rt->bandwidth, rt->close_after, rt->reset_after, rt->share,
+			 rt->accept_off ? "off" : "on");
+}
+
 void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 {
 	const struct re_features *f = &s->features;
@@ -523,6 +565,7 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out)
 		re_strbuf_puts(out, "null");
 	}
 	re_strbuf_puts(out, "}");
+	json_impairments(&s->runtime, out);
 	json_control(&s->control, out);
 	re_strbuf_puts(out, "}\n");
 }
@@ -746,6 +789,38 @@ static void prom_control(const struct re_control_counters *k, struct re_strbuf *
 	re_strbuf_printf(out, PROM_PREFIX "control_fd_reserve_size %" PRIu32 "\n", k->fd_reserve_size);
 }
 
+/* Every kind always has its series, 0 or 1, so that an alert on
+ * max(reuseecho_impairment_active) == 1 needs no absent() twin. */
+static void prom_impairments(const struct re_runtime *rt, struct re_strbuf *out)
+{
+	static const struct {
+		const char *kind;
+		enum re_impair k;
+	} kinds[] = {
+		{ "delay", RE_IMP_DELAY },
+		{ "jitter", RE_IMP_JITTER },
+		{ "bandwidth", RE_IMP_BANDWIDTH },
+		{ "close_after", RE_IMP_CLOSE_AFTER },
+		{ "reset_after", RE_IMP_RESET_AFTER },
+		{ "accept_off", RE_IMP_ACCEPT },
+	};
+	size_t i;
+
+	prom_family(out, "impairment_active",
+		    "1 while the impairment of this kind is set (--delay, --jitter, --bandwidth, "
+		    "--close-after, --reset-after, --accept off): the instance misbehaves on "
+		    "purpose; never benchmark it", "gauge");
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		re_strbuf_printf(out, PROM_PREFIX "impairment_active{kind=\"%s\"} %d\n",
+				 kinds[i].kind, re_impair_on(rt, kinds[i].k) ? 1 : 0);
+	}
+	prom_family(out, "impairment_share_ratio",
+		    "Share of new connections the impairments apply to (--share / 100)", "gauge");
+	re_strbuf_puts(out, PROM_PREFIX "impairment_share_ratio ");
+	prom_double(out, (double)rt->share / 100.0);
+	re_strbuf_puts(out, "\n");
+}
+
 void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 {
 	const struct re_features *f = &s->features;
@@ -835,6 +910,7 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out)
 				 PROM_PREFIX "tcp_migrate_req_total{result=\"failure\"} %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);
 	}
+	prom_impairments(&s->runtime, out);
 	prom_control(&s->control, out);
 }
 
@@ -975,8 +1051,11 @@ void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out)
 
 /* ---- features ---- */
 
-void re_report_features(const struct re_features *f, struct re_strbuf *out)
+void re_report_features(const struct re_features *f, const struct re_runtime *rt,
+			struct re_strbuf *out)
 {
+	char imp[256];
+
 	re_strbuf_printf(out, "so_reuseport %s\nepollrdhup %s\nreuseport_cbpf %s\n",
 			 f->reuseport ? "yes" : "no", f->rdhup ? "yes" : "no",
 			 f->cbpf ? "yes" : "no");
@@ -995,7 +1074,8 @@ void re_report_features(const struct re_features *f, struct re_strbuf *out)
 			 f->udp_rcvbuf);
 	re_strbuf_puts(out, "service ");
 	put_clean(out, service_of(f), sizeof(f->service), true);
-	re_strbuf_puts(out, "\n");
+	re_impair_describe(rt, imp, sizeof(imp));
+	re_strbuf_printf(out, "\nimpairments %s\n", imp);
 	if (f->migrate_success >= 0 && f->migrate_failure >= 0) {
 		re_strbuf_printf(out, "tcp_migrate_req_success %" PRId64 "\ntcp_migrate_req_failure %" PRId64 "\n",
 				 f->migrate_success, f->migrate_failure);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "config.h"
 #include "reuseecho/stats.h"
 #include "strbuf.h"
 
@@ -84,6 +85,8 @@ struct re_snapshot {
 	struct re_stats_counters retired;
 	struct re_features features;
 	struct re_control_counters control;	/* zero when no control thread runs */
+	struct re_runtime runtime;	/* the runtime settings in force: every format shows
+					 * its impairments (a zeroed one reads as share 0) */
 };
 
 struct re_imbalance {
@@ -113,17 +116,30 @@ const char *re_report_state_name(enum re_worker_run_state st);
  * Every counter of RE_STATS_COUNTERS appears in the text, JSON and Prometheus output.
  * Context: any thread. */
 
+/* True when an impairment changes what clients get: delay, jitter, bandwidth,
+ * close-after, reset-after or accept off (share alone impairs nothing). */
+bool re_report_impaired(const struct re_runtime *rt);
+
+/* The impairment settings that differ from their defaults, as people read them, in
+ * enum re_impair order: "delay 50 ms, jitter 10 ms, bandwidth 1048576, share 30%,
+ * accept off" (values as re_impair_format prints them, share with "%"), or "none".
+ * No newline. Context: any thread. */
+void re_report_impairments(const struct re_runtime *rt, struct re_strbuf *out);
+
 /* Human summary of s->total (live + retired): a title line, a few "title: name value,
  * ..." lines, "other: field value, ..." for a counter the layout does not name yet,
- * and a balance line. Layout may change; scripts should use JSON or Prometheus. */
+ * and a balance line. The second line is "impairments: " and re_report_impairments().
+ * Layout may change; scripts should use JSON or Prometheus. */
 void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* One line, one object: version, uptime_s, address, port, workers, total{},
  * per_worker[{id, cpu (null when unpinned), tid, state, acceptq_len, acceptq_max,
  * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min,
  * idle_workers, cv}, features{so_reuseport, epollrdhup, reuseport_cbpf,
- * tcp_migrate_req (null when absent), kernel, udp, udp_rcvbuf, service}. Counter keys are the X-macro field
- * names. total is live + retired and never drops; a sum over per_worker drops when
+ * tcp_migrate_req (null when absent), kernel, udp, udp_rcvbuf, service},
+ * impairments{active (re_report_impaired), delay_ms, jitter_ms, bandwidth,
+ * close_after, reset_after, share, accept ("on"|"off")}, control{}. Counter keys are
+ * the X-macro field names. total is live + retired and never drops; a sum over per_worker drops when
  * a worker retires (its counts move to retired). Integers print exactly, doubles
  * with %.6g, non-finite doubles as null. */
 void re_report_json(const struct re_snapshot *s, struct re_strbuf *out);
@@ -139,7 +155,10 @@ void re_report_json(const struct re_snapshot *s, struct re_strbuf *out);
  * unpinned),tid,state} 1, worker_stalled{worker}, workers, uptime_seconds,
  * build_info{version} 1, accept_imbalance_ratio (re_imbalance.max_min: finite, >= 1),
  * accept_imbalance_cv, feature_info{so_reuseport,epollrdhup,reuseport_cbpf,
- * tcp_migrate_req ("absent" when -1),kernel,listener_handover} 1. */
+ * tcp_migrate_req ("absent" when -1),kernel,listener_handover,service,udp} 1,
+ * tcp_migrate_req_total{result} (when known), impairment_active{kind} 0|1 for every
+ * kind (delay, jitter, bandwidth, close_after, reset_after, accept_off),
+ * impairment_share_ratio (share / 100), then the control thread's families. */
 void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* A header line and one line per live worker, fields separated by one or more
@@ -156,7 +175,10 @@ void re_report_prometheus(const struct re_snapshot *s, struct re_strbuf *out);
 void re_report_workers(const struct re_snapshot *s, struct re_strbuf *out);
 
 /* "key value" lines, values without spaces: so_reuseport yes|no, epollrdhup yes|no,
- * reuseport_cbpf yes|no, tcp_migrate_req <n>|absent, kernel <uname -r>|unknown. */
-void re_report_features(const struct re_features *f, struct re_strbuf *out);
+ * reuseport_cbpf yes|no, tcp_migrate_req <n>|absent, listener_handover, udp, udp_rcvbuf,
+ * service, impairments (re_impair_describe of rt: "none" or "delay=50ms,share=30%"),
+ * tcp_migrate_req_success/failure (when known), kernel <uname -r>|unknown. */
+void re_report_features(const struct re_features *f, const struct re_runtime *rt,
+			struct re_strbuf *out);
 
 #endif

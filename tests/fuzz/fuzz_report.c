@@ -1,7 +1,8 @@
 /* fuzz_report: libFuzzer target for every re_report_* function. The input is
  * consumed as a snapshot: worker count and flags, counters (biased towards 0 and
- * UINT64_MAX), ids, a raw double for the uptime, and arbitrary bytes in version,
- * address and kernel (the last two filling their arrays without a NUL when long).
+ * UINT64_MAX), ids, a raw double for the uptime, arbitrary bytes in version,
+ * address and kernel (the last two filling their arrays without a NUL when long), and
+ * the runtime settings whose impairments every format shows.
  */
 #include <math.h>
 #include <stdint.h>
@@ -282,6 +283,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	take_array(&in, s.features.handover, sizeof(s.features.handover));
 	s.features.migrate_success = (flags & 128) ? -1 : (int64_t)take_counter(&in);
 	s.features.migrate_failure = (int64_t)take_counter(&in);
+	/* The runtime settings: any value, in range or not, formats as one field. */
+	s.runtime.delay_ms = take_u32(&in);
+	s.runtime.jitter_ms = take_u32(&in);
+	s.runtime.bandwidth = take_counter(&in);
+	s.runtime.close_after = take_counter(&in);
+	s.runtime.reset_after = take_counter(&in);
+	s.runtime.share = take_u32(&in);
+	s.runtime.accept_off = take_u8(&in) & 1;
 
 	re_report_imbalance(&s, &imb);
 	if (s.workers == NULL || s.nworkers == 0) {
@@ -328,7 +337,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(check_fields(&sb, 0) == 1 + (s.workers != NULL ? s.nworkers : 0));
 
 	re_strbuf_reset(&sb);
-	re_report_features(&s.features, &sb);
+	re_report_features(&s.features, &s.runtime, &sb);
 	CHECK(check_fields(&sb, 2) >= 5);	/* "key value" lines */
 
 	/* A bounded buffer: appends past the cap set oom and never write beyond it. */

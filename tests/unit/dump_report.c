@@ -1,5 +1,6 @@
 /* dump_report: prints re_report_prometheus() of a sample snapshot on stdout, for
- * promtool_report.sh to lint. Usage: dump_report [empty|one|three|zero-min|escape]
+ * promtool_report.sh to lint. Usage:
+ * dump_report [empty|one|three|zero-min|escape|impaired]
  * (default three). Exit 1 on a bad argument or allocation failure.
  */
 #include <inttypes.h>
@@ -43,6 +44,7 @@ int main(int argc, char **argv)
 	s.features.cbpf = true;
 	s.features.migrate_req = 0;
 	(void)snprintf(s.features.kernel, sizeof(s.features.kernel), "6.1.0-18-amd64");
+	s.runtime.share = 100;
 
 	if (strcmp(which, "empty") == 0) {
 		n = 0;
@@ -53,6 +55,15 @@ int main(int argc, char **argv)
 		s.version = "0.1.0 \"dev\"\\";
 		s.features.migrate_req = -1;
 		(void)snprintf(s.features.kernel, sizeof(s.features.kernel), "6.1\"x\\y\nz w");
+	} else if (strcmp(which, "impaired") == 0) {
+		n = 1;
+		s.runtime.delay_ms = 50;
+		s.runtime.jitter_ms = 10;
+		s.runtime.bandwidth = 1048576;
+		s.runtime.close_after = 100000;
+		s.runtime.reset_after = 5000;
+		s.runtime.share = 30;
+		s.runtime.accept_off = true;
 	} else if (strcmp(which, "zero-min") != 0 && strcmp(which, "three") != 0) {
 		fprintf(stderr, "dump_report: unknown sample '%s'\n", which);
 		return 1;

@@ -13,7 +13,7 @@ fi
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 status=0
-for sample in empty one three zero-min escape; do
+for sample in empty one three zero-min escape impaired; do
 	if ! "$dump" "$sample" >"$tmp/metrics"; then
 		echo "FAIL $sample: dump_report failed"
 		status=1

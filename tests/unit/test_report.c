@@ -85,6 +85,7 @@ static void make(struct fixture *fx, size_t n, const uint64_t *accepted, uint64_
 	fx->s.features.cbpf = true;
 	fx->s.features.migrate_req = 0;
 	(void)snprintf(fx->s.features.kernel, sizeof(fx->s.features.kernel), "6.1.0-18-amd64");
+	fx->s.runtime.share = 100;	/* the default: no impairment */
 	for (i = 0; i < n; i++) {
 		struct re_worker_view *w = &fx->w[i];
 
@@ -491,31 +492,37 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	uint64_t vals[MAXW + 2];
 	char pat[160];
 	const char *out;
+	char *counts;
 	size_t i;
 
 	for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		check_lines(render(fns[i], s, sb));
 	}
 	re_strbuf_reset(sb);
-	re_report_features(&s->features, sb);
+	re_report_features(&s->features, &s->runtime, sb);
 	CHECK(!sb->oom);
 	check_lines(sb->data);
 	/* so_reuseport, epollrdhup, reuseport_cbpf, tcp_migrate_req, listener_handover,
-	 * udp, udp_rcvbuf, service, kernel, and the two TcpMigrateReq counters when the
-	 * kernel has them. */
+	 * udp, udp_rcvbuf, service, impairments, kernel, and the two TcpMigrateReq
+	 * counters when the kernel has them. */
 	CHECK(count_lines(sb->data) ==
-	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 11 : 9));
+	      ((s->features.migrate_success >= 0 && s->features.migrate_failure >= 0) ? 12 : 10));
 	CHECK(strstr(sb->data, "\nudp_rcvbuf ") != NULL);
 	CHECK(strstr(sb->data, "\nservice ") != NULL);
+	CHECK(count_of(sb->data, "\nimpairments ") == 1);
 	CHECK(strstr(sb->data, "listener_handover ") != NULL);
 
-	/* JSON: shape, and for every counter total == per-worker sum + retired. */
+	/* JSON: shape, and for every counter total == per-worker sum + retired (counted
+	 * up to "imbalance": "impairments" has an "active" key too). */
 	out = render(re_report_json, s, sb);
 	check_json_shape(out);
+	counts = strdup(out);
+	CHECK(counts != NULL && strstr(counts, ",\"imbalance\":") != NULL);
+	*strstr(counts, ",\"imbalance\":") = '\0';
 #define JSON_SUM(field, kind, metric, labels, help) \
 	do { \
 		uint64_t sum = 0; \
-		size_t n = json_all(out, #field, vals, MAXW + 2), j; \
+		size_t n = json_all(counts, #field, vals, MAXW + 2), j; \
 		CHECK(n == s->nworkers + 2); \
 		CHECK(vals[0] == s->total.field); \
 		for (j = 1; j <= s->nworkers; j++) { \
@@ -527,7 +534,12 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	} while (0);
 	RE_STATS_COUNTERS(JSON_SUM)
 #undef JSON_SUM
+	free(counts);
 	(void)snprintf(pat, sizeof(pat), "\"workers\":%zu,", s->nworkers);
+	CHECK_HAS(out, pat);
+	CHECK(count_of(out, "\"impairments\":{\"active\":") == 1);
+	(void)snprintf(pat, sizeof(pat), ",\"share\":%" PRIu32 ",\"accept\":\"%s\"},\"control\":{",
+		       s->runtime.share, s->runtime.accept_off ? "off" : "on");
 	CHECK_HAS(out, pat);
 
 	/* Prometheus: shape; per X-macro entry, one process-total sample without a
@@ -590,6 +602,14 @@ static void check_common(const struct re_snapshot *s, struct re_strbuf *sb)
 	CHECK_HAS(out, pat);
 	CHECK(count_of(out, "reuseecho_worker_info{") == s->nworkers);
 	CHECK(count_of(out, "reuseecho_accept_queue_length{") == s->nworkers);
+	/* Every impairment kind, set or not. */
+	CHECK(count_of(out, "\nreuseecho_impairment_active{kind=\"") == 6);
+	CHECK(count_of(out, "\nreuseecho_impairment_share_ratio ") == 1);
+
+	/* Text: the impairments on the second line. */
+	out = render(re_report_text, s, sb);
+	CHECK(count_of(out, "\nimpairments: ") == 1);
+	CHECK(strncmp(strchr(out, '\n'), "\nimpairments: ", 14) == 0);
 
 	check_workers_table(s, render(re_report_workers, s, sb));
 }
@@ -645,7 +665,9 @@ static void test_empty(struct re_strbuf *sb)
 	check_json_shape(out);
 	CHECK_HAS(out, "\"tcp_migrate_req\":null,\"kernel\":\"\",\"listener_handover\":\"\","
 		       "\"udp\":false,\"udp_rcvbuf\":0,\"service\":\"echo\",\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
-		       "\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
+		       "\"impairments\":{\"active\":false,\"delay_ms\":0,\"jitter_ms\":0,"
+		       "\"bandwidth\":0,\"close_after\":0,\"reset_after\":0,\"share\":0,"
+		       "\"accept\":\"on\"},\"control\":{\"clients\":{\"unix\":0,\"tcp\":0},");
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
 	CHECK(count_lines(render(re_report_workers, &fx.s, sb)) == 1);
@@ -703,7 +725,9 @@ static void test_one(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"features\":{\"so_reuseport\":true,\"epollrdhup\":true,"
 		  "\"reuseport_cbpf\":true,\"tcp_migrate_req\":0,"
 		  "\"kernel\":\"6.1.0-18-amd64\",\"listener_handover\":\"\",\"udp\":false,\"udp_rcvbuf\":0,"
-		  "\"service\":\"echo\",\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},\"control\":{");
+		  "\"service\":\"echo\",\"tcp_migrate_req_success\":0,\"tcp_migrate_req_failure\":0},"
+		  "\"impairments\":{\"active\":false,\"delay_ms\":0,\"jitter_ms\":0,\"bandwidth\":0,"
+		  "\"close_after\":0,\"reset_after\":0,\"share\":100,\"accept\":\"on\"},\"control\":{");
 
 	out = render(re_report_text, &fx.s, sb);
 	CHECK_HAS(out, "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, 1 worker\n");
@@ -1020,7 +1044,8 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "\"version\":\"0.1.0\\n\"");
 	CHECK_HAS(out, "\"reuseport_cbpf\":false,\"tcp_migrate_req\":null,"
 		  "\"kernel\":\"6.1\\\"x\\\\y\\nz w\",\"listener_handover\":\"none\",\"udp\":false,\"udp_rcvbuf\":0,"
-		  "\"service\":\"echo\",\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},\"control\":{");
+		  "\"service\":\"echo\",\"tcp_migrate_req_success\":null,\"tcp_migrate_req_failure\":null},"
+		  "\"impairments\":{\"active\":false,");
 
 	out = render(re_report_prometheus, &fx.s, sb);
 	CHECK_HAS(out, "reuseport_cbpf=\"0\",tcp_migrate_req=\"absent\","
@@ -1028,13 +1053,14 @@ static void test_escaping(struct re_strbuf *sb)
 	CHECK_HAS(out, "reuseecho_build_info{version=\"0.1.0\\n\"} 1\n");
 
 	out = render(re_report_text, &fx.s, sb);
-	CHECK(count_lines(out) == 15);	/* resets, impaired, memory, udp, steering and control lines included */
+	CHECK(count_lines(out) == 16);	/* impairments, resets, impaired, memory, udp, steering and control lines included */
 	CHECK_HAS(out, "reuseecho 0.1.0? up 3h02m11s on a\"b\\c?d?e?, 1 worker\n");
 
 	re_strbuf_reset(sb);
-	re_report_features(&fx.s.features, sb);
+	re_report_features(&fx.s.features, &fx.s.runtime, sb);
 	CHECK(strcmp(sb->data, "so_reuseport yes\nepollrdhup yes\nreuseport_cbpf no\n"
-		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nudp_rcvbuf 0\nservice echo\nkernel 6.1\"x\\y?z_w\n") == 0);
+		     "tcp_migrate_req absent\nlistener_handover none\nudp off\nudp_rcvbuf 0\nservice echo\n"
+		     "impairments none\nkernel 6.1\"x\\y?z_w\n") == 0);
 
 	/* Arrays filled to the brim: no terminating NUL inside them. */
 	memset(fx.s.address, 'A', sizeof(fx.s.address));
@@ -1043,7 +1069,7 @@ static void test_escaping(struct re_strbuf *sb)
 	check_prom_shape(render(re_report_prometheus, &fx.s, sb));
 	check_lines(render(re_report_text, &fx.s, sb));
 	re_strbuf_reset(sb);
-	re_report_features(&fx.s.features, sb);
+	re_report_features(&fx.s.features, &fx.s.runtime, sb);
 	check_lines(sb->data);
 }
 
@@ -1159,6 +1185,100 @@ static void test_control_counters(struct re_strbuf *sb)
 		       "fd limit 37, backoffs 41, fd reserve 7/8 (used 22)\n");
 }
 
+/* The impairment settings, exactly, in every format: none, some, all, share alone
+ * (a setting that impairs nothing by itself) and accept off alone. */
+static void test_impairments(struct re_strbuf *sb)
+{
+	static const uint64_t acc[] = { 4 };
+	static const struct {
+		uint32_t delay, jitter;
+		uint64_t bandwidth, close_after, reset_after;
+		uint32_t share;
+		bool accept_off;
+		bool active;
+		const char *text;	/* the stats line, without "impairments: " */
+		const char *feature;	/* the features value */
+		const char *prom;	/* 0/1 for delay..accept_off, then the share ratio */
+	} cases[] = {
+		{ 0, 0, 0, 0, 0, 100, false, false, "none", "none", "0000001" },
+		{ 50, 10, 0, 0, 0, 30, false, true, "delay 50 ms, jitter 10 ms, share 30%",
+		  "delay=50ms,jitter=10ms,share=30%", "1100000.3" },
+		{ 60000, 1, 1048576, 100000, 5000, 0, true, true,
+		  "delay 60000 ms, jitter 1 ms, bandwidth 1048576, close-after 100000, "
+		  "reset-after 5000, share 0%, accept off",
+		  "delay=60000ms,jitter=1ms,bandwidth=1048576,close-after=100000,"
+		  "reset-after=5000,share=0%,accept=off", "1111110" },
+		{ 0, 0, 0, 0, 0, 30, false, false, "share 30%", "share=30%", "0000000.3" },
+		{ 0, 0, 0, 0, 0, 100, true, true, "accept off", "accept=off", "0000011" },
+		{ 0, 0, 0, 0, 1, 100, false, true, "reset-after 1", "reset-after=1", "0000101" },
+	};
+	static const char *const kinds[] = {
+		"delay", "jitter", "bandwidth", "close_after", "reset_after", "accept_off",
+	};
+	struct fixture fx;
+	char want[1024], pat[256];
+	const char *out;
+	size_t i, k;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct re_runtime *rt = &fx.s.runtime;
+
+		make(&fx, 1, acc, 0);
+		rt->delay_ms = cases[i].delay;
+		rt->jitter_ms = cases[i].jitter;
+		rt->bandwidth = cases[i].bandwidth;
+		rt->close_after = cases[i].close_after;
+		rt->reset_after = cases[i].reset_after;
+		rt->share = cases[i].share;
+		rt->accept_off = cases[i].accept_off;
+		check_common(&fx.s, sb);
+		CHECK(re_report_impaired(rt) == cases[i].active);
+
+		re_strbuf_reset(sb);
+		re_report_impairments(rt, sb);
+		CHECK(!sb->oom && strcmp(sb->data, cases[i].text) == 0);
+
+		out = render(re_report_text, &fx.s, sb);
+		(void)snprintf(want, sizeof(want), "reuseecho 0.1.0 up 3h02m11s on 0.0.0.0:7007, "
+			       "1 worker\nimpairments: %s\nconnections: ", cases[i].text);
+		CHECK(strncmp(out, want, strlen(want)) == 0);
+
+		re_strbuf_reset(sb);
+		re_report_features(&fx.s.features, rt, sb);
+		(void)snprintf(want, sizeof(want), "\nservice echo\nimpairments %s\n",
+			       cases[i].feature);
+		CHECK_HAS(sb->data, want);
+
+		out = render(re_report_json, &fx.s, sb);
+		(void)snprintf(want, sizeof(want), "},\"impairments\":{\"active\":%s,\"delay_ms\":%"
+			       PRIu32 ",\"jitter_ms\":%" PRIu32 ",\"bandwidth\":%" PRIu64
+			       ",\"close_after\":%" PRIu64 ",\"reset_after\":%" PRIu64
+			       ",\"share\":%" PRIu32 ",\"accept\":\"%s\"},\"control\":{",
+			       cases[i].active ? "true" : "false", cases[i].delay, cases[i].jitter,
+			       cases[i].bandwidth, cases[i].close_after, cases[i].reset_after,
+			       cases[i].share, cases[i].accept_off ? "off" : "on");
+		CHECK_HAS(out, want);
+
+		out = render(re_report_prometheus, &fx.s, sb);
+		(void)snprintf(want, sizeof(want), "# HELP reuseecho_impairment_active 1 while the "
+			       "impairment of this kind is set (--delay, --jitter, --bandwidth, "
+			       "--close-after, --reset-after, --accept off): the instance misbehaves "
+			       "on purpose; never benchmark it\n"
+			       "# TYPE reuseecho_impairment_active gauge\n");
+		for (k = 0; k < 6; k++) {
+			(void)snprintf(pat, sizeof(pat), "reuseecho_impairment_active{kind=\"%s\"} %c\n",
+				       kinds[k], cases[i].prom[k]);
+			(void)snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s", pat);
+		}
+		CHECK_BLOCK(out, "reuseecho_impairment_active", want);
+		(void)snprintf(want, sizeof(want), "# HELP reuseecho_impairment_share_ratio Share of "
+			       "new connections the impairments apply to (--share / 100)\n"
+			       "# TYPE reuseecho_impairment_share_ratio gauge\n"
+			       "reuseecho_impairment_share_ratio %s\n", cases[i].prom + 6);
+		CHECK_BLOCK(out, "reuseecho_impairment_share_ratio", want);
+	}
+}
+
 int main(void)
 {
 	struct re_strbuf sb;
@@ -1173,6 +1293,7 @@ int main(void)
 	test_text_durations(&sb);
 	test_oom();
 	test_control_counters(&sb);
+	test_impairments(&sb);
 	re_strbuf_finish(&sb);
 	printf("report: all checks passed\n");
 	return 0;

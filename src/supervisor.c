@@ -653,6 +653,10 @@ static void do_set_impair(struct supervisor *s, struct re_request *r, enum re_im
 		re_log_error("set %s: %s", re_impair_name(k), strerror(ENOMEM));
 		return;
 	}
+	/* In force at the workers' next turn: make that now, not at an idle worker's
+	 * next timer (a test that sets `accept off` and connects at once must not find
+	 * it accepting). */
+	command_all(s, RE_WORKER_CMD_SETTINGS);
 	re_impair_format(&next, k, val, sizeof(val));
 	re_impair_describe(&next, all, sizeof(all));
 	snprintf(r->reply, sizeof(r->reply), "%s %s", re_impair_name(k), val);
@@ -702,6 +706,7 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		re_log_error("set %s: %s", key, strerror(ENOMEM));
 		return;
 	}
+	command_all(s, RE_WORKER_CMD_SETTINGS);
 	snprintf(r->reply, sizeof(r->reply), "%s %" PRIu64 "%s", key, r->cmd.value,
 		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT ||
 		  r->cmd.key == RE_KEY_STALL_STEER) ? " ms" : "");

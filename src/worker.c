@@ -1394,6 +1394,21 @@ static void do_accept(struct re_worker *w)
 	w->accept_pending = true;
 }
 
+/* `accept off` also shrinks the listener's accept queue to one connection (listen()
+ * on a listening socket only changes its limit), so that the kernel drops SYNs after
+ * the first queued connection, as at an overloaded backend, rather than after
+ * --backlog of them. `accept on`, or a retire that must hand its queue over, restores
+ * --backlog. A failure changes nothing but how soon connects time out. */
+static void accept_queue_limit(struct re_worker *w)
+{
+	bool small = w->accept_off && w->lst == LST_OPEN;
+
+	if (w->lfd >= 0 && listen(w->lfd, small ? 0 : w->p.backlog) < 0) {
+		re_log_warn("worker %d: listen (accept %s): %s", w->p.id, small ? "off" : "on",
+			    strerror(errno));
+	}
+}
+
 /* --- commands, timers, the loop -------------------------------------------------- */
 
 static void close_all(struct re_worker *w, enum close_reason why, bool abort)
@@ -1540,7 +1555,10 @@ static void start_retire(struct re_worker *w, bool exit_after)
 	case LST_OPEN:
 		w->lst = LST_GRACE;
 		w->deadline = w->now + atomic_load_explicit(&w->grace_ms, memory_order_relaxed);
-		w->accept_pending = w->accept_off;	/* hand over what `accept off` held */
+		if (w->accept_off) {
+			w->accept_pending = true;	/* hand over what `accept off` held */
+			accept_queue_limit(w);
+		}
 		break;
 	case LST_GRACE:
 	case LST_HALF_OPEN_WAIT:
@@ -1886,6 +1904,7 @@ static void imp_snapshot(struct re_worker *w)
 	if (w->accept_off != w->rt->accept_off) {
 		w->accept_off = w->rt->accept_off;
 		w->accept_pending = !w->accept_off;
+		accept_queue_limit(w);
 	}
 }
 

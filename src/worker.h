@@ -33,6 +33,8 @@ enum re_worker_cmd {
 	RE_WORKER_CMD_STALL = 1u << 3,	/* test builds: block the loop (see re_worker_stall) */
 	RE_WORKER_CMD_CLOSE_LISTENER = 1u << 4,	/* handover: close the listener, keep serving */
 	RE_WORKER_CMD_BPF = 1u << 5,	/* attach/detach the group's steering program */
+	RE_WORKER_CMD_SETTINGS = 1u << 6,	/* wake up: the runtime settings changed (every
+						 * turn re-reads them; this makes the turn now) */
 };
 
 /* What the supervisor hands a worker. Read-only for the worker. */

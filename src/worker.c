@@ -877,7 +877,9 @@ static ssize_t imp_room(struct re_worker *w, struct re_conn *c)
 	uint32_t t;
 
 	if (c->out == NULL) {
-		uint32_t cap = re_buf_size_for(RE_SCRATCH_SIZE, w->rt->conn_buffer);
+		/* Small first (a pooled size): a ping-pong holds a message or two; a
+		 * stream grows it by doubling, as any buffer does. */
+		uint32_t cap = re_buf_size_for(RE_BUF_POOL_MAX_CAP, w->rt->conn_buffer);
 
 		if (!reserve_covers(w, cap)) {
 			return -EAGAIN;

@@ -5,9 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Bandwidth: the bucket holds at most 50 ms of the rate (a short burst keeps the
- * trickle smooth, and 50 ms covers a worker that wakes a little late), and a
- * connection waits for 10 ms worth before it sends again (fewer, larger sends). */
+/* Bandwidth: a connection sends in slices of 10 ms of the rate (fewer, larger sends
+ * than byte by byte) and starts with one. The bucket holds at most 50 ms of the rate:
+ * a worker that wakes a little late keeps the rate, and a connection that paused
+ * sends at most 50 ms worth at once. */
 #define BUCKET_MS 50u
 #define SLICE_DIV 100u
 
@@ -16,14 +17,14 @@ static bool before(uint32_t a, uint32_t b)
 	return (int32_t)(a - b) < 0;
 }
 
-void re_imp_init(struct re_imp *m, void *owner, uint64_t pending, uint32_t now)
+void re_imp_init(struct re_imp *m, void *owner, uint64_t echoed, uint64_t pending, uint32_t now)
 {
 	memset(m, 0, sizeof(*m));
 	m->owner = owner;
-	m->rx = pending;
-	m->released = pending;
+	m->tx = echoed;
+	m->rx = echoed + pending;
+	m->released = m->rx;
 	m->credit_at = now;
-	m->credit = UINT64_MAX;	/* full: clamped at the first refill */
 	m->heap_idx = -1;
 }
 
@@ -79,6 +80,14 @@ static void refill(struct re_imp *m, uint32_t now, uint64_t rate)
 	uint32_t dt = before(m->credit_at, now) ? now - m->credit_at : 0;
 	uint64_t cap = bucket_cap(rate);
 
+	if (!m->metered) {
+		/* First use: one slice, so a new connection starts at the rate rather
+		 * than with a burst. */
+		m->metered = true;
+		m->credit_at = now;
+		m->credit = slice_bytes(rate) * 1000;
+		return;
+	}
 	m->credit_at = now;
 	if (dt >= 1000 || m->credit >= cap) {
 		m->credit = cap;

@@ -29,6 +29,7 @@ struct re_imp {
 	uint64_t released;	/* [tx, released) is due: may be sent now */
 	uint64_t credit;	/* bandwidth bucket, in byte-milliseconds */
 	uint32_t credit_at;	/* last refill, worker ms */
+	bool metered;		/* the bucket has been used (credit is valid) */
 	uint32_t wake_at;	/* heap key while in the heap */
 	int32_t heap_idx;	/* -1 when not in the heap */
 	uint16_t head;		/* oldest mark */
@@ -36,8 +37,10 @@ struct re_imp {
 	struct re_imp_mark marks[RE_IMP_MARKS];
 };
 
-/* Start tracking a connection that already holds `pending` unsent bytes (due now). */
-void re_imp_init(struct re_imp *m, void *owner, uint64_t pending, uint32_t now);
+/* Start tracking a connection that has echoed `echoed` bytes and holds `pending`
+ * unsent ones (due now): stream positions start there, so a byte limit counts from
+ * the connection's first byte. */
+void re_imp_init(struct re_imp *m, void *owner, uint64_t echoed, uint64_t pending, uint32_t now);
 
 /* n bytes were taken in at `now`; they are due at `at` (the caller's now + delay +
  * jitter). Keeps release times non-decreasing: never earlier than the previous

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -827,6 +829,22 @@ static void imp_count(struct re_worker *w, struct re_conn *c)
 	}
 }
 
+/* Bytes the connection has echoed so far (written to the socket: sent once, or
+ * still queued), so that close-after and reset-after count from its first byte
+ * whenever the impairment met it. 0 when the kernel does not say (before 4.19). */
+static uint64_t echoed_so_far(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_retrans) + sizeof(ti.tcpi_bytes_retrans)) {
+		return 0;
+	}
+	return ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes;
+}
+
 /* A chosen connection meets an impairment: what it holds unsent is due at once,
  * everything it reads from now on goes through the hold. -1: closed (no memory). */
 static int imp_start(struct re_worker *w, struct re_conn *c)
@@ -837,7 +855,7 @@ static int imp_start(struct re_worker *w, struct re_conn *c)
 		conn_close(w, c, CLOSE_ERROR, c->out != NULL);
 		return -1;
 	}
-	re_imp_init(m, c, c->out != NULL ? c->out->len : 0, w->now);
+	re_imp_init(m, c, echoed_so_far(c->fd), c->out != NULL ? c->out->len : 0, w->now);
 	c->imp = m;
 	c->flags |= RE_CONN_IMP;
 	imp_count(w, c);
@@ -1933,6 +1951,13 @@ static void run_timers(struct re_worker *w)
 		while (w->lru.head != NULL && re_due(w->now, w->lru.head->last_active + idle)) {
 			struct re_conn *c = w->lru.head;
 
+			if (c->imp != NULL &&
+			    (c->imp->heap_idx >= 0 || re_imp_held(c->imp) > 0)) {
+				/* Not idle: we hold its echo (a delay or the bandwidth
+				 * bucket), the client waits on us. */
+				touch(w, c);
+				continue;
+			}
 			/* Graceful only when nothing is lost: with unsent output the client
 			 * would see a clean end to a short echo, and with unread input
 			 * close() resets anyway (the kernel's rule). Reset those on purpose

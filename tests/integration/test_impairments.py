@@ -391,6 +391,47 @@ class Impair(retest.ServerCase):
         self.assertEqual(t["impaired_conns"], 1)
         self.stop_clean()
 
+    def test_limit_counts_from_the_first_byte(self):
+        """close-after counts the bytes a connection echoed before any impairment met
+        it: 60,000 echoed plain, then `set close-after 100000` gives exactly 40,000
+        more, then EOF (the limit is the connection's whole echo, not a fresh count)."""
+        srv = self.start("--threads", 1)
+        s = srv.connect()
+        first = retest.pattern(60000, 3)
+        retest.echo_check(s, first, timeout=retest.scaled(10))
+        self.set("close-after", "100000", "close-after 100000")
+        more = retest.pattern(100000, 4)
+        s.sendall(more)
+        s.shutdown(socket.SHUT_WR)
+        got = retest.recv_until_eof(s, limit=len(more))
+        s.close()
+        self.assertEqual(len(got), 40000)
+        self.assertEqual(got, more[:40000])
+        t = self.closed()
+        self.assertEqual((t["closed_impair"], t["reset_impair"], t["bytes_sent"]), (1, 0, 100000))
+        self.stop_clean()
+
+    def test_idle_timeout_spares_held_echo(self):
+        """--idle-timeout 1 --delay 2s: the echo we hold for 2 s is not idleness; the
+        client gets it whole at ~2 s, and only a connection that really is idle (no
+        bytes in or held) is closed by the timeout."""
+        srv = self.start("--threads", 1, "--idle-timeout", 1, "--delay", "2s")
+        s = srv.connect()
+        msg = b"held for two seconds"
+        t0 = time.monotonic()
+        s.sendall(msg)
+        s.settimeout(retest.scaled(10))
+        got = retest.recv_exact(s, len(msg))
+        took = time.monotonic() - t0
+        self.assertEqual(got, msg)
+        self.assertGreaterEqual(took, 1.95)
+        # Now idle: the timeout closes it (a FIN: nothing was left unsent).
+        self.assertEqual(s.recv(1), b"")
+        s.close()
+        t = self.closed()
+        self.assertEqual((t["closed_idle"], t["reset_idle"]), (1, 0))
+        self.stop_clean()
+
     # --- share ------------------------------------------------------------------
 
     def test_share_30(self):

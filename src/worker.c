@@ -448,39 +448,6 @@ static void reap(struct re_worker *w)
 	}
 }
 
-/* Send the pending buffer. A partial send means the socket buffer filled: the kernel
- * has set SOCK_NOSPACE, so an EPOLLOUT edge follows when space frees up. */
-static int conn_flush(struct re_worker *w, struct re_conn *c)
-{
-	struct re_buf *b = c->out;
-	ssize_t s;
-
-	do {
-		s = re_net_send(c->fd, b->data + b->off, b->len);
-		RE_STAT_ADD(w->st, send_calls, 1);
-	} while (s < 0 && errno == EINTR);
-	if (s < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
-			RE_STAT_ADD(w->st, send_eagain, 1);
-			return 0;
-		}
-		return -errno;
-	}
-	RE_STAT_ADD(w->st, bytes_sent, s);
-	touch(w, c);
-	b->off += (uint32_t)s;
-	b->len -= (uint32_t)s;
-	if (b->len == 0) {
-		re_buf_put(&w->bufs, b);
-		c->out = NULL;
-		budget_settle(w);
-	} else {
-		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
-	}
-	return 0;
-}
-
 /* The socket took s of the n bytes just echoed (s < 0: send's -errno). Counts the
  * call and returns the bytes sent (EAGAIN counts as 0), or -errno for a dead peer. */
 static ssize_t sent(struct re_worker *w, ssize_t s)
@@ -494,6 +461,47 @@ static ssize_t sent(struct re_worker *w, ssize_t s)
 	}
 	RE_STAT_ADD(w->st, bytes_sent, s);
 	return s;
+}
+
+/* Send up to n of the pending buffer's bytes (its first n). A short send means the
+ * socket buffer filled: the kernel has set SOCK_NOSPACE, so an EPOLLOUT edge follows
+ * when space frees up. Returns the bytes sent (0 on EAGAIN), or -errno for a dead
+ * peer; a buffer sent whole goes back to the pool. */
+static ssize_t out_send(struct re_worker *w, struct re_conn *c, size_t n)
+{
+	struct re_buf *b = c->out;
+	ssize_t s;
+
+	do {
+		s = re_net_send(c->fd, b->data + b->off, n);
+		RE_STAT_ADD(w->st, send_calls, 1);
+	} while (s < 0 && errno == EINTR);
+	s = sent(w, s);
+	if (s < 0) {
+		return s;
+	}
+	if (s > 0) {
+		touch(w, c);
+		b->off += (uint32_t)s;
+		b->len -= (uint32_t)s;
+		if (b->len == 0) {
+			re_buf_put(&w->bufs, b);
+			c->out = NULL;
+			budget_settle(w);
+		}
+	}
+	if ((size_t)s < n) {
+		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;
+	}
+	return s;
+}
+
+/* Send the whole pending buffer (see out_send). 0, or -errno for a dead peer. */
+static int conn_flush(struct re_worker *w, struct re_conn *c)
+{
+	ssize_t s = out_send(w, c, c->out->len);
+
+	return s < 0 ? (int)s : 0;
 }
 
 /* A buffer for the len bytes of a write-through that the socket did not take, sized
@@ -924,8 +932,7 @@ static ssize_t imp_room(struct re_worker *w, struct re_conn *c)
  * when the connection was closed (the peer is gone). */
 static int imp_send(struct re_worker *w, struct re_conn *c, uint64_t rate, uint64_t limit)
 {
-	struct re_imp *m = c->imp;
-	uint64_t n = re_imp_sendable(m, w->now, rate, limit);
+	uint64_t n = re_imp_sendable(c->imp, w->now, rate, limit);
 	ssize_t s;
 
 	if (c->out == NULL || n == 0 || !(c->flags & RE_CONN_WRITABLE)) {
@@ -934,29 +941,12 @@ static int imp_send(struct re_worker *w, struct re_conn *c, uint64_t rate, uint6
 	if (n > c->out->len) {
 		n = c->out->len;	/* cannot happen: [tx, rx) is in the buffer */
 	}
-	do {
-		s = re_net_send(c->fd, c->out->data + c->out->off, (size_t)n);
-		RE_STAT_ADD(w->st, send_calls, 1);
-	} while (s < 0 && errno == EINTR);
-	s = sent(w, s);
+	s = out_send(w, c, (size_t)n);
 	if (s < 0) {
 		conn_close(w, c, CLOSE_ERROR, false);
 		return -1;
 	}
-	if (s > 0) {
-		touch(w, c);
-		re_imp_sent(m, (uint64_t)s, rate);
-		c->out->off += (uint32_t)s;
-		c->out->len -= (uint32_t)s;
-		if (c->out->len == 0) {
-			re_buf_put(&w->bufs, c->out);
-			c->out = NULL;
-			budget_settle(w);
-		}
-	}
-	if ((uint64_t)s < n) {
-		c->flags &= ~(uint32_t)RE_CONN_WRITABLE;	/* full: EPOLLOUT follows */
-	}
+	re_imp_sent(c->imp, (uint64_t)s, rate);
 	return 0;
 }
 

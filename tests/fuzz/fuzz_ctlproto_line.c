@@ -39,8 +39,21 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 		CHECK((unsigned)cmd.verb <= LAST_VERB);
 		switch (cmd.verb) {
 		case RE_CTL_SET:
-			CHECK((unsigned)cmd.key <= RE_KEY_STALL_STEER);
-			switch (cmd.key) {
+			CHECK(cmd.key >= 0 && cmd.key < RE_KEY_IMPAIR + RE_IMP_N);
+			if (cmd.key >= RE_KEY_IMPAIR) {
+				enum re_impair k = (enum re_impair)(cmd.key - RE_KEY_IMPAIR);
+
+				if (k == RE_IMP_DELAY || k == RE_IMP_JITTER) {
+					CHECK(cmd.value <= RE_MAX_IMPAIR_DELAY_MS);
+				} else if (k == RE_IMP_SHARE) {
+					CHECK(cmd.value <= 100);
+				} else if (k == RE_IMP_ACCEPT) {
+					CHECK(cmd.value <= 1);
+				} else {
+					CHECK(cmd.value <= RE_MAX_IMPAIR_BYTES);
+				}
+			}
+			switch ((enum re_ctl_key)cmd.key) {
 			case RE_KEY_MAX_CONNS:
 				CHECK(cmd.value <= 100000000);
 				break;
@@ -63,6 +76,8 @@ static void check_one(const char *line, size_t len, size_t errlen, int framed)
 				CHECK(cmd.value == 0 || (cmd.value >= RE_MIN_STALL_STEER_MS &&
 							 cmd.value <= RE_MAX_STALL_STEER_MS));
 				break;
+			case RE_KEY_IMPAIR:
+				break;	/* above: RE_KEY_IMPAIR + enum re_impair */
 			}
 			CHECK(strcmp(re_ctlproto_key_name(cmd.key), "?") != 0);
 			break;

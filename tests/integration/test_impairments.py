@@ -544,6 +544,40 @@ class Impair(retest.ServerCase):
         self.closed()
         self.stop_clean()
 
+    def test_accept_off_is_at_once_and_queues_one(self):
+        """With the default --backlog (4096), `accept off` must look like an overloaded
+        backend at once: the connection made right after the reply is not served,
+        and each worker's queue holds one connection, so the rest time out (a health
+        check's connect fails after the first queued one, not after 4,096)."""
+        srv = self.start("--threads", 2)
+        self.set("accept", "off", "accept off")
+        queued, timed_out = [], []
+        for i in range(8):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.socks.append(s)
+            s.setblocking(False)
+            self.assertIn(s.connect_ex(("127.0.0.1", srv.port)), (errno.EINPROGRESS, 0))
+            _, w, _ = select.select([], [s], [], 0.5)
+            if w and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                s.send(b"x")
+                queued.append(s)
+            else:
+                timed_out.append(s)
+        r, _, _ = select.select(queued, [], [], 0.5)
+        print("accept off, 2 workers, default backlog: %d queued, %d timed out"
+              % (len(queued), len(timed_out)))
+        self.assertEqual(r, [], "a connection made after `accept off` was served")
+        self.assertLessEqual(len(queued), 2)
+        self.assertEqual(self.total()["accepted"], 0)
+        self.set("accept", "on", "accept on")
+        for s in queued:
+            s.settimeout(retest.scaled(5))
+            self.assertEqual(retest.recv_exact(s, 1), b"x")
+        for s in queued + timed_out:
+            s.close()
+        self.closed()
+        self.stop_clean()
+
     # --- held bytes -------------------------------------------------------------
 
     def test_held_bytes_are_bounded(self):

@@ -283,6 +283,11 @@ bool re_runtime_impaired(const struct re_runtime *rt)
 	       (rt->bandwidth | rt->close_after | rt->reset_after) != 0;
 }
 
+bool re_impair_active(const struct re_runtime *rt)
+{
+	return re_runtime_impaired(rt) || rt->accept_off;
+}
+
 void re_impair_format(const struct re_runtime *rt, enum re_impair k, char *buf, size_t len)
 {
 	uint64_t v = re_impair_get(rt, k);

@@ -105,6 +105,10 @@ bool re_impair_on(const struct re_runtime *rt, enum re_impair k);
  * reset-after) is on: connections chosen by share take the impaired path. */
 bool re_runtime_impaired(const struct re_runtime *rt);
 
+/* Anything in force that makes the instance misbehave: an impairment of the echo
+ * path, or accept off (share alone changes nothing). */
+bool re_impair_active(const struct re_runtime *rt);
+
 /* k's value as the replies and `config` print it: "50 ms", "1048576", "30", "off". */
 void re_impair_format(const struct re_runtime *rt, enum re_impair k, char *buf, size_t len);
 

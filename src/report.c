@@ -176,11 +176,6 @@ static void put_clean(struct re_strbuf *out, const char *s, size_t cap, bool no_
 
 /* ---- impairments ---- */
 
-bool re_report_impaired(const struct re_runtime *rt)
-{
-	return re_runtime_impaired(rt) || rt->accept_off;
-}
-
 void re_report_impairments(const struct re_runtime *rt, struct re_strbuf *out)
 {
 	const char *sep = "";
@@ -487,7 +482,7 @@ static void json_impairments(const struct re_runtime *rt, struct re_strbuf *out)
 			 ",\"jitter_ms\":%" PRIu32 ",\"bandwidth\":%" PRIu64 ",\"close_after\":%"
 			 PRIu64 ",\"reset_after\":%" PRIu64 ",\"share\":%" PRIu32
 			 ",\"accept\":\"%s\"}",
-			 re_report_impaired(rt) ? "true" : "false", rt->delay_ms, rt->jitter_ms,
+			 re_impair_active(rt) ? "true" : "false", rt->delay_ms, rt->jitter_ms,
 			 rt->bandwidth, rt->close_after, rt->reset_after, rt->share,
 			 rt->accept_off ? "off" : "on");
 }

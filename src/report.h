@@ -111,20 +111,16 @@ void re_report_imbalance(const struct re_snapshot *s, struct re_imbalance *ret);
 /* "running", "draining", "stalled" ("unknown" for any other value). Static string. */
 const char *re_report_state_name(enum re_worker_run_state st);
 
-/* Each appends to out (check out->oom once at the end); each line ends with "\n" and
- * none is empty. address and kernel need not be NUL-terminated in their arrays.
- * Every counter of RE_STATS_COUNTERS appears in the text, JSON and Prometheus output.
- * Context: any thread. */
-
-/* True when an impairment changes what clients get: delay, jitter, bandwidth,
- * close-after, reset-after or accept off (share alone impairs nothing). */
-bool re_report_impaired(const struct re_runtime *rt);
-
 /* The impairment settings that differ from their defaults, as people read them, in
  * enum re_impair order: "delay 50 ms, jitter 10 ms, bandwidth 1048576, share 30%,
  * accept off" (values as re_impair_format prints them, share with "%"), or "none".
  * No newline. Context: any thread. */
 void re_report_impairments(const struct re_runtime *rt, struct re_strbuf *out);
+
+/* Each appends to out (check out->oom once at the end); each line ends with "\n" and
+ * none is empty. address and kernel need not be NUL-terminated in their arrays.
+ * Every counter of RE_STATS_COUNTERS appears in the text, JSON and Prometheus output.
+ * Context: any thread. */
 
 /* Human summary of s->total (live + retired): a title line, a few "title: name value,
  * ..." lines, "other: field value, ..." for a counter the layout does not name yet,
@@ -137,7 +133,7 @@ void re_report_text(const struct re_snapshot *s, struct re_strbuf *out);
  * counters...}], retired{}, imbalance{max_accepted, min_accepted, max_min,
  * idle_workers, cv}, features{so_reuseport, epollrdhup, reuseport_cbpf,
  * tcp_migrate_req (null when absent), kernel, udp, udp_rcvbuf, service},
- * impairments{active (re_report_impaired), delay_ms, jitter_ms, bandwidth,
+ * impairments{active (re_impair_active), delay_ms, jitter_ms, bandwidth,
  * close_after, reset_after, share, accept ("on"|"off")}, control{}. Counter keys are
  * the X-macro field names. total is live + retired and never drops; a sum over per_worker drops when
  * a worker retires (its counts move to retired). Integers print exactly, doubles

@@ -637,42 +637,14 @@ static void do_threads(struct supervisor *s, struct re_request *r)
 	s->held_from = live;
 }
 
-/* `set delay 50ms` and the other impairments: published like any setting; the log
- * line also names every impairment now in force, so that nobody reads figures from
- * an impaired instance without a trace of it in the log. */
-static void do_set_impair(struct supervisor *s, struct re_request *r, enum re_impair k)
-{
-	struct re_runtime next = *s->runtime;
-	char val[32], all[160];
-
-	re_impair_set(&next, k, r->cmd.value);
-	if (publish_runtime(s, &next) < 0) {
-		r->status = -ENOMEM;
-		snprintf(r->reply, sizeof(r->reply), "set %s: out of memory, nothing changed",
-			 re_impair_name(k));
-		re_log_error("set %s: %s", re_impair_name(k), strerror(ENOMEM));
-		return;
-	}
-	/* In force at the workers' next turn: make that now, not at an idle worker's
-	 * next timer (a test that sets `accept off` and connects at once must not find
-	 * it accepting). */
-	command_all(s, RE_WORKER_CMD_SETTINGS);
-	re_impair_format(&next, k, val, sizeof(val));
-	re_impair_describe(&next, all, sizeof(all));
-	snprintf(r->reply, sizeof(r->reply), "%s %s", re_impair_name(k), val);
-	re_log_info("set %s %s (impairments: %s)", re_impair_name(k), val, all);
-}
-
 static void do_set(struct supervisor *s, struct re_request *r)
 {
 	struct re_runtime next = *s->runtime;
 	const char *key = re_ctlproto_key_name(r->cmd.key);
+	bool impair = r->cmd.key >= RE_KEY_IMPAIR;
+	enum re_impair k = impair ? (enum re_impair)(r->cmd.key - RE_KEY_IMPAIR) : RE_IMP_N;
 
-	if (r->cmd.key >= RE_KEY_IMPAIR) {
-		do_set_impair(s, r, (enum re_impair)(r->cmd.key - RE_KEY_IMPAIR));
-		return;
-	}
-	switch ((enum re_ctl_key)r->cmd.key) {
+	switch (impair ? RE_KEY_IMPAIR : (enum re_ctl_key)r->cmd.key) {
 	case RE_KEY_MAX_CONNS:
 		next.max_conns = r->cmd.value;
 		break;
@@ -698,7 +670,8 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		next.stall_steer_ms = (uint32_t)r->cmd.value;
 		break;
 	case RE_KEY_IMPAIR:
-		break;	/* above */
+		re_impair_set(&next, k, r->cmd.value);
+		break;
 	}
 	if (publish_runtime(s, &next) < 0) {
 		r->status = -ENOMEM;
@@ -706,7 +679,21 @@ static void do_set(struct supervisor *s, struct re_request *r)
 		re_log_error("set %s: %s", key, strerror(ENOMEM));
 		return;
 	}
+	/* In force at the workers' next turn: make that now, not at an idle worker's
+	 * next timer (a test that sets `accept off` and connects at once must not find
+	 * it accepting). */
 	command_all(s, RE_WORKER_CMD_SETTINGS);
+	if (impair) {
+		char val[32], all[160];
+
+		/* The log also names every impairment now in force, so that nobody reads
+		 * figures from an impaired instance without a trace of it in the log. */
+		re_impair_format(&next, k, val, sizeof(val));
+		re_impair_describe(&next, all, sizeof(all));
+		snprintf(r->reply, sizeof(r->reply), "%s %s", key, val);
+		re_log_info("set %s (impairments: %s)", r->reply, all);
+		return;
+	}
 	snprintf(r->reply, sizeof(r->reply), "%s %" PRIu64 "%s", key, r->cmd.value,
 		 (r->cmd.key == RE_KEY_IDLE_TIMEOUT || r->cmd.key == RE_KEY_DRAIN_TIMEOUT ||
 		  r->cmd.key == RE_KEY_STALL_STEER) ? " ms" : "");
@@ -1318,7 +1305,7 @@ int re_supervisor_run(const struct re_config *cfg)
 	s.g.tmpl.udp = cfg->udp;
 	s.g.tmpl.udp_rcvbuf = cfg->udp_rcvbuf;
 	s.g.tmpl.service = cfg->service;
-	if (re_runtime_impaired(&cfg->rt) || cfg->rt.accept_off) {
+	if (re_impair_active(&cfg->rt)) {
 		char all[160];
 
 		re_impair_describe(&cfg->rt, all, sizeof(all));

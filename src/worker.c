@@ -299,6 +299,17 @@ static void pool_follow_limit(struct re_worker *w)
 	}
 }
 
+/* Reading stopped: the connection's unsent (or held) bytes reached --conn-buffer. The
+ * bytes stay in the kernel, where TCP flow control slows the sender; the send that
+ * frees space resumes the reading. */
+static void backpressure_pause(struct re_worker *w, struct re_conn *c)
+{
+	if (!(c->flags & RE_CONN_PAUSED)) {
+		c->flags |= RE_CONN_PAUSED;
+		RE_STAT_ADD(w->st, backpressure_pauses, 1);
+	}
+}
+
 /* Reading stopped for want of budget: a buffer that could not grow, or an echo in
  * place the socket cut short (no buffer for its remainder). Retried on the timer,
  * since room freed by another worker raises no edge here. */
@@ -1021,10 +1032,7 @@ static bool imp_service(struct re_worker *w, struct re_conn *c)
 		}
 		room = imp_room(w, c);
 		if (room == -ENOSPC) {
-			if (!(c->flags & RE_CONN_PAUSED)) {
-				c->flags |= RE_CONN_PAUSED;
-				RE_STAT_ADD(w->st, backpressure_pauses, 1);
-			}
+			backpressure_pause(w, c);
 			break;
 		}
 		if (room == -EAGAIN) {
@@ -1142,10 +1150,7 @@ static void conn_service(struct re_worker *w, struct re_conn *c)
 				int g = grow_out(w, c);
 
 				if (g == -ENOSPC) {
-					if (!(c->flags & RE_CONN_PAUSED)) {
-						c->flags |= RE_CONN_PAUSED;
-						RE_STAT_ADD(w->st, backpressure_pauses, 1);
-					}
+					backpressure_pause(w, c);
 					break;
 				}
 				if (g < 0) {

@@ -1232,7 +1232,7 @@ static void test_impairments(struct re_strbuf *sb)
 		rt->share = cases[i].share;
 		rt->accept_off = cases[i].accept_off;
 		check_common(&fx.s, sb);
-		CHECK(re_report_impaired(rt) == cases[i].active);
+		CHECK(re_impair_active(rt) == cases[i].active);
 
 		re_strbuf_reset(sb);
 		re_report_impairments(rt, sb);
